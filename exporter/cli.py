@@ -1,0 +1,249 @@
+"""The command line: `serve`, `check`, `emulate` and `demo`. Flags, environment variables, nothing else.
+
+Every option also reads an environment variable `TRUECONF_EXPORTER_<NAME>`, shown in `--help`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter import __version__
+from exporter.collection import collect_room
+from exporter.collector import BuildInfoCollector, collection_metrics
+from exporter.emulator import DEMO, EmulatorSettings, Fault, RunningEmulator, ScenarioError, build_room
+from exporter.logs import FORMATS, LEVELS, setup_logging
+from exporter.room import RoomTarget, TargetError, parse_target
+from exporter.verdict import verdict
+from exporter.web import ExporterApp, ExporterSettings, make_http_server, parse_listen_address
+
+log = logging.getLogger("exporter")
+
+ENV_PREFIX = "TRUECONF_EXPORTER_"
+DEFAULT_TARGET = "ws://127.0.0.1:8765"
+DEFAULT_LISTEN_ADDRESS = ":18765"
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+
+def env(name: str) -> str:
+    return f"{ENV_PREFIX}{name}"
+
+
+class TargetType(click.ParamType):
+    name = "TARGET"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> RoomTarget:
+        if isinstance(value, RoomTarget):
+            return value
+        try:
+            return parse_target(str(value))
+        except TargetError as error:
+            self.fail(str(error), param, ctx)
+
+
+class ListenAddressType(click.ParamType):
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_listen_address(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
+    """The PIN from `--pin` or `--pin-file` (stripped); None means unsecured auth. Never echoes the PIN."""
+    if pin is not None and pin_file is not None:
+        raise click.UsageError("--pin and --pin-file are mutually exclusive: give one")
+    if pin_file is not None:
+        try:
+            pin = pin_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise click.BadParameter(f"cannot read {pin_file}: {error}", param_hint="--pin-file") from None
+        if not pin:
+            raise click.BadParameter(f"{pin_file} is empty; remove --pin-file for a Room without a PIN",
+                                     param_hint="--pin-file")
+        return pin
+    if pin is not None and not pin.strip():
+        raise click.BadParameter("the PIN is empty; leave it out for a Room without a PIN", param_hint="--pin")
+    return pin.strip() if pin is not None else None
+
+
+def logging_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--log-format", type=click.Choice(FORMATS), default="logfmt", show_default=True,
+                           envvar=env("LOG_FORMAT"), show_envvar=True, help="Log line format.")(command)
+    return click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="info",
+                        show_default=True, envvar=env("LOG_LEVEL"), show_envvar=True,
+                        help="Only log lines at this level or above.")(command)
+
+
+def room_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that say which Room to read and how: shared by `serve` and `check`."""
+    options = [
+        click.option("--target", type=TargetType(), default=DEFAULT_TARGET, show_default=True,
+                     envvar=env("TARGET"), show_envvar=True,
+                     help="The Room: ws://HOST:PORT, HOST[:PORT] (WebSocket port, 8765 by default), or "
+                          "http://HOST[:PORT] to discover the WebSocket port from the Room's web UI."),
+        click.option("--pin", envvar=env("PIN"), show_envvar=True, default=None,
+                     help="The Room's PIN. Prefer --pin-file or the environment variable: a command line "
+                          "is visible to every user of the machine."),
+        click.option("--pin-file", type=click.Path(path_type=Path, dir_okay=False), envvar=env("PIN_FILE"),
+                     show_envvar=True, default=None, help="A file holding the Room's PIN (whitespace stripped)."),
+        click.option("--timeout", type=click.FloatRange(min=0.05, max=600), default=DEFAULT_TIMEOUT_SECONDS,
+                     show_default=True, envvar=env("TIMEOUT"), show_envvar=True,
+                     help="Seconds one whole collection may take: discovery, connect, auth and reply."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return logging_options(command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="trueconf-exporter")
+def main() -> None:
+    """Prometheus exporter for the outgoing file requests of TrueConf Room endpoints."""
+
+
+@main.command()
+@room_options
+@click.option("--web.listen-address", "listen_address", type=ListenAddressType(), default=DEFAULT_LISTEN_ADDRESS,
+              show_default=True, envvar=env("WEB_LISTEN_ADDRESS"), show_envvar=True,
+              help="Address to serve /metrics on.")
+@click.option("--collector.process/--no-collector.process", "process_metrics", default=False, show_default=True,
+              envvar=env("COLLECTOR_PROCESS"), show_envvar=True,
+              help="Also export the Python process, platform and GC metrics.")
+def serve(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: float,
+          listen_address: tuple[str, int], process_metrics: bool, log_level: str, log_format: str) -> None:
+    """Serve the Room's metrics; the Room is read at every scrape of /metrics."""
+    setup_logging(log_level, log_format)
+    settings = ExporterSettings(target=target, pin=read_pin(pin, pin_file), timeout_seconds=timeout,
+                                process_metrics=process_metrics)
+    run_server(settings, listen_address)
+
+
+def run_server(settings: ExporterSettings, listen_address: tuple[str, int]) -> None:
+    host, port = listen_address
+    try:
+        server = make_http_server(ExporterApp(settings), host, port)
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host or '*'}:{port}: {error.strerror or error}") from None
+    bound_port = server.server_address[1]
+    shown_host = host if host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    url = f"http://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{bound_port}/metrics"
+    log.info("exporter listening", extra={"address": f"{host or '*'}:{bound_port}", "url": url,
+                                          "target": str(settings.target)})
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@main.command()
+@room_options
+def check(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: float, log_level: str,
+          log_format: str) -> None:
+    """Read the Room once, print its metrics and a verdict; exit 0 if it answered, 1 otherwise."""
+    setup_logging(log_level, log_format)
+    collection = collect_room(target, read_pin(pin, pin_file), timeout)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BuildInfoCollector())
+    click.echo(generate_latest(registry).decode(), nl=False)
+    for family in collection_metrics(collection):
+        click.echo(_exposition(family), nl=False)
+    click.echo(verdict(collection))
+    sys.exit(0 if collection.up else 1)
+
+
+def _exposition(family: Any) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+
+    class One:
+        def collect(self) -> Any:
+            return [family]
+
+    registry.register(One())  # type: ignore[arg-type]
+    return generate_latest(registry).decode()
+
+
+@main.command()
+@click.option("--scenario", default=DEMO, show_default=True, envvar=env("EMULATOR_SCENARIO"), show_envvar=True,
+              help="'demo' (a living Room), 'doc-example' (the documentation's example reply) or a JSON file.")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar=env("EMULATOR_HOST"), show_envvar=True,
+              help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              envvar=env("EMULATOR_PORT"), show_envvar=True, help="WebSocket API port (0: any free port).")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              envvar=env("EMULATOR_WEB_PORT"), show_envvar=True,
+              help="Web UI port serving /public/default/config.json (0: any free port).")
+@click.option("--pin-file", type=click.Path(path_type=Path, dir_okay=False), envvar=env("EMULATOR_PIN_FILE"),
+              show_envvar=True, default=None, help="Make the Room require the PIN in this file.")
+@click.option("--fault", type=click.Choice([f.value for f in Fault]), default=Fault.NONE.value,
+              show_default=True, envvar=env("EMULATOR_FAULT"), show_envvar=True,
+              help="Misbehave this way, to see how the exporter copes.")
+@click.option("--slow-reply-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              envvar=env("EMULATOR_SLOW_REPLY_SECONDS"), show_envvar=True,
+              help="With --fault slow-reply: how long the reply is held back.")
+@logging_options
+def emulate(scenario: str, host: str, port: int, web_port: int, pin_file: Path | None, fault: str,
+            slow_reply_seconds: float, log_level: str, log_format: str) -> None:
+    """Run the built-in TrueConf Room emulator until interrupted."""
+    setup_logging(log_level, log_format)
+    settings = EmulatorSettings(host=host, websocket_port=port, web_port=web_port, pin=read_pin(None, pin_file),
+                                fault=Fault(fault), slow_reply_seconds=slow_reply_seconds)
+    emulator = start_emulator(scenario, settings)
+    ports = emulator.ports
+    assert ports is not None
+    click.echo(f"emulator ready: websocket ws://{host}:{ports.websocket} "
+               f"web http://{host}:{ports.web}/public/default/config.json", )
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        emulator.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+def start_emulator(scenario: str, settings: EmulatorSettings) -> RunningEmulator:
+    try:
+        emulator = RunningEmulator(build_room(scenario, settings))
+    except ScenarioError as error:
+        raise click.BadParameter(str(error), param_hint="--scenario") from None
+    try:
+        emulator.start()
+    except OSError as error:
+        raise click.ClickException(f"the emulator cannot listen: {error.strerror or error}") from None
+    return emulator
+
+
+@main.command()
+@click.option("--web.listen-address", "listen_address", type=ListenAddressType(), default=DEFAULT_LISTEN_ADDRESS,
+              show_default=True, envvar=env("WEB_LISTEN_ADDRESS"), show_envvar=True,
+              help="Address to serve /metrics on.")
+@logging_options
+def demo(listen_address: tuple[str, int], log_level: str, log_format: str) -> None:
+    """A first look: a living emulated Room and the exporter reading it, together. Ctrl-C stops both."""
+    setup_logging(log_level, log_format)
+    emulator = start_emulator(DEMO, EmulatorSettings(websocket_port=0, web_port=0))
+    assert emulator.ports is not None
+    target = parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}")
+    settings = ExporterSettings(target=target, pin=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS)
+    host, port = listen_address
+    click.echo(f"demo: emulated Room at {target}; metrics at http://{host or '127.0.0.1'}:{port}/metrics "
+               "(Ctrl-C stops both)")
+    sys.stdout.flush()
+    try:
+        run_server(settings, listen_address)
+    finally:
+        emulator.stop()

@@ -1,0 +1,59 @@
+"""One collection of one Room: the fetch, the parse and the timing, with every failure caught and classified.
+
+The result is plain data, shared by the metrics collector and by `check`'s verdict, so neither repeats the
+other's error handling.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from exporter.file_requests import ReplyShapeError, Snapshot, parse_outgoing_reply
+from exporter.room import CollectionError, Deadline, Reason, RoomTarget, fetch_outgoing_requests
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What one scrape learnt about one Room: a snapshot when it answered, otherwise the failure."""
+
+    target: RoomTarget
+    duration_seconds: float
+    collected_at: float
+    snapshot: Snapshot | None = None
+    error: CollectionError | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.snapshot is not None
+
+
+def collect_room(target: RoomTarget, pin: str | None, timeout_seconds: float) -> Collection:
+    """Talk to the Room once; never raises for anything the Room (or the network) does."""
+    deadline = Deadline(timeout_seconds)
+    try:
+        reply = fetch_outgoing_requests(target, pin, deadline)
+        snapshot = parse_outgoing_reply(reply)
+    except CollectionError as error:
+        return _failed(target, deadline, error)
+    except ReplyShapeError as error:
+        return _failed(target, deadline, CollectionError(Reason.PROTOCOL, str(error)))
+    return Collection(
+        target=target,
+        duration_seconds=time.monotonic() - deadline.started,
+        collected_at=time.time(),
+        snapshot=snapshot,
+    )
+
+
+def _failed(target: RoomTarget, deadline: Deadline, error: CollectionError) -> Collection:
+    log.warning("collection failed", extra={"target": str(target), "reason": str(error.reason), "detail": error.message})
+    return Collection(
+        target=target,
+        duration_seconds=time.monotonic() - deadline.started,
+        collected_at=time.time(),
+        error=error,
+    )

@@ -1,0 +1,34 @@
+"""Ways the emulated Room can misbehave, so every failure path of the exporter can be produced for real."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Fault(StrEnum):
+    """One misbehaviour of the emulated Room, selected per emulator with `--fault`."""
+
+    NONE = "none"
+    HTTP_INSTEAD_OF_WEBSOCKET = "http-instead-of-websocket"
+    """The WebSocket port answers the upgrade with a plain HTTP 200 page."""
+    SILENT = "silent"
+    """Completes the WebSocket handshake, then never says anything."""
+    NO_AUTH_REPLY = "no-auth-reply"
+    """Reads `auth` and never answers it."""
+    SLOW_REPLY = "slow-reply"
+    """Answers the request only after `slow_reply_seconds`."""
+    OLD_ROOM = "old-room"
+    """A Room older than 4.1: `getOutgoingFilesRequests` is an unknown method."""
+    NOT_JSON = "not-json"
+    NOT_OBJECT = "not-object"
+    BINARY_FRAME = "binary-frame"
+    DEEP_JSON = "deep-json"
+    """A reply nested a hundred thousand levels deep."""
+    MISSING_LIST = "missing-list"
+    """`result: true` but no `outgoingFilesRequests` key."""
+    CLOSE_MID_REPLY = "close-mid-reply"
+    """Sends the first fragment of the reply, then drops the TCP connection."""
+    CLOSE_BEFORE_REPLY = "close-before-reply"
+    """Answers the request with a WebSocket close frame."""
+    BAD_CONFIG_JSON = "bad-config-json"
+    """config.json on the web port is not the documented shape."""

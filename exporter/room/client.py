@@ -1,0 +1,146 @@
+"""One conversation with a TrueConf Room over its WebSocket JSON API, bounded by one deadline.
+
+connect -> `auth` -> wait for its reply -> one request -> read until its reply -> close. Notifications and
+unrelated replies that arrive in between are skipped, however many. Every failure leaves as a
+CollectionError with one of the fixed reasons, and its text never contains the PIN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+from typing import Any
+
+import websocket
+
+from exporter.room import protocol
+from exporter.room.deadline import Deadline, SocketWatchdog
+from exporter.room.discovery import discover_websocket_port
+from exporter.room.errors import CollectionError, Reason
+from exporter.room.target import RoomTarget
+
+OUTGOING_METHOD = "getOutgoingFilesRequests"
+CLOSE_WAIT_SECONDS = 0.25
+"""How long a finished collection waits for the Room to acknowledge the close; the data is already in."""
+
+_request_ids = itertools.count(1)
+_id_prefix = f"tcx{os.getpid()}-"
+
+
+def _next_request_id() -> str:
+    """A request id unique within this process, so replies are never matched to another scrape's request."""
+    return f"{_id_prefix}{next(_request_ids)}"
+
+
+class RoomSession:
+    """An open, authorised WebSocket to a Room. Use `open_session` to get one."""
+
+    def __init__(self, ws: websocket.WebSocket, deadline: Deadline, target: RoomTarget) -> None:
+        self._ws = ws
+        self._deadline = deadline
+        self._target = target
+
+    def call(self, method: str, phase: str, **params: Any) -> dict[str, Any]:
+        """Send one request and return its reply (successful or not) once it arrives."""
+        request_id = _next_request_id()
+        self._ws.settimeout(self._deadline.remaining(phase))
+        self._ws.send(protocol.request(method, request_id, **params))
+        while True:
+            message = self._receive(phase)
+            if protocol.is_reply_to(message, method, request_id):
+                return message
+
+    def _receive(self, phase: str) -> dict[str, Any]:
+        self._ws.settimeout(self._deadline.remaining(phase))
+        opcode, data = self._ws.recv_data()
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            raise CollectionError(Reason.PROTOCOL, f"the Room closed the connection during {phase}")
+        if opcode != websocket.ABNF.OPCODE_TEXT:
+            raise CollectionError(Reason.PROTOCOL, f"the Room sent a binary frame during {phase}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CollectionError(Reason.PROTOCOL, f"the Room sent text that is not UTF-8 during {phase}") from None
+        return protocol.decode(text)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._ws.close(timeout=max(0.0, min(self._deadline.left(), CLOSE_WAIT_SECONDS)))
+
+
+def _open_socket(host: str, port: int, deadline: Deadline) -> socket.socket:
+    """A TCP connection opened by us, not by websocket-client, so no proxy variable can reroute it."""
+    try:
+        return socket.create_connection((host, port), timeout=deadline.remaining("connect"))
+    except TimeoutError:
+        raise CollectionError(Reason.TIMEOUT, f"TCP connect to {host}:{port} did not complete in time") from None
+    except OSError as error:
+        raise CollectionError(Reason.CONNECT, f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+
+
+def _handshake(url: str, sock: socket.socket, deadline: Deadline) -> websocket.WebSocket:
+    try:
+        return websocket.create_connection(
+            url, timeout=deadline.remaining("handshake"), socket=sock, suppress_origin=True, enable_multithread=False
+        )
+    except CollectionError:
+        raise
+    except websocket.WebSocketBadStatusException as error:
+        raise CollectionError(
+            Reason.CONNECT, f"{url} answered HTTP {error.status_code} instead of a WebSocket upgrade"
+        ) from None
+    except (TimeoutError, websocket.WebSocketTimeoutException):
+        raise CollectionError(Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time") from None
+    except (OSError, websocket.WebSocketException, ValueError) as error:
+        if deadline.expired():
+            raise CollectionError(Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time") from None
+        raise CollectionError(Reason.CONNECT, f"WebSocket handshake with {url} failed: {error}") from None
+
+
+def _authorise(session: RoomSession, pin: str | None) -> None:
+    params = {"type": "secured", "credentials": pin} if pin is not None else {"type": "unsecured"}
+    reply = session.call("auth", "auth", **params)
+    failure = protocol.failure_text(reply)
+    if failure is not None:
+        kind = "secured (PIN)" if pin is not None else "unsecured (no PIN)"
+        raise CollectionError(Reason.AUTH, f"the Room refused {kind} authorisation: {failure}")
+
+
+def _converse(target: RoomTarget, pin: str | None, deadline: Deadline, method: str) -> dict[str, Any]:
+    port = discover_websocket_port(target, deadline) if target.discover else target.port
+    url = target.websocket_url(port)
+    sock = _open_socket(target.host, port, deadline)
+    try:
+        with SocketWatchdog(deadline, sock):
+            session = RoomSession(_handshake(url, sock, deadline), deadline, target)
+            try:
+                _authorise(session, pin)
+                reply = session.call(method, "request")
+            finally:
+                session.close()
+    except CollectionError:
+        raise
+    except (TimeoutError, websocket.WebSocketTimeoutException):
+        raise CollectionError(Reason.TIMEOUT, f"{target} did not answer within {deadline.seconds:g}s") from None
+    except (OSError, websocket.WebSocketException) as error:
+        if deadline.expired():
+            raise CollectionError(Reason.TIMEOUT, f"{target} did not answer within {deadline.seconds:g}s") from None
+        raise CollectionError(Reason.PROTOCOL, f"the connection to {target} broke mid-way: {error}") from None
+    finally:
+        sock.close()
+    failure = protocol.failure_text(reply)
+    if failure is not None:
+        raise CollectionError(Reason.API, f"the Room refused {method}: {failure}")
+    return reply
+
+
+def fetch_outgoing_requests(target: RoomTarget, pin: str | None, deadline: Deadline) -> dict[str, Any]:
+    """The successful `getOutgoingFilesRequests` reply of the Room at `target`, within `deadline`."""
+    try:
+        return _converse(target, pin, deadline, OUTGOING_METHOD)
+    except CollectionError as error:
+        if pin and pin in error.message:
+            raise CollectionError(error.reason, error.message.replace(pin, "<pin>")) from None
+        raise

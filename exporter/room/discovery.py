@@ -1,0 +1,70 @@
+"""Port discovery: ask the Room's web UI which port its WebSocket API listens on (reference §1).
+
+The Room moves its WebSocket port when 8765 is busy, so a target given as `http://HOST[:WEBPORT]` is
+resolved at every collection from `/public/default/config.json`. The document's `hostname` is ignored
+(its meaning is undocumented): the WebSocket is reached on the target's own host.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+
+from exporter.room.deadline import Deadline, SocketWatchdog
+from exporter.room.errors import CollectionError, Reason
+from exporter.room.target import RoomTarget
+
+CONFIG_PATH = "/public/default/config.json"
+MAX_CONFIG_BYTES = 64 * 1024
+"""A real config.json is a few hundred bytes; anything far larger is not one."""
+
+
+def websocket_port_from_config(document: bytes) -> int:
+    """The WebSocket port named by a config.json body; a protocol error when it is not the documented shape."""
+    try:
+        config = json.loads(document)
+        port = config["config"]["websocket"]["port"]
+    except (ValueError, RecursionError, KeyError, TypeError) as error:
+        raise CollectionError(Reason.PROTOCOL, f"config.json is not the documented shape ({error!r})") from None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise CollectionError(Reason.PROTOCOL, f"config.json names no valid WebSocket port: {port!r}")
+    return port
+
+
+def discover_websocket_port(target: RoomTarget, deadline: Deadline) -> int:
+    """Fetch config.json from the target's web port within the deadline and return the WebSocket port."""
+    connection = http.client.HTTPConnection(target.host, target.port, timeout=deadline.remaining("discovery"))
+    try:
+        try:
+            connection.connect()
+        except TimeoutError:
+            raise CollectionError(Reason.TIMEOUT, f"no answer from {target} within the deadline") from None
+        except OSError as error:
+            raise CollectionError(Reason.CONNECT, f"cannot reach the web port of {target}: {error}") from None
+        with SocketWatchdog(deadline, connection.sock):
+            body = _get_config(connection, target, deadline)
+    finally:
+        connection.close()
+    return websocket_port_from_config(body)
+
+
+def _get_config(connection: http.client.HTTPConnection, target: RoomTarget, deadline: Deadline) -> bytes:
+    try:
+        connection.request("GET", CONFIG_PATH, headers={"Accept": "application/json"})
+        connection.sock.settimeout(deadline.remaining("discovery"))
+        response = connection.getresponse()
+        if response.status != 200:
+            raise CollectionError(
+                Reason.CONNECT, f"{target}{CONFIG_PATH} answered HTTP {response.status} {response.reason}"
+            )
+        body = response.read(MAX_CONFIG_BYTES + 1)
+    except (TimeoutError, socket.timeout):
+        raise CollectionError(Reason.TIMEOUT, f"config.json from {target} did not arrive in time") from None
+    except (OSError, http.client.HTTPException) as error:
+        if deadline.expired():
+            raise CollectionError(Reason.TIMEOUT, f"config.json from {target} did not arrive in time") from None
+        raise CollectionError(Reason.CONNECT, f"fetching config.json from {target} failed: {error!r}") from None
+    if len(body) > MAX_CONFIG_BYTES:
+        raise CollectionError(Reason.PROTOCOL, f"config.json from {target} is larger than {MAX_CONFIG_BYTES} bytes")
+    return body

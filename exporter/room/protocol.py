@@ -1,0 +1,61 @@
+"""The Room's JSON message rules (reference §2), free of I/O.
+
+A message with `method == "event"` is a notification; anything else is a reply. Replies are matched by
+`requestId`, falling back to `method` when the Room leaves `requestId` empty. A reply failed when `result`
+is not `true` or when it carries an `error`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from exporter.room.errors import CollectionError, Reason
+
+EVENT_METHOD = "event"
+
+
+def request(method: str, request_id: str, **params: Any) -> str:
+    """The text frame of a request."""
+    return json.dumps({"method": method, "requestId": request_id, **params}, separators=(",", ":"))
+
+
+def decode(text: str) -> dict[str, Any]:
+    """A message as a JSON object; a protocol error for anything else (including absurdly deep nesting)."""
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise CollectionError(Reason.PROTOCOL, f"the Room sent a message that is not JSON ({error})") from None
+    if not isinstance(message, dict):
+        raise CollectionError(
+            Reason.PROTOCOL, f"the Room sent a JSON {type(message).__name__} where an object belongs"
+        )
+    return message
+
+
+def is_notification(message: dict[str, Any]) -> bool:
+    return message.get("method") == EVENT_METHOD
+
+
+def is_reply_to(message: dict[str, Any], method: str, request_id: str) -> bool:
+    """Whether `message` answers the request (`method`, `request_id`)."""
+    if is_notification(message):
+        return False
+    echoed = message.get("requestId")
+    if echoed in (None, ""):
+        return message.get("method") == method
+    return str(echoed) == request_id
+
+
+def failure_text(reply: dict[str, Any]) -> str | None:
+    """Why a reply failed, or None when it succeeded. The Room's own words where it gave any."""
+    if reply.get("result") is True and "error" not in reply:
+        return None
+    parts = []
+    if "error" in reply:
+        parts.append(str(reply["error"])[:200])
+    if "resultCode" in reply:
+        parts.append(f"resultCode {reply['resultCode']!r}"[:50])
+    if not parts:
+        parts.append(f"result {reply.get('result')!r}"[:50])
+    return ", ".join(parts)

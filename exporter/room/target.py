@@ -1,0 +1,70 @@
+"""Where a Room is: the forms a user may write a target in, parsed once and validated up front.
+
+- `ws://HOST[:PORT]`: the WebSocket API directly.
+- `HOST` or `HOST:PORT`: the same, written short (port 8765 by default).
+- `http://HOST[:PORT]`: the Room's web UI (port 80 by default); the WebSocket port is discovered from
+  `/public/default/config.json` at every collection, because the Room may move it when 8765 is busy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+DEFAULT_WEBSOCKET_PORT = 8765
+DEFAULT_WEB_PORT = 80
+
+
+class TargetError(ValueError):
+    """The target string is not one of the accepted forms."""
+
+
+@dataclass(frozen=True)
+class RoomTarget:
+    """A parsed target. `discover` means `port` is the web UI port, not the WebSocket port."""
+
+    host: str
+    port: int
+    discover: bool
+
+    def websocket_url(self, port: int | None = None) -> str:
+        return f"ws://{_bracketed(self.host)}:{port or self.port}"
+
+    def config_url(self) -> str:
+        return f"http://{_bracketed(self.host)}:{self.port}/public/default/config.json"
+
+    def __str__(self) -> str:
+        scheme = "http" if self.discover else "ws"
+        return f"{scheme}://{_bracketed(self.host)}:{self.port}"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def parse_target(text: str) -> RoomTarget:
+    """Parse a target; raises TargetError with a message that says what is wrong."""
+    text = text.strip()
+    if not text:
+        raise TargetError("the target is empty")
+    written = text if "://" in text else f"ws://{text}"
+    parts = urlsplit(written)
+    if parts.scheme not in ("ws", "http"):
+        raise TargetError(f"unsupported scheme {parts.scheme!r} in {text!r}: use ws://, http:// or HOST:PORT")
+    if parts.username is not None or parts.password is not None:
+        raise TargetError(f"credentials do not belong in the target {text!r}: use --pin-file")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise TargetError(f"the target {text!r} has a path; the Room's API has none: use HOST:PORT")
+    try:
+        port = parts.port
+    except ValueError as error:
+        raise TargetError(f"bad port in the target {text!r}") from error
+    host = parts.hostname
+    if not host:
+        raise TargetError(f"no host in the target {text!r}")
+    discover = parts.scheme == "http"
+    if port is None:
+        port = DEFAULT_WEB_PORT if discover else DEFAULT_WEBSOCKET_PORT
+    if port == 0:
+        raise TargetError(f"bad port in the target {text!r}")
+    return RoomTarget(host=host, port=port, discover=discover)

@@ -1,0 +1,35 @@
+"""`check`'s one-line human verdict on a collection."""
+
+from __future__ import annotations
+
+from exporter.collection import Collection
+from exporter.room.errors import REASON_HINTS
+
+
+def human_duration(seconds: float) -> str:
+    """4m12s, 1h03m, 12s, 3d04h: short enough for one line."""
+    seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def verdict(collection: Collection) -> str:
+    """What a person reads first: did the Room answer, and what does it say (or what to try)."""
+    snapshot = collection.snapshot
+    if snapshot is None:
+        assert collection.error is not None
+        error = collection.error
+        return f"Room did not answer ({error.reason}): {error.message}. Try: {REASON_HINTS[error.reason]}."
+    parts = [f"Room answered: {snapshot.total} outgoing requests", f"{snapshot.pending} pending"]
+    for status in ("waiting", "downloading"):
+        if snapshot.oldest_pending_created_at[status] is not None:
+            age = snapshot.oldest_pending_age(status, collection.collected_at)
+            parts.append(f"oldest {status} {human_duration(age)}")
+    if snapshot.malformed:
+        parts.append(f"{snapshot.malformed} malformed entries")
+    return ", ".join(parts)

@@ -1,0 +1,68 @@
+"""Shared fixtures: emulated Rooms (in-process or as real processes) and a real exporter process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.emulator import EmulatedRoom, EmulatorSettings, Fault, RunningEmulator, Scenario, load_scenario
+from tests.processes import Process, start_emulator, start_exporter
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def room() -> Iterator[Callable[..., RunningEmulator]]:
+    """Start in-process emulated Rooms on free loopback ports: `room(scenario, pin=..., fault=...)`."""
+    started: list[RunningEmulator] = []
+
+    def make(scenario: Scenario | str = "doc-example", pin: str | None = None, fault: Fault = Fault.NONE,
+             slow_reply_seconds: float = 30.0) -> RunningEmulator:
+        if isinstance(scenario, str):
+            scenario = load_scenario(scenario)
+        settings = EmulatorSettings(websocket_port=0, web_port=0, pin=pin, fault=fault,
+                                    slow_reply_seconds=slow_reply_seconds)
+        emulator = RunningEmulator(EmulatedRoom(settings, scenario=scenario))
+        emulator.start()
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()
+
+
+@pytest.fixture
+def scenario_file(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
+    """Write a scenario document to a file and return its path."""
+
+    def write(document: dict[str, Any]) -> Path:
+        path = tmp_path / f"scenario-{len(list(tmp_path.glob('scenario-*')))}.json"
+        path.write_text(json.dumps(document))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[dict[str, Callable[..., Process]]]:
+    """Start real `emulate` and `serve` processes; all are stopped at the end of the test."""
+    started: list[Process] = []
+
+    def emulator(*args: str, **kwargs: Any) -> Process:
+        process = start_emulator(tmp_path, *args, **kwargs)
+        started.append(process)
+        return process
+
+    def exporter(*args: str, **kwargs: Any) -> Process:
+        process = start_exporter(tmp_path, *args, **kwargs)
+        started.append(process)
+        return process
+
+    yield {"emulator": emulator, "exporter": exporter}
+    for process in started:
+        process.stop()
