@@ -1,0 +1,144 @@
+"""The command line as a user runs it: real processes, real HTTP, exit codes and messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.exposition import value
+from tests.processes import exporter_command, http_get
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(exporter_command() + list(args), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, check=False)
+
+
+def test_serve_is_scraped_over_http(processes):
+    room = processes["emulator"]("--scenario", "doc-example")
+    exporter = processes["exporter"]("--target", f"ws://127.0.0.1:{room.ports['websocket']}")
+    status, _, body = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")
+    text = body.decode()
+    assert status == 200
+    assert value(text, "trueconf_up") == 1
+    assert value(text, "trueconf_outgoing_file_requests", status="downloading", destination="conference") == 1
+    assert exporter.alive()
+
+
+def test_serve_reads_its_settings_from_environment_variables(processes, tmp_path):
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("24680\n")
+    room = processes["emulator"]("--scenario", "doc-example", "--pin-file", str(pin_file))
+    exporter = processes["exporter"](env={
+        "TRUECONF_EXPORTER_TARGET": f"http://127.0.0.1:{room.ports['web']}",
+        "TRUECONF_EXPORTER_PIN_FILE": str(pin_file),
+        "TRUECONF_EXPORTER_TIMEOUT": "2.5",
+    })
+    text = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")[2].decode()
+    assert value(text, "trueconf_up") == 1
+
+
+def test_serve_stops_cleanly_on_sigterm(processes):
+    exporter = processes["exporter"]("--target", "127.0.0.1:1")
+    assert exporter.stop() == 0
+    assert "Traceback" not in exporter.stderr
+
+
+def test_check_exits_0_with_a_verdict_when_the_room_answers(processes):
+    room = processes["emulator"]("--scenario", "doc-example")
+    result = run("check", "--target", f"127.0.0.1:{room.ports['websocket']}")
+    assert result.returncode == 0, result.stderr
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert last_line.startswith("Room answered: 2 outgoing requests, 2 pending, oldest downloading ")
+    assert value(result.stdout.rsplit("\n", 2)[0], "trueconf_up") == 1
+
+
+def test_check_exits_1_with_the_reason_and_a_hint_when_it_does_not(processes):
+    result = run("check", "--target", "127.0.0.1:1", "--timeout", "2")
+    assert result.returncode == 1
+    assert "Room did not answer (connect)" in result.stdout
+    assert "Try:" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_check_with_a_wrong_pin_says_auth(processes, tmp_path):
+    (tmp_path / "room-pin").write_text("1111")
+    (tmp_path / "our-pin").write_text("2222")
+    room = processes["emulator"]("--scenario", "doc-example", "--pin-file", str(tmp_path / "room-pin"))
+    result = run("check", "--target", f"127.0.0.1:{room.ports['websocket']}", "--pin-file", str(tmp_path / "our-pin"))
+    assert result.returncode == 1
+    assert "Room did not answer (auth)" in result.stdout
+    assert "2222" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["serve", "--target", "ftp://room"], "unsupported scheme"),
+    (["serve", "--target", "ws://room:99999"], "bad port"),
+    (["serve", "--target", "ws://room:8765/api"], "has a path"),
+    (["serve", "--target", ""], "empty"),
+    (["serve", "--timeout", "soon"], "not a valid float"),
+    (["serve", "--timeout", "0"], "0.05<=x<=600"),
+    (["serve", "--web.listen-address", "nowhere"], "HOST:PORT"),
+    (["serve", "--no-such-flag"], "No such option"),
+    (["serve", "--pin-file", "/nonexistent/pin"], "cannot read /nonexistent/pin"),
+    (["check", "--pin", "1", "--pin-file", "/etc/hostname"], "mutually exclusive"),
+    (["serve", "--log-level", "loud"], "Invalid value for '--log-level'"),
+    (["emulate", "--scenario", "/nonexistent/scenario.json"], "cannot read the scenario file"),
+    (["emulate", "--fault", "meltdown"], "Invalid value for '--fault'"),
+])
+def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message):
+    result = run(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_empty_pin_file_is_an_error(tmp_path):
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("  \n")
+    result = run("check", "--pin-file", str(pin_file))
+    assert result.returncode == 2
+    assert "is empty" in result.stderr
+
+
+def test_a_broken_scenario_file_is_an_error(tmp_path):
+    scenario = tmp_path / "broken.json"
+    scenario.write_text('{"outgoingFilesRequests": [')
+    result = run("emulate", "--scenario", str(scenario), "--port", "0", "--web-port", "0")
+    assert result.returncode == 2
+    assert "not valid JSON" in result.stderr
+
+
+def test_a_busy_listen_port_is_a_clear_error(processes):
+    first = processes["exporter"]("--target", "127.0.0.1:1")
+    result = run("serve", "--web.listen-address", f"127.0.0.1:{first.ports['http']}")
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version_and_help():
+    version = run("--version")
+    assert version.returncode == 0
+    assert version.stdout.startswith("trueconf-exporter, version ")
+    help_text = run("serve", "--help").stdout
+    for variable in ("TRUECONF_EXPORTER_TARGET", "TRUECONF_EXPORTER_PIN_FILE", "TRUECONF_EXPORTER_TIMEOUT",
+                     "TRUECONF_EXPORTER_WEB_LISTEN_ADDRESS"):
+        assert variable in help_text
+
+
+def test_demo_serves_a_living_room(tmp_path):
+    from tests.processes import start, wait_for
+
+    demo = start(["demo", "--web.listen-address", "127.0.0.1:0"], tmp_path, name="demo")
+    try:
+        port = int(wait_for(demo, "stderr", r"exporter listening address=\S+:(\d+)").group(1))
+        text = http_get(f"http://127.0.0.1:{port}/metrics")[2].decode()
+        assert value(text, "trueconf_up") == 1
+        total = sum(value(text, "trueconf_outgoing_file_requests", status=s, destination=d)
+                    for s in ("failed", "waiting", "downloading", "processed") for d in ("peer", "conference"))
+        assert total > 0
+    finally:
+        assert demo.stop() == 0
