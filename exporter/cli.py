@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter import __version__
 from exporter.collection import collect_room
 from exporter.collector import BuildInfoCollector, collection_metrics
+from exporter.config import ConfigError
 from exporter.emulator import DEMO, EmulatorSettings, Fault, RunningEmulator, ScenarioError, build_room
 from exporter.logs import FORMATS, LEVELS, setup_logging
+from exporter.reload import ConfigHolder
 from exporter.room import RoomTarget, TargetError, parse_target
 from exporter.verdict import verdict
 from exporter.web import ExporterApp, ExporterSettings, make_http_server, parse_listen_address
+from exporter.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger("exporter")
 
@@ -121,27 +125,76 @@ def main() -> None:
 @click.option("--collector.process/--no-collector.process", "process_metrics", default=False, show_default=True,
               envvar=env("COLLECTOR_PROCESS"), show_envvar=True,
               help="Also export the Python process, platform and GC metrics.")
+@click.option("--config.file", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              envvar=env("CONFIG_FILE"), show_envvar=True,
+              help="YAML with modules (PIN source, timeout, discovery) and allowed_targets, for a fleet "
+                   "of Rooms probed at /probe?target=HOST&module=NAME. With it, /metrics carries only the "
+                   "exporter's own metrics and --target/--pin/--pin-file are ignored. Reloaded on SIGHUP "
+                   "and POST /-/reload.")
+@click.option("--web.config.file", "web_config_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, envvar=env("WEB_CONFIG_FILE"), show_envvar=True,
+              help="Prometheus exporter-toolkit web config: TLS (tls_server_config) and basic auth "
+                   "(basic_auth_users, bcrypt hashes). Re-read when it changes.")
 def serve(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: float,
-          listen_address: tuple[str, int], process_metrics: bool, log_level: str, log_format: str) -> None:
-    """Serve the Room's metrics; the Room is read at every scrape of /metrics."""
+          listen_address: tuple[str, int], process_metrics: bool, config_file: Path | None,
+          web_config_file: Path | None, log_level: str, log_format: str) -> None:
+    """Serve the Room's metrics, read at every scrape of /metrics (or of /probe with --config.file)."""
     setup_logging(log_level, log_format)
-    settings = ExporterSettings(target=target, pin=read_pin(pin, pin_file), timeout_seconds=timeout,
-                                process_metrics=process_metrics)
-    run_server(settings, listen_address)
+    web_config = load_web_config_for_serve(web_config_file)
+    config = load_config_for_serve(config_file, timeout)
+    settings = ExporterSettings(target=target, pin=read_pin(pin, pin_file) if config is None else None,
+                                timeout_seconds=timeout, process_metrics=process_metrics)
+    run_server(settings, listen_address, config=config, web_config=web_config)
 
 
-def run_server(settings: ExporterSettings, listen_address: tuple[str, int]) -> None:
+def load_web_config_for_serve(path: Path | None) -> WebConfigWatcher | None:
+    """The watched web config, or a one-line start-up error naming the file, the key and the problem."""
+    if path is None:
+        return None
+    try:
+        return WebConfigWatcher(path)
+    except WebConfigError as error:
+        raise click.ClickException(f"invalid --web.config.file: {error}") from None
+
+
+def load_config_for_serve(path: Path | None, default_timeout: float) -> ConfigHolder | None:
+    """The config file for multi-target mode, validated; says which single-target options it overrides."""
+    if path is None:
+        return None
+    try:
+        holder = ConfigHolder(path, default_timeout)
+    except ConfigError as error:
+        raise click.ClickException(f"invalid --config.file: {error}") from None
+    context = click.get_current_context()
+    ignored = [f"--{name.replace('_', '-')}" for name in ("target", "pin", "pin_file")
+               if context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+    if ignored:
+        log.warning("ignored with --config.file: Rooms are probed through /probe with the config's modules",
+                    extra={"detail": ", ".join(ignored)})
+    config = holder.config
+    if config.allowed_targets is None and any(m.pin is not None for m in config.modules.values()):
+        log.warning("no allowed_targets: /probe connects to any host it is given, sending the module's PIN",
+                    extra={"file": str(path)})
+    return holder
+
+
+def run_server(settings: ExporterSettings, listen_address: tuple[str, int],
+               config: ConfigHolder | None = None, web_config: WebConfigWatcher | None = None) -> None:
     host, port = listen_address
     try:
-        server = make_http_server(ExporterApp(settings), host, port)
+        server = make_http_server(ExporterApp(settings, config), host, port, web_config)
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host or '*'}:{port}: {error.strerror or error}") from None
     bound_port = server.server_address[1]
     shown_host = host if host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-    url = f"http://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{bound_port}/metrics"
-    log.info("exporter listening", extra={"address": f"{host or '*'}:{bound_port}", "url": url,
-                                          "target": str(settings.target)})
+    scheme = "https" if web_config is not None and web_config.current().tls is not None else "http"
+    url = f"{scheme}://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{bound_port}/metrics"
+    serving = {"file": str(config.path)} if config is not None else {"target": str(settings.target)}
+    log.info("exporter listening", extra={"address": f"{host or '*'}:{bound_port}", "url": url, **serving})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if config is not None:
+        # The handler only starts a thread: reading files and logging do not belong in a signal handler.
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=config.reload, daemon=True).start())
     try:
         server.serve_forever()
     except KeyboardInterrupt:

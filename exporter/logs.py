@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 FORMATS = ("logfmt", "json")
 LEVELS = ("debug", "info", "warning", "error")
-FIELDS = ("target", "reason", "detail", "address", "url")
+FIELDS = ("target", "reason", "detail", "address", "url", "file")
 """The `extra=` fields a log line may carry, in the order they are written."""
 
 

@@ -1,13 +1,19 @@
-"""The HTTP side: a WSGI app with `/`, `/metrics` and `/healthz`, and the threaded server that runs it.
+"""The HTTP side: a WSGI app (`/`, `/metrics`, `/probe`, `/-/reload`, `/healthz`) and the threaded server.
 
-Every `/metrics` request builds a fresh registry around a fresh collection, so overlapping scrapes never
-share state. prometheus_client's own WSGI app does the content negotiation (text or OpenMetrics) and gzip.
+Every `/metrics` or `/probe` request builds a fresh registry around a fresh collection, so overlapping scrapes
+never share state. prometheus_client's own WSGI app does the content negotiation (text or OpenMetrics) and
+gzip.
+
+Without `--config.file`, `/metrics` collects the one Room from the flags. With it, `/metrics` carries only the
+exporter's own metrics (build info, config reload status, process metrics when enabled) and Rooms are
+collected through `/probe?target=...&module=...`; `POST /-/reload` re-reads the config file.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import math
 import socket
 import socketserver
 from collections.abc import Callable, Iterable
@@ -21,9 +27,14 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
-from exporter.collection import collect_room
+from exporter.collection import Collection, collect_room
 from exporter.collector import BuildInfoCollector, RoomCollector
+from exporter.probe import probe_app
+from exporter.reload import ConfigHolder, ReloadCollector
 from exporter.room import RoomTarget
+from exporter.tls import TLSRefusedError, accept_tls
+from exporter.webauth import WebSecurity
+from exporter.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +64,23 @@ def effective_timeout(configured: float, scrape_timeout_header: str | None) -> f
         scrape_timeout = float(scrape_timeout_header)
     except ValueError:
         return configured
-    if scrape_timeout != scrape_timeout or scrape_timeout <= 0:  # NaN or nonsense
+    if math.isnan(scrape_timeout) or scrape_timeout <= 0:
         return configured
     return max(MIN_TIMEOUT_SECONDS, min(configured, scrape_timeout - SCRAPE_TIMEOUT_MARGIN_SECONDS))
 
 
-def landing_page(settings: ExporterSettings) -> bytes:
-    """A small page naming the exporter, its version and its target (never the PIN)."""
+def landing_page(settings: ExporterSettings, config: ConfigHolder | None = None) -> bytes:
+    """A small page naming the exporter, its version and its target or modules (never a PIN)."""
+    if config is not None:
+        return _fleet_landing_page(config)
     target = html.escape(str(settings.target))
     auth = "PIN configured" if settings.pin is not None else "no PIN (unsecured auth)"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>TrueConf Room exporter</title></head>
 <body>
 <h1>TrueConf Room exporter</h1>
-<p>Version {html.escape(__version__)}. Target: <code>{target}</code> ({auth}), timeout {settings.timeout_seconds:g}s.</p>
+<p>Version {html.escape(__version__)}. Target: <code>{target}</code> ({auth}),
+timeout {settings.timeout_seconds:g}s.</p>
 <ul>
 <li><a href="metrics">/metrics</a>: the Room's outgoing file requests, collected at every scrape</li>
 <li><a href="healthz">/healthz</a>: liveness of the exporter itself</li>
@@ -75,32 +89,110 @@ def landing_page(settings: ExporterSettings) -> bytes:
 """.encode()
 
 
-class ExporterApp:
-    """The WSGI application."""
+def _fleet_landing_page(holder: ConfigHolder) -> bytes:
+    config = holder.config
+    modules = "".join(
+        f"<li><code>{html.escape(m.name)}</code>: PIN from {html.escape(m.pin_source)}, timeout "
+        f"{m.timeout_seconds:g}s, discovery {'on' if m.discovery else 'off'}</li>"
+        for m in config.modules.values()
+    )
+    allowed = (
+        "any target (no allowed_targets)"
+        if config.allowed_targets is None
+        else ", ".join(f"<code>{html.escape(p)}</code>" for p in config.allowed_targets)
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>TrueConf Room exporter</title></head>
+<body>
+<h1>TrueConf Room exporter</h1>
+<p>Version {html.escape(__version__)}. Config file <code>{html.escape(str(holder.path))}</code>.</p>
+<p>Modules:</p><ul>{modules}</ul>
+<p>Targets allowed: {allowed}.</p>
+<ul>
+<li><a href="probe?target=HOST:8765&amp;module=default">/probe?target=HOST[:PORT]&amp;module=NAME</a>:
+one Room's outgoing file requests, collected at every probe</li>
+<li><a href="metrics">/metrics</a>: the exporter's own metrics</li>
+<li><a href="healthz">/healthz</a>: liveness of the exporter itself</li>
+<li><code>POST /-/reload</code>: re-read the config file (as SIGHUP does)</li>
+</ul>
+</body></html>
+""".encode()
 
-    def __init__(self, settings: ExporterSettings) -> None:
+
+class ExporterApp:
+    """The WSGI application; `config` switches it from the one flag-given Room to the multi-target mode."""
+
+    def __init__(self, settings: ExporterSettings, config: ConfigHolder | None = None) -> None:
         self.settings = settings
-        self._landing_page = landing_page(settings)
+        self.config = config
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/-/reload":
+            return self.reload(method, start_response)
         if method not in ("GET", "HEAD"):
             return _plain(start_response, "405 Method Not Allowed", "only GET and HEAD are supported\n")
         if path == "/metrics":
             return self.metrics(environ, start_response)
+        if path == "/probe":
+            return self.probe(environ, start_response)
         if path == "/healthz":
             return _plain(start_response, "200 OK", "ok\n")
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
-            return [self._landing_page]
+            return [landing_page(self.settings, self.config)]
         return _plain(start_response, "404 Not Found", "not found; try /metrics\n")
+
+    def collect(self, target: RoomTarget, pin: str | None, timeout: float) -> Collection:
+        """One collection, for /metrics and /probe alike: the one place collection settings are applied."""
+        return collect_room(target, pin, timeout)
+
+    def probe(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.config is None:
+            return _plain(
+                start_response,
+                "404 Not Found",
+                "/probe needs --config.file (modules and allowed_targets); without it, use /metrics\n",
+            )
+        scrape_timeout = environ.get(SCRAPE_TIMEOUT_HEADER)
+        return probe_app(
+            environ,
+            start_response,
+            self.config.config,
+            lambda configured: effective_timeout(configured, scrape_timeout),
+            self.collect,
+        )
+
+    def reload(self, method: str, start_response: StartResponse) -> Iterable[bytes]:
+        if method != "POST":
+            start_response(
+                "405 Method Not Allowed", [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "POST")]
+            )
+            return [b"use POST to reload the config file\n"]
+        if self.config is None:
+            return _plain(
+                start_response,
+                "400 Bad Request",
+                "nothing to reload: serve was started without --config.file\n",
+            )
+        error = self.config.reload()
+        if error is not None:
+            return _plain(
+                start_response,
+                "500 Internal Server Error",
+                f"reload failed, the previous config stays in use: {error}\n",
+            )
+        return _plain(start_response, "200 OK", "config reloaded\n")
 
     def metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         settings = self.settings
         timeout = effective_timeout(settings.timeout_seconds, environ.get(SCRAPE_TIMEOUT_HEADER))
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(RoomCollector(lambda: collect_room(settings.target, settings.pin, timeout)))
+        if self.config is None:
+            registry.register(RoomCollector(lambda: self.collect(settings.target, settings.pin, timeout)))
+        else:
+            registry.register(ReloadCollector(self.config))
         registry.register(BuildInfoCollector())
         if settings.process_metrics:
             ProcessCollector(registry=registry)
@@ -117,7 +209,7 @@ def _plain(start_response: StartResponse, status: str, text: str) -> list[bytes]
 class _QuietHandler(WSGIRequestHandler):
     """Request lines go to the debug log, not to stderr."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s", format % args)
 
 
@@ -126,6 +218,30 @@ class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
+    """Room for a whole fleet's probes arriving at once (Prometheus starts every target's scrape together)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer is not worth a traceback on stderr."""
+        log.debug("connection error", extra={"address": str(client_address)}, exc_info=True)
+
+
+class TLSThreadingServer(ThreadingServer):
+    """The same server, each connection wrapped in TLS with the web config's current context."""
+
+    web_config: WebConfigWatcher
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            context = self.web_config.current().context
+            if context is None:
+                raise TLSRefusedError("the web config lost tls_server_config; restart to serve plain HTTP")
+            request = accept_tls(request, context)
+        except (TLSRefusedError, WebConfigError) as error:
+            log.debug("TLS connection refused", extra={"address": str(client_address), "detail": str(error)})
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -137,10 +253,22 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def make_http_server(app: ExporterApp, host: str, port: int) -> WSGIServer:
-    """Bind the app; IPv6 hosts get an IPv6 socket, an empty host listens on every IPv4 address."""
+def make_http_server(
+    app: ExporterApp, host: str, port: int, web_config: WebConfigWatcher | None = None
+) -> WSGIServer:
+    """Bind the app; IPv6 hosts get an IPv6 socket, an empty host listens on every IPv4 address.
 
-    class Server(ThreadingServer):
+    With a web config, every request passes its basic auth, and TLS is on when the config has
+    tls_server_config at start-up (certificates and settings may change later; TLS on/off needs a restart).
+    """
+    tls = web_config is not None and web_config.current().tls is not None
+    base = TLSThreadingServer if tls else ThreadingServer
+
+    class Server(base):  # type: ignore[valid-type, misc]
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    return make_server(host, port, app, server_class=Server, handler_class=_QuietHandler)
+    wsgi_app: Any = app if web_config is None else WebSecurity(app, web_config)
+    server = make_server(host, port, wsgi_app, server_class=Server, handler_class=_QuietHandler)
+    if tls:
+        server.web_config = web_config  # type: ignore[attr-defined]
+    return server

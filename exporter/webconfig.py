@@ -1,0 +1,363 @@
+"""`--web.config.file`: the exporter-toolkit web configuration (TLS and basic auth), validated and watched.
+
+    tls_server_config:
+      cert_file: server.crt             # relative paths are relative to this file
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert   # or NoClientCert (default), VerifyClientCertIfGiven
+      client_ca_file: clients-ca.crt
+      min_version: TLS12                # TLS10..TLS13; TLS12 by default, as in the toolkit
+      max_version: TLS13
+    http_server_config:
+      headers: {Strict-Transport-Security: max-age=31536000}
+    basic_auth_users:
+      prometheus: $2b$12$...            # bcrypt hashes only
+    healthz_without_auth: true          # this exporter's extension: /healthz without password (default false)
+
+Unknown keys are an error. Keys the toolkit knows but this exporter cannot honour (`cipher_suites`,
+`curve_preferences`, `client_allowed_sans`, inline `cert`/`key`/`client_ca`, and the client-auth types that
+accept unverified certificates) are an error too, with a message saying so: never silently weaker.
+
+Like the Go exporters, the file (and the certificate files it names) is re-read whenever its contents change:
+checked for every connection and every request. If an edit leaves it invalid, requests fail closed (500 or a
+refused TLS handshake) and the error is logged until it is fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+TOP_LEVEL_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users", "healthz_without_auth")
+TLS_KEYS = (
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "min_version",
+    "max_version",
+    "prefer_server_cipher_suites",
+)
+TLS_UNSUPPORTED = ("cert", "key", "client_ca", "client_allowed_sans", "cipher_suites", "curve_preferences")
+HTTP_KEYS = ("headers", "http2")
+ALLOWED_HEADERS = (
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "X-XSS-Protection",
+    "Content-Security-Policy",
+)
+"""The response headers the exporter-toolkit lets a web config set."""
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+CLIENT_AUTH_UNSUPPORTED = ("RequestClientCert", "RequireAnyClientCert")
+BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+
+
+class WebConfigError(ValueError):
+    """The web config cannot be used. `str()` is one line: `FILE: KEY: PROBLEM`."""
+
+    def __init__(self, path: Path | str, key: str | None, problem: str) -> None:
+        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    cert_file: Path
+    key_file: Path
+    client_auth: ssl.VerifyMode = ssl.CERT_NONE
+    client_ca_file: Path | None = None
+    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    max_version: ssl.TLSVersion | None = None
+
+    def files(self) -> Iterator[Path]:
+        yield self.cert_file
+        yield self.key_file
+        if self.client_ca_file is not None:
+            yield self.client_ca_file
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """A validated web config; `context` is the server-side SSLContext when TLS is on."""
+
+    tls: TLSSettings | None = None
+    basic_auth_users: dict[str, bytes] = field(default_factory=dict)
+    healthz_without_auth: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+    context: ssl.SSLContext | None = None
+
+
+def load_web_config(path: Path | str) -> WebConfig:
+    """Read and validate the web config (loading its certificates); WebConfigError on the first mistake."""
+    path = Path(path)
+    document = _read_yaml(path)
+    if document is None:
+        return WebConfig()
+    if not isinstance(document, dict):
+        raise WebConfigError(path, None, "expected a mapping (tls_server_config, basic_auth_users, ...)")
+    _reject_unknown(path, "", document, TOP_LEVEL_KEYS)
+    tls = _tls(path, document.get("tls_server_config"))
+    users = _users(path, document.get("basic_auth_users"))
+    healthz_open = document.get("healthz_without_auth", False)
+    if not isinstance(healthz_open, bool):
+        raise WebConfigError(path, "healthz_without_auth", "must be true or false")
+    headers = _http(path, document.get("http_server_config"))
+    context = _context(path, tls) if tls is not None else None
+    return WebConfig(
+        tls=tls, basic_auth_users=users, healthz_without_auth=healthz_open, headers=headers, context=context
+    )
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WebConfigError(path, None, "no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise WebConfigError(
+            path, None, f"cannot read the file ({getattr(error, 'strerror', None) or error})"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise WebConfigError(path, None, f"not valid YAML: {where}{error.problem or error.context}") from None
+    except yaml.YAMLError:
+        raise WebConfigError(path, None, "not valid YAML") from None
+
+
+def _tls(path: Path, section: Any) -> TLSSettings | None:
+    if section is None:
+        return None
+    key = "tls_server_config"
+    if not isinstance(section, dict):
+        raise WebConfigError(path, key, "must be a mapping")
+    for name in section:
+        if name in TLS_UNSUPPORTED:
+            raise WebConfigError(
+                path, f"{key}.{name}", "is an exporter-toolkit key this exporter does not support; remove it"
+            )
+    _reject_unknown(path, f"{key}.", section, TLS_KEYS)
+    for required in ("cert_file", "key_file"):
+        if not section.get(required):
+            raise WebConfigError(path, f"{key}.{required}", "missing; TLS needs both cert_file and key_file")
+    auth_name = section.get("client_auth_type") or "NoClientCert"
+    if auth_name in CLIENT_AUTH_UNSUPPORTED:
+        raise WebConfigError(
+            path,
+            f"{key}.client_auth_type",
+            f"{auth_name} accepts unverified certificates and is "
+            "not supported; use VerifyClientCertIfGiven or RequireAndVerifyClientCert",
+        )
+    if auth_name not in CLIENT_AUTH:
+        raise WebConfigError(
+            path,
+            f"{key}.client_auth_type",
+            f"unknown value {auth_name!r}; expected one of {', '.join(CLIENT_AUTH)}",
+        )
+    client_auth = CLIENT_AUTH[auth_name]
+    ca_file = (
+        _file(path, f"{key}.client_ca_file", section["client_ca_file"])
+        if section.get("client_ca_file")
+        else None
+    )
+    if client_auth is not ssl.CERT_NONE and ca_file is None:
+        raise WebConfigError(
+            path, f"{key}.client_ca_file", f"missing; {auth_name} needs the CA that signs client certificates"
+        )
+    if client_auth is ssl.CERT_NONE and ca_file is not None:
+        raise WebConfigError(
+            path,
+            f"{key}.client_auth_type",
+            "client_ca_file is set but client certificates are "
+            "not checked; set RequireAndVerifyClientCert or VerifyClientCertIfGiven",
+        )
+    min_version = _version(path, f"{key}.min_version", section.get("min_version", "TLS12"))
+    max_version = (
+        _version(path, f"{key}.max_version", section["max_version"]) if "max_version" in section else None
+    )
+    if max_version is not None and max_version < min_version:
+        raise WebConfigError(path, f"{key}.max_version", "is lower than min_version")
+    return TLSSettings(
+        cert_file=_file(path, f"{key}.cert_file", section["cert_file"]),
+        key_file=_file(path, f"{key}.key_file", section["key_file"]),
+        client_auth=client_auth,
+        client_ca_file=ca_file,
+        min_version=min_version,
+        max_version=max_version,
+    )
+
+
+def _version(path: Path, key: str, value: Any) -> ssl.TLSVersion:
+    if value not in TLS_VERSIONS:
+        raise WebConfigError(
+            path, key, f"unknown TLS version {value!r}; expected one of {', '.join(TLS_VERSIONS)}"
+        )
+    return TLS_VERSIONS[value]
+
+
+def _file(path: Path, key: str, value: Any) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise WebConfigError(path, key, "must be a file name")
+    named = Path(value.strip()).expanduser()
+    resolved = named if named.is_absolute() else path.parent / named
+    if not resolved.is_file():
+        raise WebConfigError(path, key, f"{resolved} does not exist or is not a file")
+    return resolved
+
+
+def _context(path: Path, tls: TLSSettings) -> ssl.SSLContext:
+    """The server-side SSLContext; loading the files here turns a bad certificate into a start-up error."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.minimum_version = tls.min_version
+        if tls.max_version is not None:
+            context.maximum_version = tls.max_version
+    except (ValueError, ssl.SSLError) as error:
+        raise WebConfigError(path, "tls_server_config.min_version", f"not available here: {error}") from None
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as error:
+        raise WebConfigError(
+            path,
+            "tls_server_config.cert_file",
+            f"cannot load {tls.cert_file} with {tls.key_file}: {getattr(error, 'reason', None) or error}",
+        ) from None
+    if tls.client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(tls.client_ca_file))
+        except (OSError, ssl.SSLError) as error:
+            raise WebConfigError(
+                path,
+                "tls_server_config.client_ca_file",
+                f"cannot load {tls.client_ca_file}: {getattr(error, 'reason', None) or error}",
+            ) from None
+    context.verify_mode = tls.client_auth
+    return context
+
+
+def _users(path: Path, section: Any) -> dict[str, bytes]:
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise WebConfigError(path, "basic_auth_users", "must be a mapping of user name to bcrypt hash")
+    users = {}
+    for user, hashed in section.items():
+        if not isinstance(user, str) or not user or ":" in user:
+            raise WebConfigError(
+                path, "basic_auth_users", "a user name must be a non-empty string without ':'"
+            )
+        if not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed.strip()):
+            raise WebConfigError(
+                path,
+                f"basic_auth_users.{user}",
+                "is not a bcrypt hash ($2a$, $2b$ or $2y$, 60 "
+                "characters); make one with: htpasswd -nBC 12 '' | tr -d ':\\n'",
+            )
+        users[user] = hashed.strip().encode()
+    return users
+
+
+def _http(path: Path, section: Any) -> tuple[tuple[str, str], ...]:
+    if section is None:
+        return ()
+    if not isinstance(section, dict):
+        raise WebConfigError(path, "http_server_config", "must be a mapping")
+    _reject_unknown(path, "http_server_config.", section, HTTP_KEYS)
+    if "http2" in section and not isinstance(section["http2"], bool):
+        raise WebConfigError(
+            path,
+            "http_server_config.http2",
+            "must be true or false (it is accepted and ignored: this exporter serves HTTP/1.1)",
+        )
+    headers = section.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise WebConfigError(path, "http_server_config.headers", "must be a mapping of header name to value")
+    result = []
+    for name, value in headers.items():
+        canonical = {h.lower(): h for h in ALLOWED_HEADERS}.get(str(name).lower())
+        if canonical is None:
+            raise WebConfigError(
+                path,
+                f"http_server_config.headers.{name}",
+                f"not settable; allowed: {', '.join(ALLOWED_HEADERS)}",
+            )
+        if not isinstance(value, str) or not value.isprintable():
+            raise WebConfigError(path, f"http_server_config.headers.{name}", "must be a one-line string")
+        result.append((canonical, value))
+    return tuple(result)
+
+
+def _reject_unknown(path: Path, prefix: str, mapping: dict[Any, Any], known: tuple[str, ...]) -> None:
+    for key in mapping:
+        if key not in known:
+            raise WebConfigError(path, f"{prefix}{key}", f"unknown key; expected one of {', '.join(known)}")
+
+
+class WebConfigWatcher:
+    """The current web config, re-read whenever the file or a certificate file it names changes.
+
+    `current()` reads the few small files and compares a digest, so an edit takes effect on the next
+    connection or request. An invalid edit raises WebConfigError from `current()` (fail closed) and is
+    logged once.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._config = load_web_config(self.path)  # WebConfigError at start-up stops `serve`
+        self._digest = self._fingerprint(self._config)
+        self._broken: tuple[bytes, str] | None = None
+
+    def current(self) -> WebConfig:
+        with self._lock:
+            digest = self._fingerprint(self._config)
+            if digest == self._digest:
+                return self._config
+            if self._broken is not None and self._broken[0] == digest:
+                raise WebConfigError(self.path, None, self._broken[1])
+            try:
+                config = load_web_config(self.path)
+            except WebConfigError as error:
+                self._broken = (digest, str(error))
+                log.error(
+                    "web config is invalid; refusing requests until it is fixed",
+                    extra={"file": str(self.path), "detail": str(error)},
+                )
+                raise
+            self._config, self._digest, self._broken = config, self._fingerprint(config), None
+            log.info("web config reloaded", extra={"file": str(self.path)})
+            return config
+
+    def _fingerprint(self, config: WebConfig) -> bytes:
+        """A digest of the web config file and the certificate files the running config names."""
+        digest = hashlib.sha256()
+        files = [self.path, *(config.tls.files() if config.tls is not None else ())]
+        for name in files:
+            try:
+                digest.update(name.read_bytes())
+            except OSError as error:
+                digest.update(f"unreadable {name}: {error}".encode())
+            digest.update(b"\0")
+        return digest.digest()
