@@ -94,7 +94,7 @@ def start_emulator(workdir: Path, *extra: str, env: dict[str, str] | None = None
 def start_exporter(workdir: Path, *extra: str, env: dict[str, str] | None = None) -> Process:
     """`trueconf-exporter serve` on a free loopback port; `ports` gets `http`."""
     process = start(["serve", "--web.listen-address", "127.0.0.1:0", *extra], workdir, env, name="exporter")
-    match = wait_for(process, "stderr", r"exporter listening.* address=\S+:(\d+)")
+    match = wait_for(process, "stderr", r'exporter listening.*?address"?[=:] ?"?[^\s"]*:(\d+)')
     process.ports = {"http": int(match.group(1))}
     return process
 
