@@ -24,6 +24,7 @@ from exporter.emulator import DEMO, EmulatorSettings, Fault, RunningEmulator, Sc
 from exporter.logs import FORMATS, LEVELS, setup_logging
 from exporter.reload import ConfigHolder
 from exporter.room import RoomTarget, TargetError, parse_target
+from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.verdict import verdict
 from exporter.web import ExporterApp, ExporterSettings, make_http_server, parse_listen_address
 from exporter.webconfig import WebConfigError, WebConfigWatcher
@@ -105,6 +106,10 @@ def room_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--timeout", type=click.FloatRange(min=0.05, max=600), default=DEFAULT_TIMEOUT_SECONDS,
                      show_default=True, envvar=env("TIMEOUT"), show_envvar=True,
                      help="Seconds one whole collection may take: discovery, connect, auth and reply."),
+        click.option("--max-message-bytes", type=click.IntRange(min=1024), default=DEFAULT_MAX_MESSAGE_BYTES,
+                     show_default=True, envvar=env("MAX_MESSAGE_BYTES"), show_envvar=True,
+                     help="Refuse any one message from the Room larger than this (reason protocol) "
+                          "before reading it, so a misbehaving Room cannot exhaust the exporter's memory."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -135,7 +140,7 @@ def main() -> None:
               default=None, envvar=env("WEB_CONFIG_FILE"), show_envvar=True,
               help="Prometheus exporter-toolkit web config: TLS (tls_server_config) and basic auth "
                    "(basic_auth_users, bcrypt hashes). Re-read when it changes.")
-def serve(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: float,
+def serve(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: float, max_message_bytes: int,
           listen_address: tuple[str, int], process_metrics: bool, config_file: Path | None,
           web_config_file: Path | None, log_level: str, log_format: str) -> None:
     """Serve the Room's metrics, read at every scrape of /metrics (or of /probe with --config.file)."""
@@ -143,7 +148,8 @@ def serve(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: f
     web_config = load_web_config_for_serve(web_config_file)
     config = load_config_for_serve(config_file, timeout)
     settings = ExporterSettings(target=target, pin=read_pin(pin, pin_file) if config is None else None,
-                                timeout_seconds=timeout, process_metrics=process_metrics)
+                                timeout_seconds=timeout, process_metrics=process_metrics,
+                                max_message_bytes=max_message_bytes)
     run_server(settings, listen_address, config=config, web_config=web_config)
 
 
@@ -205,11 +211,12 @@ def run_server(settings: ExporterSettings, listen_address: tuple[str, int],
 
 @main.command()
 @room_options
-def check(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: float, log_level: str,
+def check(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: float, max_message_bytes: int,
+          log_level: str,
           log_format: str) -> None:
     """Read the Room once, print its metrics and a verdict; exit 0 if it answered, 1 otherwise."""
     setup_logging(log_level, log_format)
-    collection = collect_room(target, read_pin(pin, pin_file), timeout)
+    collection = collect_room(target, read_pin(pin, pin_file), timeout, max_message_bytes)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BuildInfoCollector())
     click.echo(generate_latest(registry).decode(), nl=False)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from exporter.file_requests import ReplyShapeError, Snapshot, parse_outgoing_reply
 from exporter.room import CollectionError, Deadline, Reason, RoomTarget, fetch_outgoing_requests
+from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,16 @@ class Collection:
         return self.snapshot is not None
 
 
-def collect_room(target: RoomTarget, pin: str | None, timeout_seconds: float) -> Collection:
+def collect_room(
+    target: RoomTarget,
+    pin: str | None,
+    timeout_seconds: float,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Collection:
     """Talk to the Room once; never raises for anything the Room (or the network) does."""
     deadline = Deadline(timeout_seconds)
     try:
-        reply = fetch_outgoing_requests(target, pin, deadline)
+        reply = fetch_outgoing_requests(target, pin, deadline, max_message_bytes)
         snapshot = parse_outgoing_reply(reply)
     except CollectionError as error:
         return _failed(target, deadline, error)

@@ -32,6 +32,7 @@ from exporter.collector import BuildInfoCollector, RoomCollector
 from exporter.probe import probe_app
 from exporter.reload import ConfigHolder, ReloadCollector
 from exporter.room import RoomTarget
+from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.tls import TLSRefusedError, accept_tls
 from exporter.webauth import WebSecurity
 from exporter.webconfig import WebConfigError, WebConfigWatcher
@@ -54,6 +55,7 @@ class ExporterSettings:
     pin: str | None
     timeout_seconds: float
     process_metrics: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def effective_timeout(configured: float, scrape_timeout_header: str | None) -> float:
@@ -146,7 +148,7 @@ class ExporterApp:
 
     def collect(self, target: RoomTarget, pin: str | None, timeout: float) -> Collection:
         """One collection, for /metrics and /probe alike: the one place collection settings are applied."""
-        return collect_room(target, pin, timeout)
+        return collect_room(target, pin, timeout, self.settings.max_message_bytes)
 
     def probe(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self.config is None:

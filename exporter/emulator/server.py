@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +33,10 @@ OUTGOING_METHOD = "getOutgoingFilesRequests"
 CONFIG_PATH = "/public/default/config.json"
 TICK_SECONDS = 1.0
 """How often the living demo Room moves on."""
+FLOOD_NOTIFICATIONS = 10_000
+"""Notifications before the reply with the `notification-flood` fault."""
+HUGE_FRAGMENT_BYTES = 256 * 1024
+"""Fragment size of the `huge-fragmented-reply` fault, and write size of `huge-reply`."""
 
 
 @dataclass
@@ -45,6 +49,7 @@ class EmulatorSettings:
     pin: str | None = None
     fault: Fault = Fault.NONE
     slow_reply_seconds: float = 30.0
+    huge_reply_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass
@@ -67,9 +72,13 @@ class EmulatedRoom:
             return self.living.outgoing_requests()
         return self.scenario.outgoing_requests()
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response] | None:
         if self.settings.fault is Fault.HTTP_INSTEAD_OF_WEBSOCKET:
             return connection.respond(200, "TrueConf Room management\n")
+        if self.settings.fault is Fault.NO_HANDSHAKE:
+            return _never_answer(connection)
         return None
 
     async def handle(self, connection: ServerConnection) -> None:
@@ -119,10 +128,17 @@ class EmulatedRoom:
     async def send_notifications(self, connection: ServerConnection) -> None:
         """Events that a busy Room sends between a request and its reply (reference §2)."""
         entries = [e for e in self.outgoing_requests() if isinstance(e, dict)] or [{"fileRequestId": "demo"}]
-        for n in range(self.scenario.notifications_before_reply):
+        fault = self.settings.fault
+        flood = fault is Fault.NOTIFICATION_FLOOD
+        count = FLOOD_NOTIFICATIONS if flood else self.scenario.notifications_before_reply
+        n = 0
+        while n < count or fault is Fault.ENDLESS_NOTIFICATIONS:
             entry = entries[n % len(entries)]
             event = progress_event(entry, n % 100) if n % 2 == 0 else status_event(entry)
             await connection.send(json.dumps(event))
+            if fault is Fault.ENDLESS_NOTIFICATIONS:
+                await asyncio.sleep(0.001)  # a stream, not a busy loop that starves every other connection
+            n += 1
 
     async def reply_outgoing(self, connection: ServerConnection, request_id: str) -> None:
         reply = {"method": OUTGOING_METHOD, "requestId": request_id, "result": True,
@@ -145,6 +161,10 @@ class EmulatedRoom:
             await connection.close()
         elif fault is Fault.CLOSE_MID_REPLY:
             await connection.send(_first_fragment_then_drop(connection, json.dumps(reply)))
+        elif fault is Fault.HUGE_FRAGMENTED_REPLY:
+            await connection.send(_huge_reply(reply, self.settings.huge_reply_bytes))
+        elif fault is Fault.HUGE_REPLY:
+            await _send_huge_single_frame(connection, reply, self.settings.huge_reply_bytes)
         else:
             await connection.send(json.dumps(reply))
 
@@ -170,6 +190,51 @@ async def _first_fragment_then_drop(connection: ServerConnection, text: str) -> 
     yield text[: len(text) // 2]
     connection.transport.abort()
     yield text[len(text) // 2 :]
+
+
+async def _never_answer(connection: ServerConnection) -> Response:
+    """Hold the upgrade request unanswered until the client gives up (or websockets' open timeout passes)."""
+    await connection.wait_closed()
+    return connection.respond(503, "never sent\n")
+
+
+async def _huge_reply(reply: dict[str, Any], size: int) -> AsyncIterator[str]:
+    """A valid reply of about `size` bytes, made a fragment at a time so the emulator never holds it whole.
+
+    The list repeats the reply's first entry (or a documented one), so a client allowed to read it all gets a
+    parseable reply.
+    """
+    entries = reply["outgoingFilesRequests"]
+    entry = json.dumps(entries[0] if entries else _HUGE_ENTRY)
+    head = json.dumps({**reply, "outgoingFilesRequests": []})[: -len("]}")]
+    count = max(1, (size - len(head) - 2) // (len(entry) + 1))
+    per_fragment = max(1, HUGE_FRAGMENT_BYTES // (len(entry) + 1))
+    yield head
+    sent = 0
+    while sent < count:
+        n = min(per_fragment, count - sent)
+        yield ("," if sent else "") + ",".join([entry] * n)
+        sent += n
+    yield "]}"
+
+
+_HUGE_ENTRY = {"fileRequestId": "0d99602a-82a7-4aea-9a1d-f0b612bab793", "fileName": "2.jpg", "status": 2,
+               "size": 3200, "timestamp": 1659251271, "peerId": "820_1@some.server", "peerDn": "820_1"}
+
+
+async def _send_huge_single_frame(connection: ServerConnection, reply: dict[str, Any], size: int) -> None:
+    """The huge reply as ONE text frame, written straight to the transport: websockets would need the whole
+    payload in memory first. The frame header announces the full length before the first payload byte, which
+    is what a client must check. A complete frame leaves the stream consistent for websockets' own writes."""
+    length = sum([len(fragment.encode()) async for fragment in _huge_reply(reply, size)])  # one at a time
+    transport = connection.transport
+    transport.write(bytes([0x81, 127]) + length.to_bytes(8, "big"))  # FIN + text, 64-bit length, no mask
+    async for fragment in _huge_reply(reply, size):
+        if transport.is_closing():
+            return
+        transport.write(fragment.encode())
+        while transport.get_write_buffer_size() > HUGE_FRAGMENT_BYTES * 4 and not transport.is_closing():
+            await asyncio.sleep(0.005)
 
 
 def _decode(text: str | bytes) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from exporter.room import protocol
 from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.discovery import discover_websocket_port
 from exporter.room.errors import CollectionError, Reason
+from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES, BoundedWebSocket
 from exporter.room.target import RoomTarget
 
 OUTGOING_METHOD = "getOutgoingFilesRequests"
@@ -80,11 +81,23 @@ def _open_socket(host: str, port: int, deadline: Deadline) -> socket.socket:
         raise CollectionError(Reason.CONNECT, f"cannot connect to {host}:{port}: {error.strerror or error}") from None
 
 
-def _handshake(url: str, sock: socket.socket, deadline: Deadline) -> websocket.WebSocket:
+def _handshake(
+    url: str, sock: socket.socket, deadline: Deadline, max_message_bytes: int
+) -> websocket.WebSocket:
     try:
-        return websocket.create_connection(
-            url, timeout=deadline.remaining("handshake"), socket=sock, suppress_origin=True, enable_multithread=False
+        ws = websocket.create_connection(
+            url,
+            timeout=deadline.remaining("handshake"),
+            socket=sock,
+            suppress_origin=True,
+            enable_multithread=False,
+            # RoomSession decodes every text message itself (C speed); websocket-client's pure-Python UTF-8
+            # check of the same bytes costs ~0.4 s per MiB of CPU that no deadline can interrupt.
+            skip_utf8_validation=True,
+            class_=BoundedWebSocket,
         )
+        ws.max_message_bytes = max_message_bytes
+        return ws
     except CollectionError:
         raise
     except websocket.WebSocketBadStatusException as error:
@@ -108,13 +121,15 @@ def _authorise(session: RoomSession, pin: str | None) -> None:
         raise CollectionError(Reason.AUTH, f"the Room refused {kind} authorisation: {failure}")
 
 
-def _converse(target: RoomTarget, pin: str | None, deadline: Deadline, method: str) -> dict[str, Any]:
+def _converse(
+    target: RoomTarget, pin: str | None, deadline: Deadline, method: str, max_message_bytes: int
+) -> dict[str, Any]:
     port = discover_websocket_port(target, deadline) if target.discover else target.port
     url = target.websocket_url(port)
     sock = _open_socket(target.host, port, deadline)
     try:
         with SocketWatchdog(deadline, sock):
-            session = RoomSession(_handshake(url, sock, deadline), deadline, target)
+            session = RoomSession(_handshake(url, sock, deadline, max_message_bytes), deadline, target)
             try:
                 _authorise(session, pin)
                 reply = session.call(method, "request")
@@ -136,10 +151,18 @@ def _converse(target: RoomTarget, pin: str | None, deadline: Deadline, method: s
     return reply
 
 
-def fetch_outgoing_requests(target: RoomTarget, pin: str | None, deadline: Deadline) -> dict[str, Any]:
-    """The successful `getOutgoingFilesRequests` reply of the Room at `target`, within `deadline`."""
+def fetch_outgoing_requests(
+    target: RoomTarget,
+    pin: str | None,
+    deadline: Deadline,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> dict[str, Any]:
+    """The successful `getOutgoingFilesRequests` reply of the Room at `target`, within `deadline`.
+
+    Any one message larger than `max_message_bytes` is refused (reason `protocol`) before it is read.
+    """
     try:
-        return _converse(target, pin, deadline, OUTGOING_METHOD)
+        return _converse(target, pin, deadline, OUTGOING_METHOD, max_message_bytes)
     except CollectionError as error:
         if pin and pin in error.message:
             raise CollectionError(error.reason, error.message.replace(pin, "<pin>")) from None
