@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.exposition import names
+from tests.processes import Process, http_get
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "trueconf-file-transfers.json"
 ALERTS = ROOT / "prometheus" / "alerts.yml"
 PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
 PROMTOOL_TESTS = ROOT / "prometheus" / "tests"
+ROOM_SCENARIO = ROOT / "tests" / "fixtures" / "dashboard-room.json"
+"""A Room listing every status and destination, a malformed entry and requests older than the thresholds."""
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 JOB_MATCHER = 'job=~"$job"'
@@ -208,3 +213,15 @@ def substitute(expr: str, values: dict[str, str]) -> str:
     return re.sub(
         r"\$\{(?P<braced>\w+)(?::\w+)?\}|\$(?P<plain>[a-zA-Z_]\w*)|\[\[(?P<old>\w+)\]\]", replace, expr
     )
+
+
+def exposed_metric_names(processes: dict[str, Callable[..., Process]]) -> set[str]:
+    """Every sample name a real exporter exposes when scraped, reading the Room of ROOM_SCENARIO."""
+    room = processes["emulator"]("--scenario", str(ROOM_SCENARIO))
+    exporter = processes["exporter"]("--target", f"ws://127.0.0.1:{room.ports['websocket']}")
+    status, _, body = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")
+    assert status == 200, body
+    exposed = names(body.decode())
+    assert "trueconf_up" in exposed, body.decode()
+    assert "trueconf_outgoing_file_requests_oldest_pending_timestamp_seconds" in exposed, body.decode()
+    return exposed

@@ -14,9 +14,7 @@ import pytest
 import yaml
 
 from tests import dashboard_queries as dq
-from tests.conftest import FIXTURES
-from tests.exposition import names
-from tests.processes import Process, http_get
+from tests.processes import Process
 
 PROVISIONING = dq.ROOT / "grafana" / "provisioning"
 DASHBOARD_UID = "trueconf-file-transfers"
@@ -40,14 +38,7 @@ def dashboard() -> dict[str, Any]:
 
 @pytest.fixture
 def exposed_names(processes: dict[str, Callable[..., Process]]) -> set[str]:
-    """Every sample name a real exporter exposes for a Room that lists every kind of request."""
-    room = processes["emulator"]("--scenario", str(FIXTURES / "dashboard-room.json"))
-    exporter = processes["exporter"]("--target", f"ws://127.0.0.1:{room.ports['websocket']}")
-    status, _, body = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")
-    assert status == 200
-    exposed = names(body.decode())
-    assert "trueconf_up" in exposed, body.decode()
-    return exposed
+    return dq.exposed_metric_names(processes)
 
 
 def _label(panel: dict[str, Any]) -> str:
