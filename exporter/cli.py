@@ -185,7 +185,9 @@ def load_config_for_serve(path: Path | None, default_timeout: float) -> ConfigHo
 
 
 def run_server(settings: ExporterSettings, listen_address: tuple[str, int],
-               config: ConfigHolder | None = None, web_config: WebConfigWatcher | None = None) -> None:
+               config: ConfigHolder | None = None, web_config: WebConfigWatcher | None = None,
+               announce: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM or Ctrl-C; `announce` is told the metrics URL once the port is bound."""
     host, port = listen_address
     try:
         server = make_http_server(ExporterApp(settings, config), host, port, web_config)
@@ -197,6 +199,8 @@ def run_server(settings: ExporterSettings, listen_address: tuple[str, int],
     url = f"{scheme}://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{bound_port}/metrics"
     serving = {"file": str(config.path)} if config is not None else {"target": str(settings.target)}
     log.info("exporter listening", extra={"address": f"{host or '*'}:{bound_port}", "url": url, **serving})
+    if announce is not None:
+        announce(url)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if config is not None:
         # The handler only starts a thread: reading files and logging do not belong in a signal handler.
@@ -299,11 +303,12 @@ def demo(listen_address: tuple[str, int], log_level: str, log_format: str) -> No
     assert emulator.ports is not None
     target = parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}")
     settings = ExporterSettings(target=target, pin=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS)
-    host, port = listen_address
-    click.echo(f"demo: emulated Room at {target}; metrics at http://{host or '127.0.0.1'}:{port}/metrics "
-               "(Ctrl-C stops both)")
-    sys.stdout.flush()
+
+    def announce(url: str) -> None:
+        click.echo(f"demo: emulated Room at {target}; metrics at {url} (Ctrl-C stops both)")
+        sys.stdout.flush()
+
     try:
-        run_server(settings, listen_address)
+        run_server(settings, listen_address, announce=announce)
     finally:
         emulator.stop()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 READY_TIMEOUT_SECONDS = 15
+LISTENING = r'exporter listening.*?address"?[=:] ?"?[^\s"]*:(\d+)'
+"""The exporter's start-up log line, in logfmt or JSON; group 1 is the bound port."""
 
 
 def exporter_command() -> list[str]:
@@ -94,7 +96,7 @@ def start_emulator(workdir: Path, *extra: str, env: dict[str, str] | None = None
 def start_exporter(workdir: Path, *extra: str, env: dict[str, str] | None = None) -> Process:
     """`trueconf-exporter serve` on a free loopback port; `ports` gets `http`."""
     process = start(["serve", "--web.listen-address", "127.0.0.1:0", *extra], workdir, env, name="exporter")
-    match = wait_for(process, "stderr", r'exporter listening.*?address"?[=:] ?"?[^\s"]*:(\d+)')
+    match = wait_for(process, "stderr", LISTENING)
     process.ports = {"http": int(match.group(1))}
     return process
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.exposition import value
-from tests.processes import exporter_command, http_get
+from tests.processes import LISTENING, exporter_command, http_get, start, wait_for
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -130,11 +130,10 @@ def test_version_and_help():
 
 
 def test_demo_serves_a_living_room(tmp_path):
-    from tests.processes import start, wait_for
-
     demo = start(["demo", "--web.listen-address", "127.0.0.1:0"], tmp_path, name="demo")
     try:
-        port = int(wait_for(demo, "stderr", r"exporter listening address=\S+:(\d+)").group(1))
+        port = int(wait_for(demo, "stderr", LISTENING).group(1))
+        assert f"metrics at http://127.0.0.1:{port}/metrics" in wait_for(demo, "stdout", "demo: .*").group(0)
         text = http_get(f"http://127.0.0.1:{port}/metrics")[2].decode()
         assert value(text, "trueconf_up") == 1
         total = sum(value(text, "trueconf_outgoing_file_requests", status=s, destination=d)
