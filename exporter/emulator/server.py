@@ -329,7 +329,8 @@ class RunningEmulator:
             websocket_port = server.sockets[0].getsockname()[1]
             self._web = make_web_server(settings.host, settings.web_port,
                                         lambda: config_document(websocket_port, settings.fault))
-            threading.Thread(target=self._web.serve_forever, name="room-web", daemon=True).start()
+            threading.Thread(target=self._web.serve_forever, kwargs={"poll_interval": 0.05}, name="room-web",
+                             daemon=True).start()
             self.ports = Ports(websocket=websocket_port, web=self._web.server_address[1])
             ticker = asyncio.create_task(self.room.tick())
             self._ready.set()
@@ -337,5 +338,8 @@ class RunningEmulator:
                 await self._stop.wait()
             finally:
                 ticker.cancel()
+                for task in asyncio.all_tasks():  # handlers held back by a fault must not delay shutdown
+                    if task is not asyncio.current_task():
+                        task.cancel()
                 self._web.shutdown()
                 self._web.server_close()
