@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= :18765
 
-.PHONY: run test lint unit system-deps bench clean
+.PHONY: run test lint unit system-deps bench container-smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,14 @@ run: $(BIN)/.installed
 	$(BIN)/trueconf-exporter demo --web.listen-address $(LISTEN)
 
 ## system-deps: Debian's prometheus package (the real Prometheus server and promtool used by the tests)
+## and systemd (systemd-analyze checks the unit; it needs no systemd running)
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v systemd-analyze >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends systemd; }
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check exporter tests benchmarks
@@ -38,6 +42,10 @@ test: lint unit
 ## bench: scrape latency figures (median, p95) against the emulator
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_scrape.py
+
+## container-smoke: build the image with podman, run it against the emulator, scrape it (needs root; not in CI)
+container-smoke: $(BIN)/.installed
+	PYTHON=$(BIN)/python scripts/container-smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
