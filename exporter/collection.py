@@ -56,7 +56,10 @@ def collect_room(
 
 
 def _failed(target: RoomTarget, deadline: Deadline, error: CollectionError) -> Collection:
-    log.warning("collection failed", extra={"target": str(target), "reason": str(error.reason), "detail": error.message})
+    log.warning(
+        "collection failed",
+        extra={"target": str(target), "reason": str(error.reason), "detail": error.message},
+    )
     return Collection(
         target=target,
         duration_seconds=time.monotonic() - deadline.started,

@@ -54,7 +54,8 @@ class BuildInfoCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
-            f"{PREFIX}_exporter_build_info", "A metric with a constant 1 labelled by the exporter's version.",
+            f"{PREFIX}_exporter_build_info",
+            "A metric with a constant 1 labelled by the exporter's version.",
             labels=["version"],
         )
         info.add_metric([__version__], 1)
@@ -64,7 +65,9 @@ class BuildInfoCollector(Collector):
 def collection_metrics(collection: Collection) -> Iterator[Metric]:
     """Every metric family of one collection."""
     yield GaugeMetricFamily(
-        f"{PREFIX}_up", "1 if this scrape got a valid reply from the TrueConf Room, else 0.", value=int(collection.up)
+        f"{PREFIX}_up",
+        "1 if this scrape got a valid reply from the TrueConf Room, else 0.",
+        value=int(collection.up),
     )
     yield GaugeMetricFamily(
         f"{PREFIX}_scrape_duration_seconds",

@@ -17,8 +17,15 @@ FIELDS = ("target", "reason", "detail", "address", "url", "file")
 
 
 def _fields(record: logging.LogRecord) -> dict[str, str]:
-    stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    fields = {"ts": stamp, "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+    stamp = (
+        datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+    fields = {
+        "ts": stamp,
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
     for name in FIELDS:
         if hasattr(record, name):
             fields[name] = str(getattr(record, name))

@@ -20,12 +20,17 @@ def room() -> Iterator[Callable[..., RunningEmulator]]:
     """Start in-process emulated Rooms on free loopback ports: `room(scenario, pin=..., fault=...)`."""
     started: list[RunningEmulator] = []
 
-    def make(scenario: Scenario | str = "doc-example", pin: str | None = None, fault: Fault = Fault.NONE,
-             slow_reply_seconds: float = 30.0) -> RunningEmulator:
+    def make(
+        scenario: Scenario | str = "doc-example",
+        pin: str | None = None,
+        fault: Fault = Fault.NONE,
+        slow_reply_seconds: float = 30.0,
+    ) -> RunningEmulator:
         if isinstance(scenario, str):
             scenario = load_scenario(scenario)
-        settings = EmulatorSettings(websocket_port=0, web_port=0, pin=pin, fault=fault,
-                                    slow_reply_seconds=slow_reply_seconds)
+        settings = EmulatorSettings(
+            websocket_port=0, web_port=0, pin=pin, fault=fault, slow_reply_seconds=slow_reply_seconds
+        )
         emulator = RunningEmulator(EmulatedRoom(settings, scenario=scenario))
         emulator.start()
         started.append(emulator)

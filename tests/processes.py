@@ -66,20 +66,25 @@ def start(args: list[str], workdir: Path, env: dict[str, str] | None = None, nam
     stderr_path = workdir / f"{name}.{time.monotonic_ns()}.err"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        popen = subprocess.Popen(exporter_command() + args, stdout=out, stderr=err, env=full_env,
-                                 stdin=subprocess.DEVNULL)
+        popen = subprocess.Popen(
+            exporter_command() + args, stdout=out, stderr=err, env=full_env, stdin=subprocess.DEVNULL
+        )
     return Process(popen, stdout_path, stderr_path)
 
 
 def wait_for(process: Process, stream: str, pattern: str) -> re.Match[str]:
-    """Wait until the process prints a line matching `pattern` on `stream`; fail with its output if it dies."""
+    """Wait until the process prints a line matching `pattern` on `stream`; fail with its output if it dies.
+
+    Polls the output file: the process writes to a file, not a pipe, so it can never block on us."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         match = re.search(pattern, getattr(process, stream))
         if match:
             return match
         if not process.alive():
-            raise AssertionError(f"process exited {process.popen.returncode}:\n{process.stdout}\n{process.stderr}")
+            raise AssertionError(
+                f"process exited {process.popen.returncode}:\n{process.stdout}\n{process.stderr}"
+            )
         time.sleep(0.02)
     process.stop()
     raise AssertionError(f"process never printed {pattern!r}:\n{process.stdout}\n{process.stderr}")
@@ -101,7 +106,9 @@ def start_exporter(workdir: Path, *extra: str, env: dict[str, str] | None = None
     return process
 
 
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+def http_get(
+    url: str, headers: dict[str, str] | None = None, timeout: float = 30
+) -> tuple[int, dict[str, str], bytes]:
     """A real HTTP GET; returns (status, headers, body) for error statuses too."""
     request = urllib.request.Request(url, headers=headers or {})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -60,14 +60,21 @@ def dripping(connection: socket.socket) -> None:
         time.sleep(0.3)
 
 
-def http_answer(status_line: bytes, body: bytes, content_type: bytes = b"application/json") -> Callable[[socket.socket], None]:
+def http_answer(
+    status_line: bytes, body: bytes, content_type: bytes = b"application/json"
+) -> Callable[[socket.socket], None]:
     """Answers any request with one fixed HTTP response."""
 
     def handle(connection: socket.socket) -> None:
         connection.recv(65536)
         connection.sendall(
-            status_line + b"\r\nContent-Type: " + content_type + b"\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+            status_line
+            + b"\r\nContent-Type: "
+            + content_type
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
         )
 
     return handle

@@ -11,9 +11,18 @@ from tests.exposition import value
 from tests.processes import LISTENING, exporter_command, http_get, start, wait_for
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(exporter_command() + list(args), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, check=False)
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        exporter_command() + list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def test_serve_is_scraped_over_http(processes):
@@ -31,11 +40,13 @@ def test_serve_reads_its_settings_from_environment_variables(processes, tmp_path
     pin_file = tmp_path / "pin"
     pin_file.write_text("24680\n")
     room = processes["emulator"]("--scenario", "doc-example", "--pin-file", str(pin_file))
-    exporter = processes["exporter"](env={
-        "TRUECONF_EXPORTER_TARGET": f"http://127.0.0.1:{room.ports['web']}",
-        "TRUECONF_EXPORTER_PIN_FILE": str(pin_file),
-        "TRUECONF_EXPORTER_TIMEOUT": "2.5",
-    })
+    exporter = processes["exporter"](
+        env={
+            "TRUECONF_EXPORTER_TARGET": f"http://127.0.0.1:{room.ports['web']}",
+            "TRUECONF_EXPORTER_PIN_FILE": str(pin_file),
+            "TRUECONF_EXPORTER_TIMEOUT": "2.5",
+        }
+    )
     text = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")[2].decode()
     assert value(text, "trueconf_up") == 1
 
@@ -67,27 +78,32 @@ def test_check_with_a_wrong_pin_says_auth(processes, tmp_path):
     (tmp_path / "room-pin").write_text("1111")
     (tmp_path / "our-pin").write_text("2222")
     room = processes["emulator"]("--scenario", "doc-example", "--pin-file", str(tmp_path / "room-pin"))
-    result = run("check", "--target", f"127.0.0.1:{room.ports['websocket']}", "--pin-file", str(tmp_path / "our-pin"))
+    result = run(
+        "check", "--target", f"127.0.0.1:{room.ports['websocket']}", "--pin-file", str(tmp_path / "our-pin")
+    )
     assert result.returncode == 1
     assert "Room did not answer (auth)" in result.stdout
     assert "2222" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["serve", "--target", "ftp://room"], "unsupported scheme"),
-    (["serve", "--target", "ws://room:99999"], "bad port"),
-    (["serve", "--target", "ws://room:8765/api"], "has a path"),
-    (["serve", "--target", ""], "empty"),
-    (["serve", "--timeout", "soon"], "not a valid float"),
-    (["serve", "--timeout", "0"], "0.05<=x<=600"),
-    (["serve", "--web.listen-address", "nowhere"], "HOST:PORT"),
-    (["serve", "--no-such-flag"], "No such option"),
-    (["serve", "--pin-file", "/nonexistent/pin"], "cannot read /nonexistent/pin"),
-    (["check", "--pin", "1", "--pin-file", "/etc/hostname"], "mutually exclusive"),
-    (["serve", "--log-level", "loud"], "Invalid value for '--log-level'"),
-    (["emulate", "--scenario", "/nonexistent/scenario.json"], "cannot read the scenario file"),
-    (["emulate", "--fault", "meltdown"], "Invalid value for '--fault'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--target", "ftp://room"], "unsupported scheme"),
+        (["serve", "--target", "ws://room:99999"], "bad port"),
+        (["serve", "--target", "ws://room:8765/api"], "has a path"),
+        (["serve", "--target", ""], "empty"),
+        (["serve", "--timeout", "soon"], "not a valid float"),
+        (["serve", "--timeout", "0"], "0.05<=x<=600"),
+        (["serve", "--web.listen-address", "nowhere"], "HOST:PORT"),
+        (["serve", "--no-such-flag"], "No such option"),
+        (["serve", "--pin-file", "/nonexistent/pin"], "cannot read /nonexistent/pin"),
+        (["check", "--pin", "1", "--pin-file", "/etc/hostname"], "mutually exclusive"),
+        (["serve", "--log-level", "loud"], "Invalid value for '--log-level'"),
+        (["emulate", "--scenario", "/nonexistent/scenario.json"], "cannot read the scenario file"),
+        (["emulate", "--fault", "meltdown"], "Invalid value for '--fault'"),
+    ],
+)
 def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message):
     result = run(*args)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -124,8 +140,12 @@ def test_version_and_help():
     assert version.returncode == 0
     assert version.stdout.startswith("trueconf-exporter, version ")
     help_text = run("serve", "--help").stdout
-    for variable in ("TRUECONF_EXPORTER_TARGET", "TRUECONF_EXPORTER_PIN_FILE", "TRUECONF_EXPORTER_TIMEOUT",
-                     "TRUECONF_EXPORTER_WEB_LISTEN_ADDRESS"):
+    for variable in (
+        "TRUECONF_EXPORTER_TARGET",
+        "TRUECONF_EXPORTER_PIN_FILE",
+        "TRUECONF_EXPORTER_TIMEOUT",
+        "TRUECONF_EXPORTER_WEB_LISTEN_ADDRESS",
+    ):
         assert variable in help_text
 
 
@@ -136,8 +156,11 @@ def test_demo_serves_a_living_room(tmp_path):
         assert f"metrics at http://127.0.0.1:{port}/metrics" in wait_for(demo, "stdout", "demo: .*").group(0)
         text = http_get(f"http://127.0.0.1:{port}/metrics")[2].decode()
         assert value(text, "trueconf_up") == 1
-        total = sum(value(text, "trueconf_outgoing_file_requests", status=s, destination=d)
-                    for s in ("failed", "waiting", "downloading", "processed") for d in ("peer", "conference"))
+        total = sum(
+            value(text, "trueconf_outgoing_file_requests", status=s, destination=d)
+            for s in ("failed", "waiting", "downloading", "processed")
+            for d in ("peer", "conference")
+        )
         assert total > 0
     finally:
         assert demo.stop() == 0

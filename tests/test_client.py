@@ -13,7 +13,7 @@ from exporter.room.errors import CollectionError
 from tests import raw_servers
 
 DEADLINE_SLACK_SECONDS = 1.0
-"""How far past its deadline a collection may return on a loaded CI machine (thread scheduling, not waiting)."""
+"""How far past its deadline a collection may return on a loaded CI machine (scheduling, not waiting)."""
 
 
 def ws(emulator) -> str:
@@ -24,7 +24,9 @@ def collect(target: str, pin: str | None = None, timeout: float = 5.0):
     started = time.monotonic()
     collection = collect_room(parse_target(target), pin, timeout)
     elapsed = time.monotonic() - started
-    assert elapsed < timeout + DEADLINE_SLACK_SECONDS, f"collection took {elapsed:.2f}s with a {timeout}s deadline"
+    assert elapsed < timeout + DEADLINE_SLACK_SECONDS, (
+        f"collection took {elapsed:.2f}s with a {timeout}s deadline"
+    )
     return collection
 
 
@@ -69,10 +71,17 @@ def test_reply_with_empty_request_id_is_matched_by_method(room):
 
 def test_milliseconds_and_a_room_clock_ahead(room):
     now = time.time()
-    scenario = Scenario(entries=[
-        {"status": 1, "size": 10, "_ageMilliseconds": 90_000, "peerId": "a"},
-        {"status": 2, "size": 20, "timestamp": int(now + 3600), "confId": "c"},  # the Room's clock is an hour ahead
-    ])
+    scenario = Scenario(
+        entries=[
+            {"status": 1, "size": 10, "_ageMilliseconds": 90_000, "peerId": "a"},
+            {
+                "status": 2,
+                "size": 20,
+                "timestamp": int(now + 3600),
+                "confId": "c",
+            },  # the Room's clock is an hour ahead
+        ]
+    )
     collection = collect(ws(room(scenario)))
     snapshot = collection.snapshot
     assert snapshot.oldest_pending_age("waiting", collection.collected_at) == pytest.approx(90, abs=5)
@@ -90,17 +99,20 @@ def test_wrong_or_missing_pin_is_auth(room, given):
     assert "Wrong credentials" in collection.error.message
 
 
-@pytest.mark.parametrize(("fault", "reason"), [
-    (Fault.OLD_ROOM, Reason.API),
-    (Fault.NOT_JSON, Reason.PROTOCOL),
-    (Fault.NOT_OBJECT, Reason.PROTOCOL),
-    (Fault.BINARY_FRAME, Reason.PROTOCOL),
-    (Fault.DEEP_JSON, Reason.PROTOCOL),
-    (Fault.MISSING_LIST, Reason.PROTOCOL),
-    (Fault.CLOSE_MID_REPLY, Reason.PROTOCOL),
-    (Fault.CLOSE_BEFORE_REPLY, Reason.PROTOCOL),
-    (Fault.HTTP_INSTEAD_OF_WEBSOCKET, Reason.CONNECT),
-])
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (Fault.OLD_ROOM, Reason.API),
+        (Fault.NOT_JSON, Reason.PROTOCOL),
+        (Fault.NOT_OBJECT, Reason.PROTOCOL),
+        (Fault.BINARY_FRAME, Reason.PROTOCOL),
+        (Fault.DEEP_JSON, Reason.PROTOCOL),
+        (Fault.MISSING_LIST, Reason.PROTOCOL),
+        (Fault.CLOSE_MID_REPLY, Reason.PROTOCOL),
+        (Fault.CLOSE_BEFORE_REPLY, Reason.PROTOCOL),
+        (Fault.HTTP_INSTEAD_OF_WEBSOCKET, Reason.CONNECT),
+    ],
+)
 def test_misbehaving_room_gives_its_reason(room, fault, reason):
     assert reason_of(collect(ws(room("doc-example", fault=fault)), timeout=3)) is reason
 

@@ -17,9 +17,15 @@ from exporter.file_requests import (
 
 
 def doc_example_reply() -> dict:
-    scenario = json.loads(resources.files("exporter.emulator").joinpath("scenarios/doc-example.json").read_text())
-    return {"method": "getOutgoingFilesRequests", "requestId": "1", "result": True,
-            "outgoingFilesRequests": scenario["outgoingFilesRequests"]}
+    scenario = json.loads(
+        resources.files("exporter.emulator").joinpath("scenarios/doc-example.json").read_text()
+    )
+    return {
+        "method": "getOutgoingFilesRequests",
+        "requestId": "1",
+        "result": True,
+        "outgoingFilesRequests": scenario["outgoingFilesRequests"],
+    }
 
 
 def reply_of(*entries: object) -> dict:
@@ -44,8 +50,18 @@ def test_every_status_and_destination_pair_is_present_even_when_empty():
     assert snapshot.total == 0
 
 
-@pytest.mark.parametrize(("code", "status"), [(0, "failed"), (1, "waiting"), (2, "downloading"), (3, "processed"),
-                                              (4, "unknown"), (-1, "unknown"), (2.0, "downloading")])
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (0, "failed"),
+        (1, "waiting"),
+        (2, "downloading"),
+        (3, "processed"),
+        (4, "unknown"),
+        (-1, "unknown"),
+        (2.0, "downloading"),
+    ],
+)
 def test_status_codes_map_to_labels(code, status):
     request = parse_entry({"status": code, "size": 1, "timestamp": 1659251271})
     assert request.status == status
@@ -59,35 +75,50 @@ def test_milliseconds_timestamps_are_normalised_to_seconds():
 
 
 def test_conference_entry_has_conference_destination_and_peer_entry_has_peer():
-    assert parse_entry({"status": 1, "size": 1, "timestamp": 1, "confId": "c@s#vcs"}).destination == "conference"
+    assert (
+        parse_entry({"status": 1, "size": 1, "timestamp": 1, "confId": "c@s#vcs"}).destination == "conference"
+    )
     assert parse_entry({"status": 1, "size": 1, "timestamp": 1, "peerId": "p@s"}).destination == "peer"
 
 
-@pytest.mark.parametrize("entry", [
-    {"size": 10, "timestamp": 1659251271},                      # status missing
-    {"status": "2", "size": 10, "timestamp": 1659251271},       # status a string
-    {"status": True, "size": 10, "timestamp": 1659251271},      # a boolean is not a number
-    {"status": 2.5, "size": 10, "timestamp": 1659251271},       # not a whole number
-])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"size": 10, "timestamp": 1659251271},  # status missing
+        {"status": "2", "size": 10, "timestamp": 1659251271},  # status a string
+        {"status": True, "size": 10, "timestamp": 1659251271},  # a boolean is not a number
+        {"status": 2.5, "size": 10, "timestamp": 1659251271},  # not a whole number
+    ],
+)
 def test_a_bad_status_is_unknown_and_malformed(entry):
     request = parse_entry(entry)
     assert (request.status, request.malformed) == ("unknown", True)
 
 
-@pytest.mark.parametrize(("entry", "size", "malformed"), [
-    ({"status": 1, "timestamp": 1659251271}, None, True),                   # size missing
-    ({"status": 1, "size": "3200", "timestamp": 1659251271}, None, True),   # size a string
-    ({"status": 1, "size": -5, "timestamp": 1659251271}, None, False),      # negative: no bytes, not a defect
-    ({"status": 1, "size": 12.0, "timestamp": 1659251271}, 12, False),
-])
+@pytest.mark.parametrize(
+    ("entry", "size", "malformed"),
+    [
+        ({"status": 1, "timestamp": 1659251271}, None, True),  # size missing
+        ({"status": 1, "size": "3200", "timestamp": 1659251271}, None, True),  # size a string
+        ({"status": 1, "size": -5, "timestamp": 1659251271}, None, False),  # negative: no bytes, not a defect
+        ({"status": 1, "size": 12.0, "timestamp": 1659251271}, 12, False),
+    ],
+)
 def test_sizes(entry, size, malformed):
     request = parse_entry(entry)
     assert (request.size_bytes, request.malformed) == (size, malformed)
 
 
-@pytest.mark.parametrize(("timestamp", "created_at", "malformed"), [
-    (None, None, True), ("1659251271", None, True), (float("nan"), None, True), (0, None, False), (-3, None, False),
-])
+@pytest.mark.parametrize(
+    ("timestamp", "created_at", "malformed"),
+    [
+        (None, None, True),
+        ("1659251271", None, True),
+        (float("nan"), None, True),
+        (0, None, False),
+        (-3, None, False),
+    ],
+)
 def test_invalid_timestamps_are_left_out_of_ages(timestamp, created_at, malformed):
     entry = {"status": 1, "size": 1}
     if timestamp is not None:
@@ -97,12 +128,16 @@ def test_invalid_timestamps_are_left_out_of_ages(timestamp, created_at, malforme
 
 
 def test_one_bad_entry_never_spoils_the_others():
-    snapshot = parse_outgoing_reply(reply_of(
-        "not an object", None, [1, 2],
-        {"status": 1, "size": 100, "timestamp": 1000},
-        {"status": "x", "size": "y"},
-        {"status": 1, "size": 50, "timestamp": 2000, "confId": "c"},
-    ))
+    snapshot = parse_outgoing_reply(
+        reply_of(
+            "not an object",
+            None,
+            [1, 2],
+            {"status": 1, "size": 100, "timestamp": 1000},
+            {"status": "x", "size": "y"},
+            {"status": 1, "size": 50, "timestamp": 2000, "confId": "c"},
+        )
+    )
     assert snapshot.entries == 6
     assert snapshot.malformed == 4  # three non-objects and the entry with a bad status and size
     assert snapshot.counts[("waiting", "peer")] == 1
@@ -114,13 +149,15 @@ def test_one_bad_entry_never_spoils_the_others():
 
 
 def test_oldest_pending_is_the_minimum_per_status_and_ignores_finished_requests():
-    snapshot = parse_outgoing_reply(reply_of(
-        {"status": 1, "size": 1, "timestamp": 5000},
-        {"status": 1, "size": 1, "timestamp": 3000},
-        {"status": 2, "size": 1, "timestamp": 4000},
-        {"status": 3, "size": 1, "timestamp": 1000},
-        {"status": 0, "size": 1, "timestamp": 1000},
-    ))
+    snapshot = parse_outgoing_reply(
+        reply_of(
+            {"status": 1, "size": 1, "timestamp": 5000},
+            {"status": 1, "size": 1, "timestamp": 3000},
+            {"status": 2, "size": 1, "timestamp": 4000},
+            {"status": 3, "size": 1, "timestamp": 1000},
+            {"status": 0, "size": 1, "timestamp": 1000},
+        )
+    )
     assert snapshot.oldest_pending_created_at == {"waiting": 3000, "downloading": 4000}
     assert snapshot.pending == 3
     assert snapshot.oldest_pending_age("waiting", now=3600) == 600
@@ -132,12 +169,15 @@ def test_a_room_clock_ahead_of_ours_never_gives_a_negative_age():
     assert snapshot.oldest_pending_age("downloading", now=1_900_000_000) == 0.0
 
 
-@pytest.mark.parametrize("reply", [
-    {"result": True},
-    {"result": True, "outgoingFilesRequests": None},
-    {"result": True, "outgoingFilesRequests": {"a": 1}},
-    {"result": True, "outgoingFilesRequests": "[]"},
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"result": True},
+        {"result": True, "outgoingFilesRequests": None},
+        {"result": True, "outgoingFilesRequests": {"a": 1}},
+        {"result": True, "outgoingFilesRequests": "[]"},
+    ],
+)
 def test_a_reply_without_a_list_is_a_shape_error_not_zero_requests(reply):
     with pytest.raises(ReplyShapeError):
         parse_outgoing_reply(reply)

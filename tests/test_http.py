@@ -1,4 +1,4 @@
-"""The HTTP app over a real socket: /metrics up and down, content negotiation, /, /healthz, overlapping scrapes."""
+"""The HTTP app over a real socket: /metrics up and down, negotiation, /, /healthz, overlapping scrapes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import pytest
 from exporter import __version__
 from exporter.emulator import Fault, load_scenario
 from exporter.room import parse_target
-from exporter.web import ExporterApp, ExporterSettings, effective_timeout, make_http_server, parse_listen_address
+from exporter.web import (
+    ExporterApp,
+    ExporterSettings,
+    effective_timeout,
+    make_http_server,
+    parse_listen_address,
+)
 from tests.exposition import names, samples, value
 from tests.processes import http_get
 
@@ -29,7 +35,9 @@ def exporter():
     """Serve ExporterApp for the given target on a free loopback port; returns its base URL."""
     servers = []
 
-    def start(target: str, pin: str | None = None, timeout: float = 5.0, process_metrics: bool = False) -> str:
+    def start(
+        target: str, pin: str | None = None, timeout: float = 5.0, process_metrics: bool = False
+    ) -> str:
         settings = ExporterSettings(parse_target(target), pin, timeout, process_metrics)
         server = make_http_server(ExporterApp(settings), "127.0.0.1", 0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -53,10 +61,17 @@ def test_metrics_of_a_room_that_answers(room, exporter):
     assert value(text, "trueconf_up") == 1
     assert value(text, "trueconf_outgoing_file_requests", status="downloading", destination="peer") == 1
     assert value(text, "trueconf_outgoing_file_requests", status="downloading", destination="conference") == 1
-    assert value(text, "trueconf_outgoing_file_requests_size_bytes", status="downloading", destination="peer") == 3200
-    assert value(text, "trueconf_outgoing_file_requests_oldest_pending_timestamp_seconds",
-                 status="downloading") == 1659251271
-    assert value(text, "trueconf_outgoing_file_requests_oldest_pending_age_seconds", status="downloading") > 1e8
+    assert (
+        value(text, "trueconf_outgoing_file_requests_size_bytes", status="downloading", destination="peer")
+        == 3200
+    )
+    assert (
+        value(text, "trueconf_outgoing_file_requests_oldest_pending_timestamp_seconds", status="downloading")
+        == 1659251271
+    )
+    assert (
+        value(text, "trueconf_outgoing_file_requests_oldest_pending_age_seconds", status="downloading") > 1e8
+    )
     assert value(text, "trueconf_outgoing_file_requests_oldest_pending_age_seconds", status="waiting") == 0
     with pytest.raises(KeyError):  # no waiting request: no timestamp (a 0 would read as 1970)
         value(text, "trueconf_outgoing_file_requests_oldest_pending_timestamp_seconds", status="waiting")
@@ -86,10 +101,15 @@ def test_a_room_that_cannot_be_read_is_up_0_with_http_200_and_no_request_gauges(
     assert "trueconf_exporter_build_info" in names(text)
 
 
-@pytest.mark.parametrize(("fault", "reason"), [
-    (Fault.SILENT, "timeout"), (Fault.OLD_ROOM, "api"), (Fault.NOT_JSON, "protocol"),
-    (Fault.HTTP_INSTEAD_OF_WEBSOCKET, "connect"),
-])
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (Fault.SILENT, "timeout"),
+        (Fault.OLD_ROOM, "api"),
+        (Fault.NOT_JSON, "protocol"),
+        (Fault.HTTP_INSTEAD_OF_WEBSOCKET, "connect"),
+    ],
+)
 def test_every_failure_still_answers_200_within_the_deadline(room, exporter, fault, reason):
     url = exporter(f"ws://127.0.0.1:{room('doc-example', fault=fault).ports.websocket}", timeout=1.0)
     started = time.monotonic()
@@ -113,16 +133,27 @@ def test_scrape_timeout_header_shortens_the_deadline(room, exporter):
     assert value(text, "trueconf_scrape_error", reason="timeout") == 1
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    (None, 5.0), ("10", 5.0), ("3", 2.5), ("0.2", 0.1), ("nonsense", 5.0), ("-1", 5.0), ("nan", 5.0),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, 5.0),
+        ("10", 5.0),
+        ("3", 2.5),
+        ("0.2", 0.1),
+        ("nonsense", 5.0),
+        ("-1", 5.0),
+        ("nan", 5.0),
+    ],
+)
 def test_effective_timeout(header, expected):
     assert effective_timeout(5.0, header) == pytest.approx(expected)
 
 
 def test_openmetrics_when_asked_and_gzip_when_asked(room, exporter):
     url = exporter(f"ws://127.0.0.1:{room('doc-example').ports.websocket}")
-    status, headers, body = http_get(f"{url}/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
+    status, headers, body = http_get(
+        f"{url}/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
     assert status == 200
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     assert body.decode().rstrip().endswith("# EOF")
@@ -161,9 +192,14 @@ def test_overlapping_scrapes_each_get_a_consistent_result(room, exporter):
         assert sum(v for (n, _), v in samples(text).items() if n == "trueconf_outgoing_file_requests") == 2
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (":18765", ("", 18765)), ("127.0.0.1:9", ("127.0.0.1", 9)), ("[::1]:80", ("::1", 80)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (":18765", ("", 18765)),
+        ("127.0.0.1:9", ("127.0.0.1", 9)),
+        ("[::1]:80", ("::1", 80)),
+    ],
+)
 def test_listen_addresses(text, expected):
     assert parse_listen_address(text) == expected
 

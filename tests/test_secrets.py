@@ -1,4 +1,4 @@
-"""The PIN never leaves the exporter: not in a log line (at debug level), a page, a metric or `check`'s output."""
+"""The PIN never leaves the exporter: not in a log line (debug level), a page, a metric or `check`'s output."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def test_the_pin_appears_nowhere(processes, tmp_path, log_format):
     room_pin, wrong_pin = tmp_path / "room-pin", tmp_path / "wrong-pin"
     room_pin.write_text(ROOM_PIN)
     wrong_pin.write_text(WRONG_PIN)
-    room = processes["emulator"]("--scenario", "doc-example", "--pin-file", str(room_pin), "--log-level", "debug")
+    room = processes["emulator"](
+        "--scenario", "doc-example", "--pin-file", str(room_pin), "--log-level", "debug"
+    )
     target = f"ws://127.0.0.1:{room.ports['websocket']}"
     common = ("--target", target, "--log-level", "debug", "--log-format", log_format)
     right = processes["exporter"](*common, "--pin-file", str(room_pin))

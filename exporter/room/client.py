@@ -63,7 +63,9 @@ class RoomSession:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise CollectionError(Reason.PROTOCOL, f"the Room sent text that is not UTF-8 during {phase}") from None
+            raise CollectionError(
+                Reason.PROTOCOL, f"the Room sent text that is not UTF-8 during {phase}"
+            ) from None
         return protocol.decode(text)
 
     def close(self) -> None:
@@ -76,9 +78,13 @@ def _open_socket(host: str, port: int, deadline: Deadline) -> socket.socket:
     try:
         return socket.create_connection((host, port), timeout=deadline.remaining("connect"))
     except TimeoutError:
-        raise CollectionError(Reason.TIMEOUT, f"TCP connect to {host}:{port} did not complete in time") from None
+        raise CollectionError(
+            Reason.TIMEOUT, f"TCP connect to {host}:{port} did not complete in time"
+        ) from None
     except OSError as error:
-        raise CollectionError(Reason.CONNECT, f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+        raise CollectionError(
+            Reason.CONNECT, f"cannot connect to {host}:{port}: {error.strerror or error}"
+        ) from None
 
 
 def _handshake(
@@ -105,10 +111,14 @@ def _handshake(
             Reason.CONNECT, f"{url} answered HTTP {error.status_code} instead of a WebSocket upgrade"
         ) from None
     except (TimeoutError, websocket.WebSocketTimeoutException):
-        raise CollectionError(Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time") from None
+        raise CollectionError(
+            Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time"
+        ) from None
     except (OSError, websocket.WebSocketException, ValueError) as error:
         if deadline.expired():
-            raise CollectionError(Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time") from None
+            raise CollectionError(
+                Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time"
+            ) from None
         raise CollectionError(Reason.CONNECT, f"WebSocket handshake with {url} failed: {error}") from None
 
 
@@ -138,10 +148,14 @@ def _converse(
     except CollectionError:
         raise
     except (TimeoutError, websocket.WebSocketTimeoutException):
-        raise CollectionError(Reason.TIMEOUT, f"{target} did not answer within {deadline.seconds:g}s") from None
+        raise CollectionError(
+            Reason.TIMEOUT, f"{target} did not answer within {deadline.seconds:g}s"
+        ) from None
     except (OSError, websocket.WebSocketException) as error:
         if deadline.expired():
-            raise CollectionError(Reason.TIMEOUT, f"{target} did not answer within {deadline.seconds:g}s") from None
+            raise CollectionError(
+                Reason.TIMEOUT, f"{target} did not answer within {deadline.seconds:g}s"
+            ) from None
         raise CollectionError(Reason.PROTOCOL, f"the connection to {target} broke mid-way: {error}") from None
     finally:
         sock.close()

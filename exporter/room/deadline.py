@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import socket
 import threading
 import time
@@ -33,6 +35,48 @@ class Deadline:
         return left
 
 
+class _Reaper:
+    """One thread for the whole process that shuts down sockets whose deadline has passed.
+
+    A thread per collection would cost a thread start on every scrape; one shared thread waiting on the
+    earliest deadline costs nothing while no deadline is due.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._due: list[tuple[float, int, socket.socket]] = []
+        self._sequence = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, expires: float, sock: socket.socket) -> tuple[float, int, socket.socket]:
+        entry = (expires, next(self._sequence), sock)
+        with self._condition:
+            heapq.heappush(self._due, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="deadline-reaper", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+        return entry
+
+    def forget(self, entry: tuple[float, int, socket.socket]) -> None:
+        with self._condition, contextlib.suppress(ValueError):
+            self._due.remove(entry)
+            heapq.heapify(self._due)
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    timeout = self._due[0][0] - time.monotonic() if self._due else None
+                    self._condition.wait(timeout)
+                _, _, sock = heapq.heappop(self._due)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+_reaper = _Reaper()
+
+
 class SocketWatchdog:
     """Shuts a socket down when the deadline passes, so no blocking read can outlive it.
 
@@ -41,17 +85,14 @@ class SocketWatchdog:
     """
 
     def __init__(self, deadline: Deadline, sock: socket.socket) -> None:
+        self._deadline = deadline
         self._sock = sock
-        self._timer = threading.Timer(max(deadline.left(), 0.0), self._fire)
-        self._timer.daemon = True
-
-    def _fire(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+        self._entry: tuple[float, int, socket.socket] | None = None
 
     def __enter__(self) -> SocketWatchdog:
-        self._timer.start()
+        self._entry = _reaper.watch(self._deadline.expires, self._sock)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
+        if self._entry is not None:
+            _reaper.forget(self._entry)

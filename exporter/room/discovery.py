@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 
 from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.errors import CollectionError, Reason
@@ -21,12 +20,14 @@ MAX_CONFIG_BYTES = 64 * 1024
 
 
 def websocket_port_from_config(document: bytes) -> int:
-    """The WebSocket port named by a config.json body; a protocol error when it is not the documented shape."""
+    """The WebSocket port named by a config.json body; a protocol error for any other shape."""
     try:
         config = json.loads(document)
         port = config["config"]["websocket"]["port"]
     except (ValueError, RecursionError, KeyError, TypeError) as error:
-        raise CollectionError(Reason.PROTOCOL, f"config.json is not the documented shape ({error!r})") from None
+        raise CollectionError(
+            Reason.PROTOCOL, f"config.json is not the documented shape ({error!r})"
+        ) from None
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise CollectionError(Reason.PROTOCOL, f"config.json names no valid WebSocket port: {port!r}")
     return port
@@ -59,12 +60,18 @@ def _get_config(connection: http.client.HTTPConnection, target: RoomTarget, dead
                 Reason.CONNECT, f"{target}{CONFIG_PATH} answered HTTP {response.status} {response.reason}"
             )
         body = response.read(MAX_CONFIG_BYTES + 1)
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise CollectionError(Reason.TIMEOUT, f"config.json from {target} did not arrive in time") from None
     except (OSError, http.client.HTTPException) as error:
         if deadline.expired():
-            raise CollectionError(Reason.TIMEOUT, f"config.json from {target} did not arrive in time") from None
-        raise CollectionError(Reason.CONNECT, f"fetching config.json from {target} failed: {error!r}") from None
+            raise CollectionError(
+                Reason.TIMEOUT, f"config.json from {target} did not arrive in time"
+            ) from None
+        raise CollectionError(
+            Reason.CONNECT, f"fetching config.json from {target} failed: {error!r}"
+        ) from None
     if len(body) > MAX_CONFIG_BYTES:
-        raise CollectionError(Reason.PROTOCOL, f"config.json from {target} is larger than {MAX_CONFIG_BYTES} bytes")
+        raise CollectionError(
+            Reason.PROTOCOL, f"config.json from {target} is larger than {MAX_CONFIG_BYTES} bytes"
+        )
     return body

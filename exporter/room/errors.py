@@ -17,8 +17,8 @@ class Reason(StrEnum):
 
 REASON_HINTS: dict[Reason, str] = {
     Reason.CONNECT: "check the target's host and port, and that the Room is running",
-    Reason.TIMEOUT: "the Room did not answer in time; check the port (is it the WebSocket port?) or raise --timeout",
-    Reason.AUTH: "the Room refused the PIN; check --pin-file (or that the Room has no PIN when none is given)",
+    Reason.TIMEOUT: "the Room did not answer in time; is the port the WebSocket port? or raise --timeout",
+    Reason.AUTH: "the Room refused the PIN; check --pin-file (or that the Room has no PIN if none is given)",
     Reason.API: "the Room refused getOutgoingFilesRequests; it needs TrueConf Room 4.1.0 or later",
     Reason.PROTOCOL: "the Room's answer did not follow the API; is the target really a TrueConf Room?",
 }

@@ -25,7 +25,9 @@ def decode(text: str) -> dict[str, Any]:
     try:
         message = json.loads(text)
     except (ValueError, RecursionError) as error:
-        raise CollectionError(Reason.PROTOCOL, f"the Room sent a message that is not JSON ({error})") from None
+        raise CollectionError(
+            Reason.PROTOCOL, f"the Room sent a message that is not JSON ({error})"
+        ) from None
     if not isinstance(message, dict):
         raise CollectionError(
             Reason.PROTOCOL, f"the Room sent a JSON {type(message).__name__} where an object belongs"
