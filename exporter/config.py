@@ -104,10 +104,7 @@ def load_config(path: Path | str, default_timeout: float) -> ExporterConfig:
     try:
         document = yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
-        # Only the problem and the position: the error's own text quotes the line, which may hold a PIN.
-        mark = error.problem_mark or error.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(path, None, f"not valid YAML: {where}{error.problem or error.context}") from None
+        raise ConfigError(path, None, f"not valid YAML: {_yaml_problem(error)}") from None
     except yaml.YAMLError:
         raise ConfigError(path, None, "not valid YAML") from None
     return parse_config(document, path, default_timeout)
@@ -123,10 +120,10 @@ def parse_config(document: Any, path: Path | str, default_timeout: float) -> Exp
     if "modules" not in document:
         raise ConfigError(path, "modules", "missing; name at least one module (for example 'default')")
     modules_doc = document["modules"]
-    if not isinstance(modules_doc, dict) or not modules_doc:
-        raise ConfigError(
-            path, "modules", f"must be a non-empty mapping of module names, found {_kind(modules_doc)}"
-        )
+    if not isinstance(modules_doc, dict):
+        raise ConfigError(path, "modules", f"must be a mapping of module names, found {_kind(modules_doc)}")
+    if not modules_doc:
+        raise ConfigError(path, "modules", "is empty; name at least one module (for example 'default')")
     modules = {}
     for name, body in modules_doc.items():
         if not isinstance(name, str) or not MODULE_NAME.match(name):
@@ -275,3 +272,13 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
+
+
+def _yaml_problem(error: yaml.MarkedYAMLError) -> str:
+    """What and where, without the snippet of the file that PyYAML quotes: that line may hold a secret."""
+    parts = []
+    for text, mark in ((error.context, error.context_mark), (error.problem, error.problem_mark)):
+        if text:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            parts.append(f"{text}{where}")
+    return ": ".join(parts) or "unreadable"

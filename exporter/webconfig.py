@@ -140,9 +140,7 @@ def _read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise WebConfigError(path, None, f"not valid YAML: {where}{error.problem or error.context}") from None
+        raise WebConfigError(path, None, f"not valid YAML: {_yaml_problem(error)}") from None
     except yaml.YAMLError:
         raise WebConfigError(path, None, "not valid YAML") from None
 
@@ -361,3 +359,13 @@ class WebConfigWatcher:
                 digest.update(f"unreadable {name}: {error}".encode())
             digest.update(b"\0")
         return digest.digest()
+
+
+def _yaml_problem(error: yaml.MarkedYAMLError) -> str:
+    """What and where, without the snippet of the file that PyYAML quotes: that line may hold a secret."""
+    parts = []
+    for text, mark in ((error.context, error.context_mark), (error.problem, error.problem_mark)):
+        if text:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            parts.append(f"{text}{where}")
+    return ": ".join(parts) or "unreadable"

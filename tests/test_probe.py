@@ -1,0 +1,298 @@
+"""`/probe` over real sockets: modules, the allow-list, bad requests, reloads, 50 Rooms at once."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from exporter.emulator import Fault, Scenario
+from exporter.reload import ConfigHolder
+from exporter.room import parse_target
+from exporter.web import ExporterApp, ExporterSettings, make_http_server
+from tests.exposition import names, samples, value
+from tests.processes import http_get
+
+ROOM_PIN = "62830415"
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def fleet_exporter(tmp_path):
+    """Serve ExporterApp in multi-target mode for a config text; returns (base URL, ConfigHolder)."""
+    servers = []
+
+    def start(config_text: str) -> tuple[str, ConfigHolder]:
+        (tmp_path / "pin").write_text(ROOM_PIN)
+        holder = ConfigHolder(write_config(tmp_path / "config.yml", config_text), default_timeout=5.0)
+        settings = ExporterSettings(parse_target("ws://127.0.0.1:1"), None, 5.0)
+        server = make_http_server(ExporterApp(settings, holder), "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", holder
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+CONFIG = """
+modules:
+  default:
+    pin_file: pin
+  open: {}
+  quick:
+    timeout: 1s
+allowed_targets: ["127.0.0.1", "localhost"]
+"""
+
+
+def probe(base: str, target: str, module: str | None = None, **headers: str) -> tuple[int, str]:
+    query = f"target={quote(target)}" + (f"&module={quote(module)}" if module is not None else "")
+    status, _, body = http_get(f"{base}/probe?{query}", headers)
+    return status, body.decode()
+
+
+def test_probe_collects_the_room_with_the_modules_credentials(room, fleet_exporter):
+    base, _ = fleet_exporter(CONFIG)
+    secured = room("doc-example", pin=ROOM_PIN).ports.websocket
+    status, text = probe(base, f"127.0.0.1:{secured}")  # no module: "default"
+    assert status == 200
+    assert value(text, "trueconf_up") == 1
+    assert value(text, "trueconf_outgoing_file_requests", status="downloading", destination="peer") == 1
+    assert "trueconf_exporter_build_info" not in names(text)  # the exporter's own metrics stay on /metrics
+    status, text = probe(base, f"ws://127.0.0.1:{secured}", "open")
+    assert status == 200 and value(text, "trueconf_scrape_error", reason="auth") == 1
+
+
+def test_probe_with_discovery_off_and_on(room, tmp_path, fleet_exporter):
+    base, _ = fleet_exporter(CONFIG.replace("  open: {}", "  open: {}\n  discover:\n    discovery: true"))
+    ports = room("doc-example").ports
+    assert value(probe(base, f"127.0.0.1:{ports.web}", "discover")[1], "trueconf_up") == 1
+    assert value(probe(base, f"127.0.0.1:{ports.websocket}", "open")[1], "trueconf_up") == 1
+
+
+def test_metrics_carries_only_the_exporters_own_metrics_in_multi_target_mode(fleet_exporter):
+    base, _ = fleet_exporter(CONFIG)
+    status, _, body = http_get(f"{base}/metrics")
+    assert status == 200
+    found = names(body.decode())
+    assert "trueconf_exporter_build_info" in found
+    assert "trueconf_exporter_config_last_reload_successful" in found
+    assert "trueconf_up" not in found
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        ("", 400, "missing parameter 'target'"),
+        ("module=open", 400, "missing parameter 'target'"),
+        ("target=", 400, "missing parameter 'target'"),
+        ("target=127.0.0.1&target=localhost", 400, "give 'target' once"),
+        ("target=127.0.0.1&module=nope", 400, "unknown module 'nope'; the config has: default, open, quick"),
+        ("target=127.0.0.1&module=a&module=b", 400, "give 'module' once"),
+        ("target=ftp://127.0.0.1", 400, "bad target: \"unsupported scheme 'ftp'"),
+        ("target=127.0.0.1:8765/x", 400, "has a path"),
+        ("target=127.0.0.1%0a.evil", 400, "control characters"),
+        ("target=10.1.2.3:8765", 403, "target 'ws://10.1.2.3:8765' is not in allowed_targets"),
+        ("target=127.0.0.1.nip.io", 403, "is not in allowed_targets"),
+    ],
+)
+def test_bad_probes_get_a_one_line_reason(fleet_exporter, query, status, message):
+    base, _ = fleet_exporter(CONFIG)
+    got_status, headers, body = http_get(f"{base}/probe?{query}")
+    assert got_status == status
+    assert headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    assert message in text and text.count("\n") == 1, text
+
+
+def test_a_target_outside_the_allow_list_is_never_contacted(fleet_exporter):
+    """A listener on 127.0.0.2 (outside the list) must see no connection at all."""
+    listener = socket.create_server(("127.0.0.2", 0))
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    base, _ = fleet_exporter(CONFIG)
+    assert probe(base, f"127.0.0.2:{port}")[0] == 403
+    assert probe(base, f"http://127.0.0.2:{port}", "open")[0] == 403
+    with pytest.raises(TimeoutError):
+        listener.accept()
+    listener.close()
+
+
+def test_without_a_config_file_probe_is_not_served(room):
+    settings = ExporterSettings(
+        parse_target(f"ws://127.0.0.1:{room('doc-example').ports.websocket}"), None, 5.0
+    )
+    server = make_http_server(ExporterApp(settings), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        status, _, body = http_get(f"{base}/probe?target=127.0.0.1")
+        assert status == 404 and b"--config.file" in body
+        # /metrics is the unchanged single-target mode
+        assert value(http_get(f"{base}/metrics")[2].decode(), "trueconf_up") == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_scrape_timeout_header_shortens_a_probe(room, fleet_exporter):
+    base, _ = fleet_exporter(CONFIG.replace("timeout: 1s", "timeout: 20s"))
+    silent = room("doc-example", fault=Fault.SILENT).ports.websocket
+    started = time.monotonic()
+    status, text = probe(
+        base, f"127.0.0.1:{silent}", "quick", **{"X-Prometheus-Scrape-Timeout-Seconds": "1.5"}
+    )
+    assert time.monotonic() - started < 2.5
+    assert status == 200 and value(text, "trueconf_scrape_error", reason="timeout") == 1
+
+
+def test_reload_over_http_and_keeping_the_old_config_when_the_new_one_is_broken(
+    room, fleet_exporter, tmp_path
+):
+    base, holder = fleet_exporter(CONFIG)
+    port = room("doc-example").ports.websocket
+    assert http_get(f"{base}/-/reload")[0] == 405  # GET does not reload
+    (tmp_path / "config.yml").write_text(CONFIG.replace("  open: {}", "  open: {}\n  added: {}"))
+    status, _, body = post(f"{base}/-/reload")
+    assert (status, body) == (200, b"config reloaded\n")
+    assert value(probe(base, f"127.0.0.1:{port}", "added")[1], "trueconf_up") == 1
+
+    (tmp_path / "config.yml").write_text("modules:\n  added:\n    timeout: never\n")
+    status, _, body = post(f"{base}/-/reload")
+    assert status == 500
+    assert b"config.yml: modules.added.timeout: must be seconds" in body
+    assert probe(base, f"127.0.0.1:{port}", "open")[0] == 200  # the old config is still in force
+    metrics = http_get(f"{base}/metrics")[2].decode()
+    assert value(metrics, "trueconf_exporter_config_last_reload_successful") == 0
+    assert holder.config.modules.keys() == {"default", "open", "quick", "added"}
+
+
+def post(url: str) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def fleet_scenario(index: int) -> Scenario:
+    """Room `index` lists index+1 requests waiting for the recipient, so each answer is recognisable."""
+    entries = [
+        {
+            "fileRequestId": f"r{index}-{n}",
+            "fileName": "x.pdf",
+            "status": 1,
+            "size": 1000 + index,
+            "timestamp": 1700000000,
+            "peerId": "p@s",
+            "peerDn": "p",
+        }
+        for n in range(index + 1)
+    ]
+    return Scenario(entries=entries, notifications_before_reply=3)
+
+
+def test_fifty_rooms_probed_in_parallel_by_a_real_process(room, processes, tmp_path):
+    """Every Room holds its reply back for 1s: 50 probes in series would take 50s, in parallel about 1s."""
+    rooms = []
+    for index in range(50):
+        rooms.append(
+            room(
+                fleet_scenario(index),
+                pin=ROOM_PIN if index % 2 else None,
+                fault=Fault.SLOW_REPLY,
+                slow_reply_seconds=1.0,
+            )
+        )
+    (tmp_path / "pin").write_text(ROOM_PIN)
+    config = write_config(
+        tmp_path / "fleet.yml",
+        "modules:\n  secured:\n    pin_file: pin\n    timeout: 8s\n"
+        "  open:\n    timeout: 8s\nallowed_targets: [127.0.0.1]\n",
+    )
+    exporter = processes["exporter"]("--config.file", str(config))
+    base = f"http://127.0.0.1:{exporter.ports['http']}"
+    start_together = threading.Barrier(50)
+
+    def probe_room(index: int) -> tuple[int, str, float]:
+        start_together.wait()
+        started = time.monotonic()
+        status, text = probe(
+            base, f"127.0.0.1:{rooms[index].ports.websocket}", "secured" if index % 2 else "open"
+        )
+        return status, text, time.monotonic() - started
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(probe_room, range(50)))
+    elapsed = time.monotonic() - started
+
+    for index, (status, text, _) in enumerate(answers):
+        assert status == 200, (index, text)
+        assert value(text, "trueconf_up") == 1, (index, text)
+        by_name = samples(text)
+        waiting = sum(
+            v
+            for (n, labels), v in by_name.items()
+            if n == "trueconf_outgoing_file_requests" and ("status", "waiting") in labels
+        )
+        size = sum(v for (n, _), v in by_name.items() if n == "trueconf_outgoing_file_requests_size_bytes")
+        assert waiting == index + 1, (index, text)
+        assert size == (index + 1) * (1000 + index)
+    assert elapsed < 8, f"50 probes of 1s Rooms took {elapsed:.1f}s: they waited for each other"
+    assert max(a[2] for a in answers) < 8
+
+
+def test_a_hung_room_does_not_hold_up_the_others(room, fleet_exporter):
+    base, _ = fleet_exporter(CONFIG.replace("timeout: 1s", "timeout: 3s"))
+    hung = room("doc-example", fault=Fault.SILENT).ports.websocket
+    fine = room("doc-example").ports.websocket
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        slow = pool.submit(probe, base, f"127.0.0.1:{hung}", "quick")
+        time.sleep(0.2)
+        started = time.monotonic()
+        _, text = probe(base, f"127.0.0.1:{fine}", "open")
+        assert time.monotonic() - started < 2
+        assert value(text, "trueconf_up") == 1
+        assert value(slow.result()[1], "trueconf_scrape_error", reason="timeout") == 1
+
+
+def test_sighup_reloads_a_running_process(processes, room, tmp_path):
+    port = room("doc-example").ports.websocket
+    config = write_config(tmp_path / "c.yml", "modules:\n  first: {}\nallowed_targets: [127.0.0.1]\n")
+    exporter = processes["exporter"]("--config.file", str(config))
+    base = f"http://127.0.0.1:{exporter.ports['http']}"
+    assert probe(base, f"127.0.0.1:{port}", "second")[0] == 400
+
+    config.write_text("modules:\n  second: {}\nallowed_targets: [127.0.0.1]\n")
+    exporter.popen.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while probe(base, f"127.0.0.1:{port}", "second")[0] != 200:
+        assert time.monotonic() < deadline, exporter.stderr
+        time.sleep(0.05)
+
+    config.write_text("modules: [broken\n")
+    exporter.popen.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "config reload failed" not in exporter.stderr:
+        assert time.monotonic() < deadline, exporter.stderr
+        time.sleep(0.05)
+    assert probe(base, f"127.0.0.1:{port}", "second")[0] == 200
+    assert exporter.alive()
