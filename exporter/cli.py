@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import __version__
 from exporter.collection import collect_room
-from exporter.collector import BuildInfoCollector, collection_metrics
+from exporter.collector import BuildInfoCollector, RoomCollector
 from exporter.config import ConfigError
 from exporter.emulator import DEMO, EmulatorSettings, Fault, RunningEmulator, ScenarioError, build_room
 from exporter.logs import FORMATS, LEVELS, setup_logging
@@ -222,23 +222,11 @@ def check(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: f
     setup_logging(log_level, log_format)
     collection = collect_room(target, read_pin(pin, pin_file), timeout, max_message_bytes)
     registry = CollectorRegistry(auto_describe=False)
+    registry.register(RoomCollector(lambda: collection))
     registry.register(BuildInfoCollector())
     click.echo(generate_latest(registry).decode(), nl=False)
-    for family in collection_metrics(collection):
-        click.echo(_exposition(family), nl=False)
     click.echo(verdict(collection))
     sys.exit(0 if collection.up else 1)
-
-
-def _exposition(family: Any) -> str:
-    registry = CollectorRegistry(auto_describe=False)
-
-    class One:
-        def collect(self) -> Any:
-            return [family]
-
-    registry.register(One())  # type: ignore[arg-type]
-    return generate_latest(registry).decode()
 
 
 @main.command()
