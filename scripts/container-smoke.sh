@@ -106,18 +106,26 @@ podman run --rm --runtime runc --entrypoint /bin/sh "$IMAGE" -c \
 say "image built: user $user, $(podman image inspect --format '{{.Size}}' "$IMAGE") bytes, no compiler/make/curl, no pip in the venv"
 
 # ---- the emulator on the host ----
-"$PYTHON" -m exporter emulate --host 127.0.0.1 --port 0 --web-port 0 > "$work/emulator.out" 2>&1 &
+# The Room wants a PIN; the container gets it as a read-only file, the way a secret is mounted.
+"$PYTHON" -c 'import secrets; print(secrets.randbelow(10**6))' > "$work/pin"
+chmod 0444 "$work/pin"
+"$PYTHON" -m exporter emulate --host 127.0.0.1 --port 0 --web-port 0 --pin-file "$work/pin" \
+  > "$work/emulator.out" 2>&1 &
 emulator_pid=$!
 for _ in $(seq 100); do grep -q 'emulator ready' "$work/emulator.out" && break; sleep 0.1; done
 ws=$(grep -oE 'ws://[0-9.]+:[0-9]+' "$work/emulator.out" | head -n 1) || true
 [ -n "$ws" ] || { cat "$work/emulator.out" >&2; die "the emulator did not start"; }
 say "emulator at $ws"
 
-# ---- the container: read-only, no capabilities, unprivileged, host loopback ----
+# ---- the container: read-only, no capabilities, unprivileged, host loopback, the PIN as a file ----
 port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# Without systemd as PID 1, podman cannot schedule the HEALTHCHECK and complains on stderr (harmless, kept in
+# $work/podman.err); the check is run once by hand below instead.
 container=$(podman --runtime runc run -d --network host --read-only --cap-drop ALL \
-  --security-opt no-new-privileges \
-  -e TRUECONF_EXPORTER_TARGET="$ws" -e TRUECONF_EXPORTER_WEB_LISTEN_ADDRESS="127.0.0.1:$port" "$IMAGE")
+  --security-opt no-new-privileges --volume "$work/pin:/run/secrets/trueconf-pin:ro" \
+  -e TRUECONF_EXPORTER_TARGET="$ws" -e TRUECONF_EXPORTER_PIN_FILE=/run/secrets/trueconf-pin \
+  -e TRUECONF_EXPORTER_WEB_LISTEN_ADDRESS="127.0.0.1:$port" "$IMAGE" \
+  2>> "$work/podman.err") || { cat "$work/podman.err" >&2; die "podman run failed"; }
 say "container ${container:0:12} on 127.0.0.1:$port"
 
 metrics=""
@@ -129,13 +137,13 @@ done
 [ -n "$metrics" ] || die "no answer on http://127.0.0.1:$port/metrics"
 grep -E '^trueconf_' <<<"$metrics" | head -n 8 >&2
 grep -qxE 'trueconf_up(\{[^}]*\})? 1(\.0)?' <<<"$metrics" || die "trueconf_up is not 1"
-say "scraped /metrics from the container: trueconf_up 1"
+say "scraped /metrics from the container: trueconf_up 1 (authenticated with the PIN file)"
 
 podman --runtime runc healthcheck run "$container" >/dev/null 2>&1 \
   || die "the image's HEALTHCHECK failed"
 say "HEALTHCHECK (stdlib urllib on /healthz) passed"
 
-podman --runtime runc stop -t 10 "$container" >/dev/null
+podman --runtime runc stop -t 10 "$container" >/dev/null 2>> "$work/podman.err"
 code=$(podman --runtime runc inspect --format '{{.State.ExitCode}}' "$container")
 [ "$code" = 0 ] || die "the exporter exited $code on SIGTERM"
 say "stopped cleanly on SIGTERM"
