@@ -1,0 +1,423 @@
+"""The fault suite (issue 5): whatever the Room does, a real exporter process keeps answering.
+
+One exporter process reads one emulated Room for the whole module, while each test switches the Room's
+behaviour at runtime (the emulator reads its settings at every connection). For every fault: the scrape
+answers HTTP 200 within the deadline plus a margin, `trueconf_up` is 0 with the right reason, the process is
+still alive, and the very next healthy scrape is correct. Fault scrapes send Prometheus's scrape-timeout
+header, so their deadline is short while healthy scrapes keep the generous configured one.
+
+Further down: the `--max-message-bytes` limit against hand-made frames and its memory cost, and a long run
+during which the Room process freezes, dies and comes back.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import signal
+import socket
+import struct
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from exporter.collection import collect_room
+from exporter.emulator import EmulatedRoom, EmulatorSettings, Fault, RunningEmulator, load_scenario
+from exporter.room import Deadline, Reason, fetch_outgoing_requests, parse_target
+from exporter.room.errors import CollectionError
+from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from tests import raw_servers
+from tests.exposition import value
+from tests.processes import Process, http_get, start_emulator, start_exporter
+
+PIN = "1357"
+FAULT_DEADLINE_SECONDS = 1.0
+"""The collection deadline of a fault scrape (set through the scrape-timeout header)."""
+MARGIN_SECONDS = 1.5
+"""How far past its deadline a scrape may answer on a loaded 2-core machine: scheduling, not waiting."""
+HEALTHY_TIMEOUT_SECONDS = 10.0
+MiB = 1024 * 1024
+HUGE_REPLY_BYTES = 64 * MiB
+
+
+@dataclass
+class Rig:
+    """One emulated Room whose behaviour the tests switch, and the exporter processes that read it."""
+
+    emulator: RunningEmulator
+    settings: EmulatorSettings
+    direct: Process
+    discovering: Process
+
+    def url(self, process: Process) -> str:
+        return f"http://127.0.0.1:{process.ports['http']}/metrics"
+
+    def restart_room(self) -> None:
+        """A new emulator on the same ports, as a Room that was restarted."""
+        assert self.emulator.ports is not None
+        self.settings.websocket_port = self.emulator.ports.websocket
+        self.settings.web_port = self.emulator.ports.web
+        self.emulator = RunningEmulator(EmulatedRoom(self.settings, scenario=load_scenario("doc-example")))
+        self.emulator.start()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    workdir = tmp_path_factory.mktemp("faults")
+    settings = EmulatorSettings(
+        websocket_port=0,
+        web_port=0,
+        pin=PIN,
+        slow_reply_seconds=3 * FAULT_DEADLINE_SECONDS,
+        huge_reply_bytes=HUGE_REPLY_BYTES,
+    )
+    emulator = RunningEmulator(EmulatedRoom(settings, scenario=load_scenario("doc-example")))
+    ports = emulator.start()
+    env = {"TRUECONF_EXPORTER_PIN": PIN, "TRUECONF_EXPORTER_TIMEOUT": str(HEALTHY_TIMEOUT_SECONDS)}
+    direct = start_exporter(workdir, "--target", f"ws://127.0.0.1:{ports.websocket}", env=env)
+    discovering = start_exporter(workdir, "--target", f"http://127.0.0.1:{ports.web}", env=env)
+    rig = Rig(emulator, settings, direct, discovering)
+    try:
+        yield rig
+    finally:
+        direct.stop()
+        discovering.stop()
+        rig.emulator.stop()
+
+
+def scrape(url: str, deadline: float | None = None) -> tuple[str, float]:
+    """One real scrape; returns the body and how long it took. Asserts HTTP 200 and the time bound."""
+    headers = {} if deadline is None else {"X-Prometheus-Scrape-Timeout-Seconds": str(deadline + 0.5)}
+    started = time.monotonic()
+    status, _, body = http_get(url, headers, timeout=HEALTHY_TIMEOUT_SECONDS + 30)
+    elapsed = time.monotonic() - started
+    assert status == 200, body
+    bound = (HEALTHY_TIMEOUT_SECONDS if deadline is None else deadline) + MARGIN_SECONDS
+    assert elapsed < bound, f"the scrape took {elapsed:.2f}s, more than {bound}s"
+    return body.decode(), elapsed
+
+
+def assert_down(text: str, reason: Reason) -> None:
+    assert value(text, "trueconf_up") == 0, text
+    failed = {r.value for r in Reason if value(text, "trueconf_scrape_error", reason=r.value) == 1}
+    assert failed == {reason.value}, text
+    with pytest.raises(KeyError):
+        value(text, "trueconf_outgoing_file_requests", status="downloading", destination="peer")
+
+
+def assert_doc_example(text: str) -> None:
+    """The documentation's example Room: two downloading requests, one to a peer, one to a conference."""
+    assert value(text, "trueconf_up") == 1, text
+    assert value(text, "trueconf_outgoing_file_requests", status="downloading", destination="peer") == 1
+    assert value(text, "trueconf_outgoing_file_requests", status="downloading", destination="conference") == 1
+    assert (
+        value(text, "trueconf_outgoing_file_requests_size_bytes", status="downloading", destination="peer")
+        == 3200
+    )
+    assert value(text, "trueconf_outgoing_file_requests_malformed") == 0
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM: the most resident memory the process has ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+FAULTS: list[tuple[Fault, Reason]] = [
+    (Fault.NO_HANDSHAKE, Reason.TIMEOUT),
+    (Fault.HTTP_INSTEAD_OF_WEBSOCKET, Reason.CONNECT),
+    (Fault.SILENT, Reason.TIMEOUT),
+    (Fault.NO_AUTH_REPLY, Reason.TIMEOUT),
+    (Fault.SLOW_REPLY, Reason.TIMEOUT),
+    (Fault.ENDLESS_NOTIFICATIONS, Reason.TIMEOUT),
+    (Fault.OLD_ROOM, Reason.API),
+    (Fault.NOT_JSON, Reason.PROTOCOL),
+    (Fault.NOT_OBJECT, Reason.PROTOCOL),
+    (Fault.BINARY_FRAME, Reason.PROTOCOL),
+    (Fault.DEEP_JSON, Reason.PROTOCOL),
+    (Fault.MISSING_LIST, Reason.PROTOCOL),
+    (Fault.CLOSE_MID_REPLY, Reason.PROTOCOL),
+    (Fault.CLOSE_BEFORE_REPLY, Reason.PROTOCOL),
+    (Fault.HUGE_REPLY, Reason.PROTOCOL),
+    (Fault.HUGE_FRAGMENTED_REPLY, Reason.PROTOCOL),
+]
+
+
+def check_fault_then_recovery(
+    rig: Rig, process: Process, reason: Reason, switch_back: Callable[[], None]
+) -> str:
+    """Scrape the faulty Room, switch it back, scrape again; returns the faulty scrape's body."""
+    text, _ = scrape(rig.url(process), FAULT_DEADLINE_SECONDS)
+    assert_down(text, reason)
+    assert process.alive(), process.stderr
+    switch_back()
+    healthy, _ = scrape(rig.url(process))
+    assert_doc_example(healthy)
+    return text
+
+
+@pytest.mark.parametrize(("fault", "reason"), FAULTS, ids=[fault.value for fault, _ in FAULTS])
+def test_fault_is_reported_and_the_next_scrape_is_healthy(rig: Rig, fault: Fault, reason: Reason) -> None:
+    assert_doc_example(scrape(rig.url(rig.direct))[0])
+    rig.settings.fault = fault
+
+    def heal() -> None:
+        rig.settings.fault = Fault.NONE
+
+    try:
+        check_fault_then_recovery(rig, rig.direct, reason, heal)
+    finally:
+        heal()
+
+
+@pytest.mark.parametrize("fault", [Fault.HUGE_REPLY, Fault.HUGE_FRAGMENTED_REPLY], ids=str)
+def test_huge_reply_does_not_grow_the_exporter_process(rig: Rig, fault: Fault) -> None:
+    """A 64 MiB reply read whole would raise the exporter's peak RSS by 64 MiB at the very least; refused, it
+    costs the limit a few times over at most (fragments are joined; malloc keeps per-thread arenas)."""
+    pid = rig.direct.popen.pid
+    scrape(rig.url(rig.direct))
+    before = peak_rss_bytes(pid)
+    rig.settings.fault = fault
+    try:
+        assert_down(scrape(rig.url(rig.direct), FAULT_DEADLINE_SECONDS)[0], Reason.PROTOCOL)
+    finally:
+        rig.settings.fault = Fault.NONE
+    growth = peak_rss_bytes(pid) - before
+    assert growth < HUGE_REPLY_BYTES // 2, f"peak RSS grew by {growth / MiB:.1f} MiB"
+
+
+def test_wrong_pin_is_auth_and_never_shown(rig: Rig) -> None:
+    rig.settings.pin = "9999"
+
+    def heal() -> None:
+        rig.settings.pin = PIN
+
+    try:
+        text = check_fault_then_recovery(rig, rig.direct, Reason.AUTH, heal)
+    finally:
+        heal()
+    assert PIN not in text
+    assert PIN not in rig.direct.stderr
+
+
+def test_room_stopped_is_connect_and_a_restarted_room_is_read_again(rig: Rig) -> None:
+    rig.emulator.stop()
+    check_fault_then_recovery(rig, rig.direct, Reason.CONNECT, rig.restart_room)
+
+
+def test_bad_config_json_is_protocol_through_discovery(rig: Rig) -> None:
+    assert_doc_example(scrape(rig.url(rig.discovering))[0])
+    rig.settings.fault = Fault.BAD_CONFIG_JSON
+
+    def heal() -> None:
+        rig.settings.fault = Fault.NONE
+
+    try:
+        check_fault_then_recovery(rig, rig.discovering, Reason.PROTOCOL, heal)
+    finally:
+        heal()
+
+
+def test_ten_thousand_notifications_before_the_reply_are_skipped(rig: Rig) -> None:
+    rig.settings.fault = Fault.NOTIFICATION_FLOOD
+    try:
+        text, _ = scrape(rig.url(rig.direct))
+    finally:
+        rig.settings.fault = Fault.NONE
+    assert_doc_example(text)
+    assert rig.direct.alive()
+
+
+def test_every_fault_mode_of_the_emulator_is_covered() -> None:
+    """A new fault mode must get its row here (or a test of its own), so none goes unproven."""
+    covered = {fault for fault, _ in FAULTS} | {Fault.NONE, Fault.BAD_CONFIG_JSON, Fault.NOTIFICATION_FLOOD}
+    assert set(Fault) == covered
+
+
+# --- --max-message-bytes against hand-made frames -------------------------------------------------------
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_AUTH_OK = b'{"method":"auth","requestId":"","result":true,"previleges":2}'
+
+
+def frame(payload: bytes, opcode: int = 0x1, fin: bool = True, announced: int | None = None) -> bytes:
+    """One unmasked server frame; `announced` lies about the payload length when given."""
+    length = len(payload) if announced is None else announced
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        header = struct.pack("!BB", first, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", first, 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 127, length)
+    return header + payload
+
+
+def reply_of_size(size: int) -> bytes:
+    """A valid empty-list reply padded with spaces to exactly `size` bytes (JSON allows the whitespace)."""
+    body = b'{"method":"getOutgoingFilesRequests","requestId":"","result":true,"outgoingFilesRequests":[]}'
+    assert size >= len(body)
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
+def websocket_room(*frames: bytes) -> Callable[[socket.socket], None]:
+    """A raw Room: completes the handshake, sends the auth reply and `frames`, then holds the line open."""
+
+    def handle(connection: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = connection.recv(4096)
+            if not chunk:
+                return
+            request += chunk
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID.encode()).digest())
+        connection.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        connection.sendall(frame(_AUTH_OK) + b"".join(frames))
+        connection.settimeout(10)
+        while connection.recv(65536):
+            pass
+
+    return handle
+
+
+def fetch(port: int, max_message_bytes: int, timeout: float = 5.0) -> tuple[dict | CollectionError, float]:
+    started = time.monotonic()
+    try:
+        result: dict | CollectionError = fetch_outgoing_requests(
+            parse_target(f"ws://127.0.0.1:{port}"), None, Deadline(timeout), max_message_bytes
+        )
+    except CollectionError as error:
+        result = error
+    return result, time.monotonic() - started
+
+
+def test_a_frame_announcing_eight_exabytes_is_refused_at_once() -> None:
+    with raw_servers.tcp_server(websocket_room(frame(b"{", announced=(1 << 63) - 1))) as port:
+        result, elapsed = fetch(port, DEFAULT_MAX_MESSAGE_BYTES)
+    assert isinstance(result, CollectionError), result
+    assert result.reason is Reason.PROTOCOL
+    assert "more than" in result.message
+    assert elapsed < 1.0 + MARGIN_SECONDS, (
+        "the refusal waited for the deadline instead of acting on the header"
+    )
+
+
+@pytest.mark.parametrize("size", [200, 70_000, 300_000])
+def test_a_message_exactly_at_the_limit_is_read_and_one_byte_more_is_refused(size: int) -> None:
+    with raw_servers.tcp_server(websocket_room(frame(reply_of_size(size)))) as port:
+        accepted, _ = fetch(port, size)
+        refused, _ = fetch(port, size - 1)
+    assert accepted == {
+        "method": "getOutgoingFilesRequests",
+        "requestId": "",
+        "result": True,
+        "outgoingFilesRequests": [],
+    }
+    assert isinstance(refused, CollectionError)
+    assert refused.reason is Reason.PROTOCOL
+
+
+def test_fragments_each_under_the_limit_are_refused_when_their_total_is_over() -> None:
+    message = reply_of_size(30_000)
+    parts = [message[:10_000], message[10_000:20_000], message[20_000:]]
+    fragmented = (
+        frame(parts[0], fin=False) + frame(parts[1], opcode=0x0, fin=False) + frame(parts[2], opcode=0x0)
+    )
+    with raw_servers.tcp_server(websocket_room(fragmented)) as port:
+        refused, _ = fetch(port, 25_000)
+        accepted, _ = fetch(port, 30_000)
+    assert isinstance(refused, CollectionError)
+    assert refused.reason is Reason.PROTOCOL
+    assert isinstance(accepted, dict)
+    assert accepted["outgoingFilesRequests"] == []
+
+
+def test_the_running_total_restarts_with_every_message() -> None:
+    """Many small notifications add up to far more than the limit; only a single message counts."""
+    event = b'{"method":"event","event":"appStateChanged","appState":3}'
+    frames = frame(event) * 200 + frame(reply_of_size(2_000))
+    with raw_servers.tcp_server(websocket_room(frames)) as port:
+        result, _ = fetch(port, 2_000)
+    assert isinstance(result, dict), result
+
+
+def test_a_control_frame_announcing_a_huge_payload_is_refused() -> None:
+    with raw_servers.tcp_server(websocket_room(frame(b"", opcode=0x9, announced=1 << 40))) as port:
+        result, _ = fetch(port, DEFAULT_MAX_MESSAGE_BYTES)
+    assert isinstance(result, CollectionError)
+    assert result.reason is Reason.PROTOCOL
+
+
+@pytest.mark.parametrize("fault", [Fault.HUGE_REPLY, Fault.HUGE_FRAGMENTED_REPLY], ids=str)
+def test_huge_reply_costs_the_client_no_more_than_the_limit(processes: dict, fault: Fault) -> None:
+    """tracemalloc sees only this process; the Room is another one, so every byte counted is the client's."""
+    emulator = processes["emulator"]("--scenario", "doc-example", "--fault", fault.value)
+    target = parse_target(f"ws://127.0.0.1:{emulator.ports['websocket']}")
+    limit = 2 * MiB
+    tracemalloc.start()
+    try:
+        collection = collect_room(target, None, 5.0, max_message_bytes=limit)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not collection.up
+    assert collection.error is not None and collection.error.reason is Reason.PROTOCOL
+    assert peak < 4 * limit, f"the client allocated {peak / MiB:.1f} MiB for a refused reply"
+
+
+# --- a long run: the Room freezes, dies and comes back --------------------------------------------------
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_room_that_stops_answering_mid_run_and_comes_back(tmp_path: Path) -> None:
+    """SIGSTOP freezes the Room (the kernel still accepts connections, nobody answers them), SIGCONT thaws
+    it; then it is killed and a new Room starts on the same port. The exporter reports each phase and
+    recovers after each, without leaking descriptors."""
+    room = start_emulator(tmp_path, "--scenario", "doc-example")
+    port = room.ports["websocket"]
+    exporter = start_exporter(tmp_path, "--target", f"ws://127.0.0.1:{port}", "--timeout", "10")
+    url = f"http://127.0.0.1:{exporter.ports['http']}/metrics"
+    try:
+        for _ in range(5):
+            assert_doc_example(scrape(url)[0])
+        fds = open_fds(exporter.popen.pid)
+
+        room.popen.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                assert_down(scrape(url, FAULT_DEADLINE_SECONDS)[0], Reason.TIMEOUT)
+        finally:
+            room.popen.send_signal(signal.SIGCONT)
+        for _ in range(3):
+            assert_doc_example(scrape(url)[0])
+
+        room.stop()
+        for _ in range(3):
+            assert_down(scrape(url, FAULT_DEADLINE_SECONDS)[0], Reason.CONNECT)
+        room = start_emulator(tmp_path, "--scenario", "doc-example", "--port", str(port))
+        for _ in range(5):
+            assert_doc_example(scrape(url)[0])
+
+        assert exporter.alive(), exporter.stderr
+        assert open_fds(exporter.popen.pid) <= fds + 2
+    finally:
+        room.stop()
+        exporter.stop()
