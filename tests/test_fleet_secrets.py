@@ -1,0 +1,131 @@
+"""Multi-target mode keeps every PIN secret, and logs one line per failed probe.
+
+No PIN in a log line (debug level, both formats), a page, a metric, an error answer or a reload message.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.processes import http_get
+
+FILE_PIN = "31415926"
+ENV_PIN = "27182818"
+INLINE_PIN = "16180339"
+SECRET_FILE_PIN = "14142135"
+
+
+def post(url: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.mark.parametrize("log_format", ["logfmt", "json"])
+def test_no_pin_appears_anywhere_in_multi_target_mode(processes, room, tmp_path, log_format):
+    (tmp_path / "pin").write_text(FILE_PIN)
+    (tmp_path / "secret").write_text(SECRET_FILE_PIN)
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "modules:\n"
+        "  from-file:\n    pin_file: pin\n"
+        "  from-env:\n    pin_env: ROOM_PIN\n"
+        "  from-secret-file:\n    pin_env: OTHER_PIN\n"
+        f"  inline:\n    pin: '{INLINE_PIN}'\n"
+        "allowed_targets: [127.0.0.1]\n"
+    )
+    rooms = {
+        name: room("doc-example", pin=pin).ports.websocket
+        for name, pin in (
+            ("from-file", FILE_PIN),
+            ("from-env", ENV_PIN),
+            ("inline", INLINE_PIN),
+            ("from-secret-file", SECRET_FILE_PIN),
+        )
+    }
+    exporter = processes["exporter"](
+        "--config.file",
+        str(config),
+        "--log-level",
+        "debug",
+        "--log-format",
+        log_format,
+        env={"ROOM_PIN": ENV_PIN, "OTHER_PIN_FILE": str(tmp_path / "secret")},
+    )
+    base = f"http://127.0.0.1:{exporter.ports['http']}"
+    seen = []
+    for module, port in rooms.items():
+        status, _, body = http_get(f"{base}/probe?target=127.0.0.1:{port}&module={module}")
+        assert status == 200 and b"trueconf_up 1.0" in body, (module, body)
+        seen.append(body.decode())
+    wrong_room = room("doc-example", pin="99999999").ports.websocket
+    for module in rooms:  # every module's PIN sent to a Room that refuses it: a logged failure each
+        body = http_get(f"{base}/probe?target=127.0.0.1:{wrong_room}&module={module}")[2].decode()
+        assert 'trueconf_scrape_error{reason="auth"} 1.0' in body
+        seen.append(body)
+    for path in (
+        "/",
+        "/metrics",
+        "/healthz",
+        "/probe",
+        "/probe?target=10.0.0.1",
+        "/probe?target=x&module=y",
+        "/probe?target=ws://h/p",
+    ):
+        seen.append(http_get(base + path)[2].decode())
+    config.write_text(config.read_text() + f"  broken:\n    pin: '{INLINE_PIN}'\n    timeout: never\n")
+    status, body = post(f"{base}/-/reload")
+    assert status == 500
+    seen.append(body.decode())
+    exporter.stop()
+    seen.append(exporter.stdout)
+    logs = exporter.stderr
+    seen.append(logs)
+
+    everything = "\n".join(seen)
+    for pin in (FILE_PIN, ENV_PIN, INLINE_PIN, SECRET_FILE_PIN):
+        assert pin not in everything
+    assert "PIN is written into the config file" in logs  # the inline PIN was warned about, without the PIN
+
+    failures = [line for line in logs.splitlines() if "collection failed" in line]
+    assert len(failures) == len(rooms)  # one line per failed probe
+    for line in failures:
+        if log_format == "json":
+            fields = json.loads(line)
+            assert fields["level"] == "warning" and fields["reason"] == "auth"
+            assert fields["target"] == f"ws://127.0.0.1:{wrong_room}"
+        else:
+            assert "level=warning" in line and "reason=auth" in line
+            assert f"target=ws://127.0.0.1:{wrong_room}" in line
+
+
+def test_config_and_web_config_files_come_from_environment_variables(processes, room, tmp_path):
+    (tmp_path / "config.yml").write_text("modules:\n  default: {}\nallowed_targets: [127.0.0.1]\n")
+    (tmp_path / "web.yml").write_text("healthz_without_auth: false\n")
+    exporter = processes["exporter"](
+        env={
+            "TRUECONF_EXPORTER_CONFIG_FILE": str(tmp_path / "config.yml"),
+            "TRUECONF_EXPORTER_WEB_CONFIG_FILE": str(tmp_path / "web.yml"),
+        }
+    )
+    port = room("doc-example").ports.websocket
+    status, _, body = http_get(f"http://127.0.0.1:{exporter.ports['http']}/probe?target=127.0.0.1:{port}")
+    assert status == 200 and b"trueconf_up 1.0" in body
+
+
+def test_single_target_flags_are_ignored_with_a_warning_in_multi_target_mode(processes, tmp_path):
+    (tmp_path / "config.yml").write_text("modules:\n  default: {}\n")
+    exporter = processes["exporter"](
+        "--config.file", str(tmp_path / "config.yml"), "--target", "ws://10.9.9.9:1"
+    )
+    assert "ignored with --config.file" in exporter.stderr and "--target" in exporter.stderr
+    status, _, body = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")
+    assert status == 200 and b"trueconf_up" not in body
