@@ -155,3 +155,15 @@ def test_a_relative_pin_file_is_relative_to_the_config_file(tmp_path, monkeypatc
     (tmp_path / "config.yml").write_text("modules:\n  default:\n    pin_file: secrets/pin\n")
     monkeypatch.chdir("/")
     assert load_config(tmp_path / "config.yml", 5.0).modules["default"].pin == "6060"
+
+
+def test_the_example_config_is_valid(tmp_path, monkeypatch):
+    example = Path(__file__).parent.parent / "examples" / "trueconf-exporter.yml"
+    (tmp_path / "pin").write_text("1111")
+    copy = tmp_path / "trueconf-exporter.yml"
+    copy.write_text(example.read_text().replace("/run/secrets/trueconf_room_pin", str(tmp_path / "pin")))
+    monkeypatch.setenv("BOARDROOM_PIN", "2222")
+    config = load_config(copy, 5.0)
+    assert set(config.modules) == {"default", "boardrooms", "discovered", "open"}
+    assert config.allows(parse_target("ROOM-12.meeting.example.org"))
+    assert not config.allows(parse_target("boardroom.example.org:9999"))

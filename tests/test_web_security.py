@@ -304,3 +304,18 @@ def test_configured_headers_are_sent(processes, tmp_path):
 )
 def test_parse_basic_auth(header, expected):
     assert parse_basic_auth(header) == expected
+
+
+def test_the_example_web_config_is_valid(tmp_path):
+    example = Path(__file__).parent.parent / "examples" / "web-config.yml"
+    certs = Certs(tmp_path)
+    (tmp_path / "tls").mkdir()
+    for name in ("server.crt", "server.key"):
+        (tmp_path / name).rename(tmp_path / "tls" / name)
+    certs.client_ca.cert_pem.write_to_path(tmp_path / "tls" / "prometheus-clients-ca.crt")
+    copy = tmp_path / "web-config.yml"
+    copy.write_text(example.read_text())
+    loaded = load_web_config(copy)
+    assert loaded.context is not None and loaded.context.verify_mode is ssl.CERT_REQUIRED
+    assert bcrypt.checkpw(b"change-me", loaded.basic_auth_users["prometheus"])
+    assert loaded.healthz_without_auth
