@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from exporter.cli import DEFAULT_LISTEN_ADDRESS, serve
+from exporter.config import parse_config
 from tests.processes import start_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -282,6 +283,14 @@ def test_container_port_is_the_exporters() -> None:
     assert listen is None or listen.rpartition(":")[2] == str(DEFAULT_PORT)
 
 
+def test_every_setting_named_in_the_packaging_exists() -> None:
+    """Every TRUECONF_EXPORTER_* variable in the manifests, unit, image and comments is a `serve` option."""
+    files = [DOCKERFILE, UNIT, UNIT_ENV, *KUBERNETES.glob("*.y*ml")]
+    for path in files:
+        named = set(re.findall(r"TRUECONF_EXPORTER_[A-Z_]+", path.read_text()))
+        assert named <= SERVE_ENV_VARS, (path.name, named - SERVE_ENV_VARS)
+
+
 def test_deployment_uses_only_real_settings_and_no_pin_in_plain_sight() -> None:
     container = exporter_container()
     names = [item["name"] for item in container["env"]]
@@ -291,21 +300,59 @@ def test_deployment_uses_only_real_settings_and_no_pin_in_plain_sight() -> None:
     assert not any("--pin" in arg and "--pin-file" not in arg for arg in container["args"])
 
 
-def test_pin_secret_is_mounted_as_the_pin_file() -> None:
-    secret = one("Secret")
-    pod = one("Deployment")["spec"]["template"]["spec"]
-    container = exporter_container()
-    volumes = {volume["name"]: volume for volume in pod["volumes"]}
-    mounts = [
-        mount
-        for mount in container["volumeMounts"]
-        if volumes[mount["name"]].get("secret", {}).get("secretName") == secret["metadata"]["name"]
-    ]
-    assert len(mounts) == 1 and mounts[0]["readOnly"] is True
-    pin_file = {item["name"]: item.get("value") for item in container["env"]}["TRUECONF_EXPORTER_PIN_FILE"]
-    directory, _, key = pin_file.rpartition("/")
-    assert directory == mounts[0]["mountPath"].rstrip("/")
-    assert key in secret["stringData"]
+def mounted(kind: str) -> tuple[dict[str, Any], str]:
+    """The one ConfigMap or Secret of the set and the directory the exporter container mounts it at."""
+    document = one(kind)
+    source, key = {"ConfigMap": ("configMap", "name"), "Secret": ("secret", "secretName")}[kind]
+    volumes = one("Deployment")["spec"]["template"]["spec"]["volumes"]
+    names = {
+        volume["name"]
+        for volume in volumes
+        if volume.get(source, {}).get(key) == document["metadata"]["name"]
+    }
+    mounts = [mount for mount in exporter_container()["volumeMounts"] if mount["name"] in names]
+    assert len(mounts) == 1, f"the {kind} is mounted once"
+    assert mounts[0]["readOnly"] is True
+    assert "subPath" not in mounts[0], "a subPath mount never sees updates"
+    return document, mounts[0]["mountPath"].rstrip("/")
+
+
+def exporter_config(tmp_path: Path) -> Any:
+    """The ConfigMap's config file, validated by the exporter's own loader, with the Secret's PIN files."""
+    configmap, config_dir = mounted("ConfigMap")
+    secret, pin_dir = mounted("Secret")
+    env = {item["name"]: item.get("value") for item in exporter_container()["env"]}
+    directory, _, name = env["TRUECONF_EXPORTER_CONFIG_FILE"].rpartition("/")
+    assert directory == config_dir and name in configmap["data"], (
+        "TRUECONF_EXPORTER_CONFIG_FILE is the ConfigMap's"
+    )
+    for key, value in secret["stringData"].items():
+        (tmp_path / key).write_text(value)
+    document = yaml.safe_load(configmap["data"][name])
+    for module_name, module in document["modules"].items():
+        assert "pin" not in module, f"module {module_name}: a PIN belongs in the Secret, not the ConfigMap"
+        if "pin_file" in module:
+            pin_directory, _, key = module["pin_file"].rpartition("/")
+            assert pin_directory == pin_dir, f"module {module_name}: pin_file is not in the Secret's mount"
+            assert key in secret["stringData"], f"module {module_name}: the Secret has no key {key}"
+            module["pin_file"] = str(tmp_path / key)
+    return parse_config(document, tmp_path / name, default_timeout=5.0)
+
+
+def test_config_is_valid_and_its_pins_come_from_the_secret(tmp_path: Path) -> None:
+    config = exporter_config(tmp_path)
+    assert config.allowed_targets, "an allow-list, so /probe cannot be used to reach arbitrary hosts"
+    assert all(module.pin_source in ("pin_file", "none") for module in config.modules.values())
+
+
+def test_probe_module_exists_and_allows_every_target(tmp_path: Path) -> None:
+    config = exporter_config(tmp_path)
+    spec = one("Probe")["spec"]
+    module = config.modules.get(spec["module"])
+    assert module is not None, f"module {spec['module']} is not in the config file"
+    for target in spec["targets"]["staticConfig"]["static"]:
+        assert config.allows(module.parse_target(target)), f"{target} is outside allowed_targets"
+    assert module.timeout_seconds < seconds(spec["scrapeTimeout"]), "the Room's deadline within Prometheus'"
 
 
 def test_secret_example_holds_no_real_secret() -> None:
