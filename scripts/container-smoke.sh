@@ -35,16 +35,16 @@ command -v runc >/dev/null || die "runc is missing: apt-get install -y runc"
 [ -x "$PYTHON" ] || die "$PYTHON not found: run 'make test' (or 'make .venv/bin/.installed') first, or set PYTHON"
 
 work=$(mktemp -d)
-container=""
+containers=()
 emulator_pid=""
 cleanup() {
   status=$?
-  if [ -n "$container" ]; then
+  for container in "${containers[@]}"; do
     if [ "$status" != 0 ]; then
-      say "container log:"; podman --runtime runc logs "$container" 2>&1 | tail -n 30 >&2 || true
+      say "log of container ${container:0:12}:"; podman --runtime runc logs "$container" 2>&1 | tail -n 30 >&2 || true
     fi
     podman --runtime runc rm -f "$container" >/dev/null 2>&1 || true
-  fi
+  done
   [ -n "$emulator_pid" ] && kill "$emulator_pid" 2>/dev/null && wait "$emulator_pid" 2>/dev/null
   if [ "${KEEP:-0}" != 1 ] && [ -n "${built:-}" ]; then podman rmi -f "$IMAGE" >/dev/null 2>&1 || true; fi
   rm -rf "$work"
@@ -118,23 +118,46 @@ ws=$(grep -oE 'ws://[0-9.]+:[0-9]+' "$work/emulator.out" | head -n 1) || true
 say "emulator at $ws"
 
 # ---- the container: read-only, no capabilities, unprivileged, host loopback, the PIN as a file ----
-port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-# Without systemd as PID 1, podman cannot schedule the HEALTHCHECK and complains on stderr (harmless, kept in
-# $work/podman.err); the check is run once by hand below instead.
-container=$(podman --runtime runc run -d --network host --read-only --cap-drop ALL \
-  --security-opt no-new-privileges --volume "$work/pin:/run/secrets/trueconf-pin:ro" \
-  -e TRUECONF_EXPORTER_TARGET="$ws" -e TRUECONF_EXPORTER_PIN_FILE=/run/secrets/trueconf-pin \
-  -e TRUECONF_EXPORTER_WEB_LISTEN_ADDRESS="127.0.0.1:$port" "$IMAGE" \
-  2>> "$work/podman.err") || { cat "$work/podman.err" >&2; die "podman run failed"; }
-say "container ${container:0:12} on 127.0.0.1:$port"
+free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-metrics=""
-for _ in $(seq 100); do
-  metrics=$("$PYTHON" -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=10).read().decode())' \
-    "http://127.0.0.1:$port/metrics" 2>/dev/null) && break
-  sleep 0.2
-done
-[ -n "$metrics" ] || die "no answer on http://127.0.0.1:$port/metrics"
+# run_exporter PORT [podman run options...]: start the image; prints the container id
+run_exporter() {
+  local port=$1; shift
+  # Without systemd as PID 1, podman cannot schedule the HEALTHCHECK and complains on stderr (harmless, kept
+  # in $work/podman.err); the check is run once by hand below instead.
+  podman --runtime runc run -d --network host --read-only --cap-drop ALL --security-opt no-new-privileges \
+    --volume "$work/pin:/run/secrets/trueconf-pin:ro" \
+    -e TRUECONF_EXPORTER_WEB_LISTEN_ADDRESS="127.0.0.1:$port" "$@" "$IMAGE" \
+    2>> "$work/podman.err" || { cat "$work/podman.err" >&2; die "podman run failed"; }
+}
+
+# scrape URL: the body, retrying while the container starts
+scrape() {
+  local body=""
+  for _ in $(seq 100); do
+    body=$("$PYTHON" -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=10).read().decode())' \
+      "$1" 2>/dev/null) && break
+    sleep 0.2
+  done
+  [ -n "$body" ] || die "no answer on $1"
+  printf '%s\n' "$body"
+}
+
+# stop_exporter ID: SIGTERM must end it with status 0
+stop_exporter() {
+  podman --runtime runc stop -t 10 "$1" >/dev/null 2>> "$work/podman.err"
+  local code
+  code=$(podman --runtime runc inspect --format '{{.State.ExitCode}}' "$1")
+  [ "$code" = 0 ] || die "the exporter exited $code on SIGTERM"
+}
+
+# Single target: the Room from TRUECONF_EXPORTER_TARGET, collected at every scrape of /metrics.
+port=$(free_port)
+container=$(run_exporter "$port" -e TRUECONF_EXPORTER_TARGET="$ws" \
+  -e TRUECONF_EXPORTER_PIN_FILE=/run/secrets/trueconf-pin)
+containers+=("$container")
+say "single-target container ${container:0:12} on 127.0.0.1:$port"
+metrics=$(scrape "http://127.0.0.1:$port/metrics")
 grep -E '^trueconf_' <<<"$metrics" | head -n 8 >&2
 grep -qxE 'trueconf_up(\{[^}]*\})? 1(\.0)?' <<<"$metrics" || die "trueconf_up is not 1"
 say "scraped /metrics from the container: trueconf_up 1 (authenticated with the PIN file)"
@@ -142,9 +165,28 @@ say "scraped /metrics from the container: trueconf_up 1 (authenticated with the 
 podman --runtime runc healthcheck run "$container" >/dev/null 2>&1 \
   || die "the image's HEALTHCHECK failed"
 say "HEALTHCHECK (stdlib urllib on /healthz) passed"
-
-podman --runtime runc stop -t 10 "$container" >/dev/null 2>> "$work/podman.err"
-code=$(podman --runtime runc inspect --format '{{.State.ExitCode}}' "$container")
-[ "$code" = 0 ] || die "the exporter exited $code on SIGTERM"
+stop_exporter "$container"
 say "stopped cleanly on SIGTERM"
+
+# Multi-target, as in deploy/kubernetes: a config file with a module whose pin_file is the mounted secret and
+# an allow-list; Prometheus would ask /probe?target=...&module=default.
+cat > "$work/config.yml" <<'YAML'
+modules:
+  default:
+    pin_file: /run/secrets/trueconf-pin
+    timeout: 5s
+allowed_targets:
+  - "127.0.0.1"
+YAML
+chmod 0444 "$work/config.yml"
+port=$(free_port)
+container=$(run_exporter "$port" --volume "$work/config.yml:/etc/trueconf-exporter/config.yml:ro" \
+  -e TRUECONF_EXPORTER_CONFIG_FILE=/etc/trueconf-exporter/config.yml)
+containers+=("$container")
+say "multi-target container ${container:0:12} on 127.0.0.1:$port"
+target=${ws#ws://}
+probed=$(scrape "http://127.0.0.1:$port/probe?target=$target&module=default")
+grep -qxE 'trueconf_up(\{[^}]*\})? 1(\.0)?' <<<"$probed" || { echo "$probed" >&2; die "/probe: trueconf_up is not 1"; }
+say "scraped /probe?target=$target&module=default from the container: trueconf_up 1"
+stop_exporter "$container"
 say "PASS"
