@@ -25,6 +25,10 @@ _STATUS_BY_CODE: dict[int, str] = {0: "failed", 1: "waiting", 2: "downloading", 
 MILLISECONDS_THRESHOLD = 1e11
 """A timestamp above this is in milliseconds (reference §6); 1e11 seconds is the year 5138."""
 
+MAX_NUMBER = 2**63
+"""A number this large is no real size, status or timestamp. JSON integers are unbounded, and a value beyond
+float range (or a sum of such) would make the whole exposition fail, so it counts as a defect instead."""
+
 REPLY_LIST_KEY = "outgoingFilesRequests"
 
 
@@ -98,10 +102,13 @@ class Snapshot:
 
 
 def _number(value: Any) -> float | None:
-    """A finite JSON number, or None. Booleans are not numbers here although Python says they are."""
+    """A finite JSON number below MAX_NUMBER, or None. Booleans are not numbers here although Python says
+    they are."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if abs(value) >= MAX_NUMBER:
         return None
     return value
 
