@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from exporter.collection import collect_room
-from exporter.emulator import EmulatedRoom, EmulatorSettings, Fault, RunningEmulator, load_scenario
+from exporter.emulator import EmulatedRoom, EmulatorSettings, Fault, RunningEmulator, Scenario, load_scenario
 from exporter.room import Deadline, Reason, fetch_outgoing_requests, parse_target
 from exporter.room.errors import CollectionError
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
@@ -421,3 +421,26 @@ def test_room_that_stops_answering_mid_run_and_comes_back(tmp_path: Path) -> Non
     finally:
         room.stop()
         exporter.stop()
+
+
+def test_numbers_beyond_float_range_are_defects_not_a_failed_scrape(room, processes: dict) -> None:
+    """JSON integers are unbounded: a size of 10**308 (twice) or a timestamp of 10**400 once made the
+    exposition raise and the scrape answer HTTP 500 (found by test_parser_properties)."""
+    huge = Scenario(
+        entries=[
+            {"status": 2, "size": 10**308},
+            {"status": 2, "size": 10**308},
+            {"status": 1, "size": 5, "timestamp": 10**400},
+        ]
+    )
+    emulator = room(huge)
+    exporter = processes["exporter"]("--target", f"ws://127.0.0.1:{emulator.ports.websocket}")
+    text, _ = scrape(f"http://127.0.0.1:{exporter.ports['http']}/metrics")
+    assert value(text, "trueconf_up") == 1
+    assert value(text, "trueconf_outgoing_file_requests", status="downloading", destination="peer") == 2
+    assert value(text, "trueconf_outgoing_file_requests", status="waiting", destination="peer") == 1
+    assert (
+        value(text, "trueconf_outgoing_file_requests_size_bytes", status="waiting", destination="peer") == 5
+    )
+    assert value(text, "trueconf_outgoing_file_requests_malformed") == 3
+    assert exporter.alive()
