@@ -30,9 +30,11 @@ RUN python3 -m venv /opt/trueconf-exporter \
 # ---- final: the base image, the virtual environment and an unprivileged user; no pip, no compilers ----
 FROM ${BASE_IMAGE}
 
+# Filled in by the build (scripts/container-smoke.sh shows how): --build-arg REVISION=$(git rev-parse HEAD) ...
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
+ARG SOURCE=unknown
 
 LABEL org.opencontainers.image.title="trueconf-exporter" \
       org.opencontainers.image.description="Prometheus exporter for the outgoing file transfers of TrueConf Room endpoints" \
@@ -40,9 +42,7 @@ LABEL org.opencontainers.image.title="trueconf-exporter" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.url="https://pypi.org/project/trueconf-exporter/" \
-      org.opencontainers.image.source="https://pypi.org/project/trueconf-exporter/" \
-      org.opencontainers.image.documentation="https://pypi.org/project/trueconf-exporter/"
+      org.opencontainers.image.source="${SOURCE}"
 
 RUN groupadd --system --gid 10001 exporter \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

@@ -81,7 +81,9 @@ fi
 
 # ---- the image ----
 say "building $IMAGE from $BASE_IMAGE"
-revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+source_url=$(git remote get-url origin 2>/dev/null || echo unknown)
+version=$("$PYTHON" -c 'import exporter; print(exporter.__version__)')
 # Where PyPI is reached through a TLS-intercepting proxy, pip in the builder must trust that proxy's CA. Mount
 # the host's bundle and a pip.conf naming it for the build's RUN steps only: nothing of it ends up in the image.
 build_volumes=()
@@ -92,7 +94,8 @@ if [ -n "$ca_bundle" ] && [ -f "$ca_bundle" ]; then
   say "pip in the build trusts $ca_bundle"
 fi
 podman build --isolation chroot --format docker --pull=never "${build_volumes[@]}" \
-  --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg REVISION="$revision" \
+  --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+  --build-arg SOURCE="$source_url" \
   --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   -t "$IMAGE" . > "$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; die "podman build failed"; }
 built=1

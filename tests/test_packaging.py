@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter import __version__
 from exporter.cli import DEFAULT_LISTEN_ADDRESS, serve
 from exporter.config import parse_config
 from tests.processes import start_exporter
@@ -140,6 +141,8 @@ def test_oci_labels() -> None:
     labels = " ".join(final_stage()["LABEL"])
     for name in ("title", "description", "version", "revision", "created", "licenses", "source"):
         assert f"org.opencontainers.image.{name}=" in labels, name
+    assert 'org.opencontainers.image.version="${VERSION}"' in labels
+    assert f"VERSION={__version__}" in final_stage()["ARG"], "the image's default version is the package's"
 
 
 def healthcheck_command() -> list[str]:
