@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= :18765
 
-.PHONY: run test lint unit system-deps bench container-smoke clean
+.PHONY: run test lint unit system-deps bench soak container-smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ unit: $(BIN)/.installed system-deps
 
 ## test: the whole suite, as CI runs it
 test: lint unit
+
+## soak: thousands of scrapes against healthy and faulty Rooms; fails if fds, threads or RSS grow (not in CI)
+soak: $(BIN)/.installed
+	$(BIN)/python scripts/soak.py
 
 ## bench: scrape latency figures (median, p95) against the emulator
 bench: $(BIN)/.installed
