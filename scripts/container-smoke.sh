@@ -93,7 +93,7 @@ if [ -n "$ca_bundle" ] && [ -f "$ca_bundle" ]; then
   build_volumes=(--volume "$ca_bundle:/run/build-ca.crt:ro" --volume "$work/pip.conf:/etc/pip.conf:ro")
   say "pip in the build trusts $ca_bundle"
 fi
-podman build --isolation chroot --format docker --pull=never "${build_volumes[@]}" \
+podman build --isolation chroot --format docker --pull=never --layers=false "${build_volumes[@]}" \
   --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$version" --build-arg REVISION="$revision" \
   --build-arg SOURCE="$source_url" \
   --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
