@@ -5,7 +5,7 @@
 #
 #   scripts/container-smoke.sh                  # make the base image if missing, build, run, check, clean up
 #   BASE_IMAGE=python:3.11.13-slim-bookworm scripts/container-smoke.sh   # where that image can be pulled
-#   KEEP=1 scripts/container-smoke.sh           # leave the image (and the base image) for later runs
+#   KEEP=1 scripts/container-smoke.sh           # keep the built image too (the base image is always kept)
 #
 # Environment:
 #   BASE_IMAGE   base for both build stages (default localhost/trueconf-exporter-base:bookworm, made here with
