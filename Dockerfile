@@ -27,7 +27,7 @@ RUN python3 -m venv /opt/trueconf-exporter \
     && /opt/trueconf-exporter/bin/python -m pip uninstall --yes pip setuptools \
     && /opt/trueconf-exporter/bin/trueconf-exporter --version
 
-# ---- final: the base image, the virtual environment (without pip) and an unprivileged user; no compilers ----
+# ---- final: the base image, the venv (without pip) and an unprivileged user; no compilers ----
 FROM ${BASE_IMAGE}
 
 # Filled in by the build (scripts/container-smoke.sh shows how): --build-arg REVISION=$(git rev-parse HEAD) ...
