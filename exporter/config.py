@@ -158,9 +158,12 @@ def _module(path: Path | str, name: str, body: Any, default_timeout: float) -> M
 
 def _pin(path: Path | str, key: str, source: str, value: Any) -> str:
     if source == "pin":
-        if not isinstance(value, str | int) or isinstance(value, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # YAML reads 0123 as octal 83 and drops leading zeros: a PIN must be quoted to survive.
+            raise ConfigError(path, key, "must be a quoted string ('0123'), not a number: YAML drops zeros")
+        if not isinstance(value, str):
             raise ConfigError(path, key, f"must be a string, found {_kind(value)}")
-        pin = str(value).strip()
+        pin = value.strip()
         if not pin:
             raise ConfigError(path, key, "is empty; leave the key out for a Room without a PIN")
         log.warning(
