@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ from exporter.room.errors import CollectionError
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from tests import raw_servers
 from tests.exposition import value
-from tests.processes import Process, http_get, start_emulator, start_exporter
+from tests.processes import Process, exporter_command, http_get, start_emulator, start_exporter
 
 PIN = "1357"
 FAULT_DEADLINE_SECONDS = 1.0
@@ -444,3 +445,46 @@ def test_numbers_beyond_float_range_are_defects_not_a_failed_scrape(room, proces
     )
     assert value(text, "trueconf_outgoing_file_requests_malformed") == 3
     assert exporter.alive()
+
+
+# --- --max-message-bytes on the command line ------------------------------------------------------------
+
+FORTY_ENTRIES = Scenario(
+    entries=[{"status": 2, "size": 3200, "peerId": f"{n}@x", "fileName": "x" * 60} for n in range(40)]
+)
+"""A reply of about 4 KiB."""
+
+
+def test_max_message_bytes_of_serve_is_read_from_its_environment_variable(room, processes: dict) -> None:
+    emulator = room(FORTY_ENTRIES)
+    target = f"ws://127.0.0.1:{emulator.ports.websocket}"
+    small = processes["exporter"]("--target", target, env={"TRUECONF_EXPORTER_MAX_MESSAGE_BYTES": "2048"})
+    default = processes["exporter"]("--target", target)
+    assert_down(scrape(f"http://127.0.0.1:{small.ports['http']}/metrics")[0], Reason.PROTOCOL)
+    text, _ = scrape(f"http://127.0.0.1:{default.ports['http']}/metrics")
+    assert value(text, "trueconf_outgoing_file_requests", status="downloading", destination="peer") == 40
+
+
+def test_check_refuses_a_reply_over_max_message_bytes_and_help_shows_the_variable(room) -> None:
+    emulator = room(FORTY_ENTRIES)
+    target = f"ws://127.0.0.1:{emulator.ports.websocket}"
+
+    def check(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*exporter_command(), "check", "--target", target, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    refused = check("--max-message-bytes", "2048")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert 'trueconf_scrape_error{reason="protocol"} 1.0' in refused.stdout
+    assert check().returncode == 0
+    helped = subprocess.run(
+        [*exporter_command(), "serve", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "--max-message-bytes" in helped.stdout
+    assert "TRUECONF_EXPORTER_MAX_MESSAGE_BYTES" in helped.stdout
