@@ -319,3 +319,25 @@ def test_the_example_web_config_is_valid(tmp_path):
     assert loaded.context is not None and loaded.context.verify_mode is ssl.CERT_REQUIRED
     assert bcrypt.checkpw(b"change-me", loaded.basic_auth_users["prometheus"])
     assert loaded.healthz_without_auth
+
+
+def test_probe_and_reload_need_the_password_too(processes, room, tmp_path):
+    (tmp_path / "config.yml").write_text("modules:\n  default: {}\nallowed_targets: [127.0.0.1]\n")
+    (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  prometheus: {FAST_HASH}\n")
+    exporter = processes["exporter"](
+        "--config.file", str(tmp_path / "config.yml"), "--web.config.file", str(tmp_path / "web.yml")
+    )
+    base = f"http://127.0.0.1:{exporter.ports['http']}"
+    probe = f"{base}/probe?target=127.0.0.1:{room('doc-example').ports.websocket}"
+    assert http_get(probe)[0] == 401
+    status, _, body = http_get(probe, basic("prometheus", PASSWORD))
+    assert status == 200 and value(body.decode(), "trueconf_up") == 1
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        opener.open(urllib.request.Request(f"{base}/-/reload", data=b"", method="POST"), timeout=10)
+    assert caught.value.code == 401
+    request = urllib.request.Request(
+        f"{base}/-/reload", data=b"", method="POST", headers=basic("prometheus", PASSWORD)
+    )
+    with opener.open(request, timeout=10) as response:
+        assert response.status == 200
