@@ -1,10 +1,12 @@
 """End to end: emulated Rooms, real exporters and a real Prometheus server with the project's rules.
 
 Two Rooms are watched: one that lists every kind of request (tests/fixtures/dashboard-room.json) and one that
-refuses the API (`--fault old-room`). Prometheus (Debian's binary) scrapes both exporters every second from a
-temporary storage directory on loopback, with a configuration derived from prometheus/prometheus.yml. Every
-query of every dashboard panel and variable then runs through Prometheus's HTTP API, with Grafana's variables
-substituted the way Grafana does, and must be valid and return data.
+refuses the API (`--fault old-room`). Each is read twice, the two ways prometheus/prometheus.yml shows: by an
+exporter of its own on /metrics (job `trueconf`), and by one multi-target exporter on /probe with the
+blackbox-style relabelling (job `trueconf-probe`). Prometheus (Debian's binary) scrapes every second from a
+temporary storage directory on loopback, with the example configuration's jobs and rules. Every query of every
+dashboard panel and variable then runs through Prometheus's HTTP API, with Grafana's variables substituted the
+way Grafana does, and must be valid and return data.
 """
 
 from __future__ import annotations
@@ -29,18 +31,29 @@ from tests.processes import Process, http_get, start_emulator, start_exporter
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 JOB = "trueconf"
 """The /metrics job of prometheus/prometheus.yml."""
+PROBE_JOB = "trueconf-probe"
+"""The /probe job of prometheus/prometheus.yml."""
 WAIT_SECONDS = 30
 SAMPLES_BEFORE_QUERYING = 3
+
+
+@dataclass(frozen=True)
+class Room:
+    """One Room as Prometheus labels it."""
+
+    job: str
+    instance: str
+    answers: bool
 
 
 @dataclass
 class Stack:
     url: str
-    healthy: str
-    """`instance` of the exporter reading the Room that lists every kind of request."""
-    broken: str
-    """`instance` of the exporter reading the Room that refuses the API."""
+    rooms: list[Room]
     prometheus: Process
+
+    def room(self, job: str, answers: bool) -> Room:
+        return next(room for room in self.rooms if room.job == job and room.answers == answers)
 
     def api(self, path: str, **params: str) -> Any:
         """GET a Prometheus API path; returns `data`, failing with Prometheus's error otherwise."""
@@ -62,15 +75,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prometheus_config(targets: list[str]) -> dict[str, Any]:
-    """prometheus/prometheus.yml with its /metrics job aimed at `targets`, a 1s rhythm, the project rules."""
+def prometheus_config(exporters: list[str], multi_target_exporter: str, rooms: list[str]) -> dict[str, Any]:
+    """prometheus/prometheus.yml at a 1s rhythm with the project's rules: its /metrics job aimed at
+    `exporters` and the multi-target exporter's own /metrics, its /probe job (relabelling as shipped)
+    listing `rooms` and sending them to `multi_target_exporter`."""
     example = yaml.safe_load(dq.PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
-    job = next(job for job in example["scrape_configs"] if job["job_name"] == JOB)
-    job["static_configs"] = [{"targets": targets}]
+    jobs = {job["job_name"]: job for job in example["scrape_configs"]}
+    single, probe = jobs[JOB], jobs[PROBE_JOB]
+    single["static_configs"] = [{"targets": [*exporters, multi_target_exporter]}]
+    probe["static_configs"] = [{"targets": rooms}]
+    exporter_address = [rule for rule in probe["relabel_configs"] if rule["target_label"] == "__address__"]
+    assert len(exporter_address) == 1, probe["relabel_configs"]
+    exporter_address[0]["replacement"] = multi_target_exporter
     return {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(dq.ALERTS.parent / name) for name in example["rule_files"]],
-        "scrape_configs": [job],
+        "scrape_configs": [single, probe],
     }
 
 
@@ -131,68 +151,100 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("prometheus-e2e")
     started: list[Process] = []
     try:
-        room = start_emulator(workdir, "--scenario", str(dq.ROOM_SCENARIO))
-        started.append(room)
-        old_room = start_emulator(workdir, "--scenario", "doc-example", "--fault", "old-room")
-        started.append(old_room)
+        healthy = start_emulator(workdir, "--scenario", str(dq.ROOM_SCENARIO))
+        started.append(healthy)
+        broken = start_emulator(workdir, "--scenario", "doc-example", "--fault", "old-room")
+        started.append(broken)
+        room_urls = [f"ws://127.0.0.1:{emulator.ports['websocket']}" for emulator in (healthy, broken)]
         exporters = []
-        for emulator in (room, old_room):
-            target = f"ws://127.0.0.1:{emulator.ports['websocket']}"
-            exporter = start_exporter(workdir, "--target", target, "--timeout", "0.8")
+        for url in room_urls:
+            exporter = start_exporter(workdir, "--target", url, "--timeout", "0.8")
             started.append(exporter)
             exporters.append(f"127.0.0.1:{exporter.ports['http']}")
-        prometheus, url = start_prometheus(workdir, prometheus_config(exporters))
+        config_file = workdir / "exporter.yml"
+        config_file.write_text(
+            yaml.safe_dump({"modules": {"default": {"timeout": "800ms"}}, "allowed_targets": ["127.0.0.1"]})
+        )
+        multi_target = start_exporter(workdir, "--config.file", str(config_file))
+        started.append(multi_target)
+        multi_target_address = f"127.0.0.1:{multi_target.ports['http']}"
+
+        config = prometheus_config(exporters, multi_target_address, room_urls)
+        prometheus, prometheus_url = start_prometheus(workdir, config)
         started.append(prometheus)
-        stack = Stack(url=url, healthy=exporters[0], broken=exporters[1], prometheus=prometheus)
+        rooms = [
+            Room(JOB, exporters[0], True),
+            Room(JOB, exporters[1], False),
+            Room(PROBE_JOB, room_urls[0], True),
+            Room(PROBE_JOB, room_urls[1], False),
+        ]
+        stack = Stack(url=prometheus_url, rooms=rooms, prometheus=prometheus)
 
         def scraped() -> bool:
-            counts = stack.query(f'count_over_time(trueconf_up{{job="{JOB}"}}[1m])')
-            return len(counts) == 2 and all(float(s["value"][1]) >= SAMPLES_BEFORE_QUERYING for s in counts)
+            counts = stack.query("count_over_time(trueconf_up[1m])")
+            return len(counts) == len(rooms) and all(
+                float(s["value"][1]) >= SAMPLES_BEFORE_QUERYING for s in counts
+            )
 
-        assert wait_until(scraped), f"Prometheus never scraped both exporters:\n{prometheus.stderr[-4000:]}"
+        assert wait_until(scraped), f"Prometheus never scraped every Room:\n{prometheus.stderr[-4000:]}"
         yield stack
     finally:
         for process in reversed(started):
             process.stop()
 
 
-def substitutions(stack: Stack) -> dict[str, dict[str, str]]:
-    """The variable selections a user makes: All, both Rooms ticked, each Room alone."""
-    return {
-        "all": {"job": ".*", "instance": ".*"},
-        "both ticked": {
-            "job": dq.regex_value([JOB]),
-            "instance": dq.regex_value([stack.healthy, stack.broken]),
-        },
-        "healthy Room": {"job": dq.regex_value([JOB]), "instance": dq.regex_value([stack.healthy])},
-        "broken Room": {"job": dq.regex_value([JOB]), "instance": dq.regex_value([stack.broken])},
+def substitutions(stack: Stack) -> dict[str, tuple[dict[str, str], Room | None]]:
+    """The variable selections a user makes: All, everything ticked, each Room alone."""
+    selections: dict[str, tuple[dict[str, str], Room | None]] = {
+        "all": ({"job": ".*", "instance": ".*"}, None),
+        "everything ticked": (
+            {
+                "job": dq.regex_value(sorted({room.job for room in stack.rooms})),
+                "instance": dq.regex_value([room.instance for room in stack.rooms]),
+            },
+            None,
+        ),
     }
+    for room in stack.rooms:
+        values = {"job": dq.regex_value([room.job]), "instance": dq.regex_value([room.instance])}
+        selections[f"{room.job} {room.instance}"] = (values, room)
+    return selections
+
+
+def scraped_names(stack: Stack, room: Room) -> set[str]:
+    """The metric names Prometheus holds for one Room (a Room that does not answer has no request gauges,
+    a Room read through /probe has no exporter build info)."""
+    series = stack.query(f'group by (__name__) ({{job="{room.job}", instance="{room.instance}"}})')
+    return {s["metric"]["__name__"] for s in series}
 
 
 def test_every_panel_query_is_valid_and_returns_data(stack: Stack) -> None:
-    dashboard = dq.load_dashboard()
-    queries = list(dq.panel_queries(dashboard))
+    queries = list(dq.panel_queries(dq.load_dashboard()))
     assert len(queries) >= 10
     empty = []
-    for selection, values in substitutions(stack).items():
+    for selection, (values, room) in substitutions(stack).items():
+        names = scraped_names(stack, room) if room else set()
+        assert room is None or "trueconf_up" in names, f"Prometheus has no Room labelled {room}"
         for panel, target in queries:
             expr = dq.substitute(target["expr"], values)
             result = stack.query(expr)  # fails on a query Prometheus rejects
             where = f"{selection}: {panel['title']!r} {target['refId']}: {expr}"
-            if selection == "broken Room":
-                # a Room that does not answer has only up, the duration and the error reason: no request data
-                assert {s["metric"].get("instance", stack.broken) for s in result} <= {stack.broken}, where
-                continue
-            if not result:
+            must_show_data = room is None or dq.metric_names(target["expr"]) <= names
+            if must_show_data and not result:
                 empty.append(where)
-            if selection == "healthy Room":
-                assert {s["metric"].get("instance", stack.healthy) for s in result} == {stack.healthy}, where
+            if room is not None:
+                # the selection filters: nothing of another Room (aggregates without labels are fine)
+                assert {s["metric"].get("instance", room.instance) for s in result} <= {room.instance}, where
+                assert {s["metric"].get("job", room.job) for s in result} <= {room.job}, where
     assert empty == []
+    # a Room read on /metrics has every metric: each of its selections above had to show data
+    names = scraped_names(stack, stack.room(JOB, answers=True))
+    assert all(dq.metric_names(target["expr"]) <= names for _, target in queries), names
 
 
 def test_time_series_panels_have_data_over_a_range(stack: Stack) -> None:
     end = time.time()
-    values = substitutions(stack)["all"]
+    values, _ = substitutions(stack)["all"]
     for panel, target in dq.panel_queries(dq.load_dashboard()):
         if target.get("instant") and not target.get("range"):
             continue
@@ -208,16 +260,19 @@ def test_variable_queries_list_the_jobs_and_rooms(stack: Stack) -> None:
     instance = dq.variable_query(variables["instance"])
 
     jobs = {s["metric"][job.label] for s in stack.query(dq.substitute(job.as_promql(), {}))}
-    assert jobs == {JOB}
+    assert jobs == {JOB, PROBE_JOB}
     # what Grafana itself calls for label_values(): the label values API with a series selector
     assert set(stack.api(f"/api/v1/label/{job.label}/values", **{"match[]": job.expr or ""})) == jobs
 
-    for selected in (".*", dq.regex_value([JOB])):
+    everything = {room.instance for room in stack.rooms}
+    for selected, wanted in (
+        (".*", everything),
+        (dq.regex_value(sorted(jobs)), everything),
+        (dq.regex_value([PROBE_JOB]), {room.instance for room in stack.rooms if room.job == PROBE_JOB}),
+        ("no-such-job", set()),
+    ):
         instance_expr = dq.substitute(instance.as_promql(), {"job": selected})
-        rooms = {s["metric"][instance.label] for s in stack.query(instance_expr)}
-        assert rooms == {stack.healthy, stack.broken}
-    nothing = dq.substitute(instance.as_promql(), {"job": "no-such-job"})
-    assert stack.query(nothing) == []
+        assert {s["metric"][instance.label] for s in stack.query(instance_expr)} == wanted, selected
 
 
 def test_every_rule_group_loaded_and_healthy(stack: Stack) -> None:
@@ -242,31 +297,44 @@ def test_every_rule_group_loaded_and_healthy(stack: Stack) -> None:
 
 def test_alerts_become_active_on_real_exporter_data(stack: Stack) -> None:
     """The fixture Room's old requests and malformed entry, and the broken Room, make alerts pending (their
-    `for:` is longer than this test); nothing else is active."""
-    expected = {
-        ("TrueconfRoomDown", stack.broken),
-        ("TrueconfFileRequestWaitingTooLong", stack.healthy),
-        ("TrueconfFileTransferTooLong", stack.healthy),
-        ("TrueconfMalformedEntries", stack.healthy),
-    }
+    `for:` is longer than this test) through both jobs; nothing else is active."""
+    expected = set()
+    for room in stack.rooms:
+        if room.answers:
+            for name in (
+                "TrueconfFileRequestWaitingTooLong",
+                "TrueconfFileTransferTooLong",
+                "TrueconfMalformedEntries",
+            ):
+                expected.add((name, room.job, room.instance))
+        else:
+            expected.add(("TrueconfRoomDown", room.job, room.instance))
 
-    def active() -> set[tuple[str, str]]:
+    def active() -> dict[tuple[str, str, str], dict[str, Any]]:
         alerts = stack.api("/api/v1/alerts")["alerts"]
-        return {(a["labels"]["alertname"], a["labels"]["instance"]) for a in alerts}
+        return {(a["labels"]["alertname"], a["labels"]["job"], a["labels"]["instance"]): a for a in alerts}
 
-    assert wait_until(lambda: active() >= expected), active()
-    alerts = {
-        (a["labels"]["alertname"], a["labels"]["instance"]): a for a in stack.api("/api/v1/alerts")["alerts"]
-    }
+    assert wait_until(lambda: set(active()) >= expected), active()
+    alerts = active()
     assert set(alerts) == expected
-    room_down = alerts[("TrueconfRoomDown", stack.broken)]
-    assert room_down["labels"] == {
-        "alertname": "TrueconfRoomDown",
-        "job": JOB,
-        "instance": stack.broken,
-        "severity": "critical",
-    }
-    assert room_down["annotations"]["description"].endswith("reason of the last failure: api.")
-    waiting = alerts[("TrueconfFileRequestWaitingTooLong", stack.healthy)]
-    assert waiting["labels"]["status"] == "waiting"
-    assert float(waiting["value"]) >= 1200
+    for room in stack.rooms:
+        if room.answers:
+            waiting = alerts[("TrueconfFileRequestWaitingTooLong", room.job, room.instance)]
+            assert waiting["labels"] == {
+                "alertname": "TrueconfFileRequestWaitingTooLong",
+                "job": room.job,
+                "instance": room.instance,
+                "status": "waiting",
+                "severity": "warning",
+            }
+            assert float(waiting["value"]) >= 1200
+            assert f"Room {room.instance} has been waiting" in waiting["annotations"]["description"]
+        else:
+            down = alerts[("TrueconfRoomDown", room.job, room.instance)]
+            assert down["labels"] == {
+                "alertname": "TrueconfRoomDown",
+                "job": room.job,
+                "instance": room.instance,
+                "severity": "critical",
+            }
+            assert down["annotations"]["description"].endswith("reason of the last failure: api.")
