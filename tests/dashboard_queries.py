@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,13 +216,24 @@ def substitute(expr: str, values: dict[str, str]) -> str:
     )
 
 
-def exposed_metric_names(processes: dict[str, Callable[..., Process]]) -> set[str]:
-    """Every sample name a real exporter exposes when scraped, reading the Room of ROOM_SCENARIO."""
+def exposed_metric_names(processes: dict[str, Callable[..., Process]], workdir: Path) -> set[str]:
+    """Every sample name real exporters expose when scraped, reading the Room of ROOM_SCENARIO: a
+    single-target exporter's /metrics, a multi-target exporter's /metrics and /probe."""
     room = processes["emulator"]("--scenario", str(ROOM_SCENARIO))
-    exporter = processes["exporter"]("--target", f"ws://127.0.0.1:{room.ports['websocket']}")
-    status, _, body = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")
-    assert status == 200, body
-    exposed = names(body.decode())
-    assert "trueconf_up" in exposed, body.decode()
-    assert "trueconf_outgoing_file_requests_oldest_pending_timestamp_seconds" in exposed, body.decode()
+    target = f"ws://127.0.0.1:{room.ports['websocket']}"
+    single = processes["exporter"]("--target", target)
+    config_file = workdir / "exporter-config.yml"
+    config_file.write_text(yaml.safe_dump({"modules": {"default": {}}, "allowed_targets": ["127.0.0.1"]}))
+    multi = processes["exporter"]("--config.file", str(config_file))
+    exposed: set[str] = set()
+    for url in (
+        f"http://127.0.0.1:{single.ports['http']}/metrics",
+        f"http://127.0.0.1:{multi.ports['http']}/metrics",
+        f"http://127.0.0.1:{multi.ports['http']}/probe?" + urllib.parse.urlencode({"target": target}),
+    ):
+        status, _, body = http_get(url)
+        assert status == 200, (url, body)
+        exposed |= names(body.decode())
+    assert "trueconf_up" in exposed, exposed
+    assert "trueconf_outgoing_file_requests_oldest_pending_timestamp_seconds" in exposed, exposed
     return exposed

@@ -111,8 +111,8 @@ def test_alerts_cover_what_the_issue_asks_for() -> None:
 
 
 @pytest.fixture
-def exposed_names(processes: dict[str, Callable[..., Process]]) -> set[str]:
-    return dq.exposed_metric_names(processes)
+def exposed_names(processes: dict[str, Callable[..., Process]], tmp_path: Path) -> set[str]:
+    return dq.exposed_metric_names(processes, tmp_path)
 
 
 def test_alerts_read_only_metrics_the_exporter_exposes(exposed_names: set[str]) -> None:

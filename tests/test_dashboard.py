@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,8 +38,8 @@ def dashboard() -> dict[str, Any]:
 
 
 @pytest.fixture
-def exposed_names(processes: dict[str, Callable[..., Process]]) -> set[str]:
-    return dq.exposed_metric_names(processes)
+def exposed_names(processes: dict[str, Callable[..., Process]], tmp_path: Path) -> set[str]:
+    return dq.exposed_metric_names(processes, tmp_path)
 
 
 def _label(panel: dict[str, Any]) -> str:
