@@ -30,8 +30,8 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends systemd; }
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check exporter tests benchmarks
-	$(BIN)/ruff format --check exporter tests benchmarks
+	$(BIN)/ruff check exporter tests benchmarks scripts
+	$(BIN)/ruff format --check exporter tests benchmarks scripts
 
 unit: $(BIN)/.installed system-deps
 	$(BIN)/python -m pytest

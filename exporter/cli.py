@@ -5,6 +5,7 @@ Every option also reads an environment variable `TRUECONF_EXPORTER_<NAME>`, show
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -56,7 +57,9 @@ class TargetType(click.ParamType):
 class ListenAddressType(click.ParamType):
     name = "HOST:PORT"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, int]:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, int]:
         if isinstance(value, tuple):
             return value
         try:
@@ -75,45 +78,90 @@ def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
         except (OSError, UnicodeDecodeError) as error:
             raise click.BadParameter(f"cannot read {pin_file}: {error}", param_hint="--pin-file") from None
         if not pin:
-            raise click.BadParameter(f"{pin_file} is empty; remove --pin-file for a Room without a PIN",
-                                     param_hint="--pin-file")
+            raise click.BadParameter(
+                f"{pin_file} is empty; remove --pin-file for a Room without a PIN", param_hint="--pin-file"
+            )
         return pin
     if pin is not None and not pin.strip():
-        raise click.BadParameter("the PIN is empty; leave it out for a Room without a PIN", param_hint="--pin")
+        raise click.BadParameter(
+            "the PIN is empty; leave it out for a Room without a PIN", param_hint="--pin"
+        )
     return pin.strip() if pin is not None else None
 
 
 def logging_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option("--log-format", type=click.Choice(FORMATS), default="logfmt", show_default=True,
-                           envvar=env("LOG_FORMAT"), show_envvar=True, help="Log line format.")(command)
-    return click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="info",
-                        show_default=True, envvar=env("LOG_LEVEL"), show_envvar=True,
-                        help="Only log lines at this level or above.")(command)
+    command = click.option(
+        "--log-format",
+        type=click.Choice(FORMATS),
+        default="logfmt",
+        show_default=True,
+        envvar=env("LOG_FORMAT"),
+        show_envvar=True,
+        help="Log line format.",
+    )(command)
+    return click.option(
+        "--log-level",
+        type=click.Choice(LEVELS, case_sensitive=False),
+        default="info",
+        show_default=True,
+        envvar=env("LOG_LEVEL"),
+        show_envvar=True,
+        help="Only log lines at this level or above.",
+    )(command)
 
 
 def room_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that say which Room to read and how: shared by `serve` and `check`."""
     options = [
-        click.option("--target", type=TargetType(), default=DEFAULT_TARGET, show_default=True,
-                     envvar=env("TARGET"), show_envvar=True,
-                     help="The Room: ws://HOST:PORT, HOST[:PORT] (WebSocket port, 8765 by default), or "
-                          "http://HOST[:PORT] to discover the WebSocket port from the Room's web UI."),
-        click.option("--pin", envvar=env("PIN"), show_envvar=True, default=None,
-                     help="The Room's PIN. Prefer --pin-file or the environment variable: a command line "
-                          "is visible to every user of the machine."),
-        click.option("--pin-file", type=click.Path(path_type=Path, dir_okay=False), envvar=env("PIN_FILE"),
-                     show_envvar=True, default=None, help="A file holding the Room's PIN (whitespace stripped)."),
-        click.option("--timeout", type=click.FloatRange(min=0.05, max=600), default=DEFAULT_TIMEOUT_SECONDS,
-                     show_default=True, envvar=env("TIMEOUT"), show_envvar=True,
-                     help="Seconds one whole collection may take: discovery, connect, auth and reply."),
-        click.option("--max-message-bytes", type=click.IntRange(min=1024), default=DEFAULT_MAX_MESSAGE_BYTES,
-                     show_default=True, envvar=env("MAX_MESSAGE_BYTES"), show_envvar=True,
-                     help="Refuse any one message from the Room larger than this (reason protocol) "
-                          "before reading it, so a misbehaving Room cannot exhaust the exporter's memory."),
+        click.option(
+            "--target",
+            type=TargetType(),
+            default=DEFAULT_TARGET,
+            show_default=True,
+            envvar=env("TARGET"),
+            show_envvar=True,
+            help="The Room: ws://HOST:PORT, HOST[:PORT] (WebSocket port, 8765 by default), or "
+            "http://HOST[:PORT] to discover the WebSocket port from the Room's web UI.",
+        ),
+        click.option(
+            "--pin",
+            envvar=env("PIN"),
+            show_envvar=True,
+            default=None,
+            help="The Room's PIN. Prefer --pin-file or the environment variable: a command line "
+            "is visible to every user of the machine.",
+        ),
+        click.option(
+            "--pin-file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            envvar=env("PIN_FILE"),
+            show_envvar=True,
+            default=None,
+            help="A file holding the Room's PIN (whitespace stripped).",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.05, max=600),
+            default=DEFAULT_TIMEOUT_SECONDS,
+            show_default=True,
+            envvar=env("TIMEOUT"),
+            show_envvar=True,
+            help="Seconds one whole collection may take: discovery, connect, auth and reply.",
+        ),
+        click.option(
+            "--max-message-bytes",
+            type=click.IntRange(min=1024),
+            default=DEFAULT_MAX_MESSAGE_BYTES,
+            show_default=True,
+            envvar=env("MAX_MESSAGE_BYTES"),
+            show_envvar=True,
+            help="Refuse any one message from the Room larger than this (reason protocol) "
+            "before reading it, so a misbehaving Room cannot exhaust the exporter's memory.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
-    return logging_options(command)
+    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,32 +172,72 @@ def main() -> None:
 
 @main.command()
 @room_options
-@click.option("--web.listen-address", "listen_address", type=ListenAddressType(), default=DEFAULT_LISTEN_ADDRESS,
-              show_default=True, envvar=env("WEB_LISTEN_ADDRESS"), show_envvar=True,
-              help="Address to serve /metrics on.")
-@click.option("--collector.process/--no-collector.process", "process_metrics", default=False, show_default=True,
-              envvar=env("COLLECTOR_PROCESS"), show_envvar=True,
-              help="Also export the Python process, platform and GC metrics.")
-@click.option("--config.file", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              envvar=env("CONFIG_FILE"), show_envvar=True,
-              help="YAML with modules (PIN source, timeout, discovery) and allowed_targets, for a fleet "
-                   "of Rooms probed at /probe?target=HOST&module=NAME. With it, /metrics carries only the "
-                   "exporter's own metrics and --target/--pin/--pin-file are ignored. Reloaded on SIGHUP "
-                   "and POST /-/reload.")
-@click.option("--web.config.file", "web_config_file", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, envvar=env("WEB_CONFIG_FILE"), show_envvar=True,
-              help="Prometheus exporter-toolkit web config: TLS (tls_server_config) and basic auth "
-                   "(basic_auth_users, bcrypt hashes). Re-read when it changes.")
-def serve(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: float, max_message_bytes: int,
-          listen_address: tuple[str, int], process_metrics: bool, config_file: Path | None,
-          web_config_file: Path | None, log_level: str, log_format: str) -> None:
+@click.option(
+    "--web.listen-address",
+    "listen_address",
+    type=ListenAddressType(),
+    default=DEFAULT_LISTEN_ADDRESS,
+    show_default=True,
+    envvar=env("WEB_LISTEN_ADDRESS"),
+    show_envvar=True,
+    help="Address to serve /metrics on.",
+)
+@click.option(
+    "--collector.process/--no-collector.process",
+    "process_metrics",
+    default=False,
+    show_default=True,
+    envvar=env("COLLECTOR_PROCESS"),
+    show_envvar=True,
+    help="Also export the Python process, platform and GC metrics.",
+)
+@click.option(
+    "--config.file",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar=env("CONFIG_FILE"),
+    show_envvar=True,
+    help="YAML with modules (PIN source, timeout, discovery) and allowed_targets, for a fleet "
+    "of Rooms probed at /probe?target=HOST&module=NAME. With it, /metrics carries only the "
+    "exporter's own metrics and --target/--pin/--pin-file are ignored. Reloaded on SIGHUP "
+    "and POST /-/reload.",
+)
+@click.option(
+    "--web.config.file",
+    "web_config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar=env("WEB_CONFIG_FILE"),
+    show_envvar=True,
+    help="Prometheus exporter-toolkit web config: TLS (tls_server_config) and basic auth "
+    "(basic_auth_users, bcrypt hashes). Re-read when it changes.",
+)
+@logging_options
+def serve(
+    target: RoomTarget,
+    pin: str | None,
+    pin_file: Path | None,
+    timeout: float,
+    max_message_bytes: int,
+    listen_address: tuple[str, int],
+    process_metrics: bool,
+    config_file: Path | None,
+    web_config_file: Path | None,
+    log_level: str,
+    log_format: str,
+) -> None:
     """Serve the Room's metrics, read at every scrape of /metrics (or of /probe with --config.file)."""
     setup_logging(log_level, log_format)
     web_config = load_web_config_for_serve(web_config_file)
     config = load_config_for_serve(config_file, timeout)
-    settings = ExporterSettings(target=target, pin=read_pin(pin, pin_file) if config is None else None,
-                                timeout_seconds=timeout, process_metrics=process_metrics,
-                                max_message_bytes=max_message_bytes)
+    settings = ExporterSettings(
+        target=target,
+        pin=read_pin(pin, pin_file) if config is None else None,
+        timeout_seconds=timeout,
+        process_metrics=process_metrics,
+        max_message_bytes=max_message_bytes,
+    )
     run_server(settings, listen_address, config=config, web_config=web_config)
 
 
@@ -172,27 +260,40 @@ def load_config_for_serve(path: Path | None, default_timeout: float) -> ConfigHo
     except ConfigError as error:
         raise click.ClickException(f"invalid --config.file: {error}") from None
     context = click.get_current_context()
-    ignored = [f"--{name.replace('_', '-')}" for name in ("target", "pin", "pin_file")
-               if context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+    ignored = [
+        f"--{name.replace('_', '-')}"
+        for name in ("target", "pin", "pin_file")
+        if context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
     if ignored:
-        log.warning("ignored with --config.file: Rooms are probed through /probe with the config's modules",
-                    extra={"detail": ", ".join(ignored)})
+        log.warning(
+            "ignored with --config.file: Rooms are probed through /probe with the config's modules",
+            extra={"detail": ", ".join(ignored)},
+        )
     config = holder.config
     if config.allowed_targets is None and any(m.pin is not None for m in config.modules.values()):
-        log.warning("no allowed_targets: /probe connects to any host it is given, sending the module's PIN",
-                    extra={"file": str(path)})
+        log.warning(
+            "no allowed_targets: /probe connects to any host it is given, sending the module's PIN",
+            extra={"file": str(path)},
+        )
     return holder
 
 
-def run_server(settings: ExporterSettings, listen_address: tuple[str, int],
-               config: ConfigHolder | None = None, web_config: WebConfigWatcher | None = None,
-               announce: Callable[[str], None] | None = None) -> None:
+def run_server(
+    settings: ExporterSettings,
+    listen_address: tuple[str, int],
+    config: ConfigHolder | None = None,
+    web_config: WebConfigWatcher | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
     """Serve until SIGTERM or Ctrl-C; `announce` is told the metrics URL once the port is bound."""
     host, port = listen_address
     try:
         server = make_http_server(ExporterApp(settings, config), host, port, web_config)
     except OSError as error:
-        raise click.ClickException(f"cannot listen on {host or '*'}:{port}: {error.strerror or error}") from None
+        raise click.ClickException(
+            f"cannot listen on {host or '*'}:{port}: {error.strerror or error}"
+        ) from None
     bound_port = server.server_address[1]
     shown_host = host if host not in ("", "0.0.0.0", "::") else "127.0.0.1"
     scheme = "https" if web_config is not None and web_config.current().tls is not None else "http"
@@ -215,9 +316,16 @@ def run_server(settings: ExporterSettings, listen_address: tuple[str, int],
 
 @main.command()
 @room_options
-def check(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: float, max_message_bytes: int,
-          log_level: str,
-          log_format: str) -> None:
+@logging_options
+def check(
+    target: RoomTarget,
+    pin: str | None,
+    pin_file: Path | None,
+    timeout: float,
+    max_message_bytes: int,
+    log_level: str,
+    log_format: str,
+) -> None:
     """Read the Room once, print its metrics and a verdict; exit 0 if it answered, 1 otherwise."""
     setup_logging(log_level, log_format)
     collection = collect_room(target, read_pin(pin, pin_file), timeout, max_message_bytes)
@@ -230,41 +338,99 @@ def check(target: RoomTarget, pin: str | None, pin_file: Path | None, timeout: f
 
 
 @main.command()
-@click.option("--scenario", default=DEMO, show_default=True, envvar=env("EMULATOR_SCENARIO"), show_envvar=True,
-              help="'demo' (a living Room), 'doc-example' (the documentation's example reply) or a JSON file.")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar=env("EMULATOR_HOST"), show_envvar=True,
-              help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
-              envvar=env("EMULATOR_PORT"), show_envvar=True, help="WebSocket API port (0: any free port).")
-@click.option("--web-port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              envvar=env("EMULATOR_WEB_PORT"), show_envvar=True,
-              help="Web UI port serving /public/default/config.json (0: any free port).")
-@click.option("--pin-file", type=click.Path(path_type=Path, dir_okay=False), envvar=env("EMULATOR_PIN_FILE"),
-              show_envvar=True, default=None, help="Make the Room require the PIN in this file.")
-@click.option("--fault", type=click.Choice([f.value for f in Fault]), default=Fault.NONE.value,
-              show_default=True, envvar=env("EMULATOR_FAULT"), show_envvar=True,
-              help="Misbehave this way, to see how the exporter copes.")
-@click.option("--slow-reply-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              envvar=env("EMULATOR_SLOW_REPLY_SECONDS"), show_envvar=True,
-              help="With --fault slow-reply: how long the reply is held back.")
+@click.option(
+    "--scenario",
+    default=DEMO,
+    show_default=True,
+    envvar=env("EMULATOR_SCENARIO"),
+    show_envvar=True,
+    help="'demo' (a living Room), 'doc-example' (the documentation's example reply) or a JSON file.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar=env("EMULATOR_HOST"),
+    show_envvar=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    envvar=env("EMULATOR_PORT"),
+    show_envvar=True,
+    help="WebSocket API port (0: any free port).",
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    envvar=env("EMULATOR_WEB_PORT"),
+    show_envvar=True,
+    help="Web UI port serving /public/default/config.json (0: any free port).",
+)
+@click.option(
+    "--pin-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar=env("EMULATOR_PIN_FILE"),
+    show_envvar=True,
+    default=None,
+    help="Make the Room require the PIN in this file.",
+)
+@click.option(
+    "--fault",
+    type=click.Choice([f.value for f in Fault]),
+    default=Fault.NONE.value,
+    show_default=True,
+    envvar=env("EMULATOR_FAULT"),
+    show_envvar=True,
+    help="Misbehave this way, to see how the exporter copes.",
+)
+@click.option(
+    "--slow-reply-seconds",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar=env("EMULATOR_SLOW_REPLY_SECONDS"),
+    show_envvar=True,
+    help="With --fault slow-reply: how long the reply is held back.",
+)
 @logging_options
-def emulate(scenario: str, host: str, port: int, web_port: int, pin_file: Path | None, fault: str,
-            slow_reply_seconds: float, log_level: str, log_format: str) -> None:
+def emulate(
+    scenario: str,
+    host: str,
+    port: int,
+    web_port: int,
+    pin_file: Path | None,
+    fault: str,
+    slow_reply_seconds: float,
+    log_level: str,
+    log_format: str,
+) -> None:
     """Run the built-in TrueConf Room emulator until interrupted."""
     setup_logging(log_level, log_format)
-    settings = EmulatorSettings(host=host, websocket_port=port, web_port=web_port, pin=read_pin(None, pin_file),
-                                fault=Fault(fault), slow_reply_seconds=slow_reply_seconds)
+    settings = EmulatorSettings(
+        host=host,
+        websocket_port=port,
+        web_port=web_port,
+        pin=read_pin(None, pin_file),
+        fault=Fault(fault),
+        slow_reply_seconds=slow_reply_seconds,
+    )
     emulator = start_emulator(scenario, settings)
     ports = emulator.ports
     assert ports is not None
-    click.echo(f"emulator ready: websocket ws://{host}:{ports.websocket} "
-               f"web http://{host}:{ports.web}/public/default/config.json", )
+    click.echo(
+        f"emulator ready: websocket ws://{host}:{ports.websocket} "
+        f"web http://{host}:{ports.web}/public/default/config.json",
+    )
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         emulator.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 def start_emulator(scenario: str, settings: EmulatorSettings) -> RunningEmulator:
@@ -280,9 +446,16 @@ def start_emulator(scenario: str, settings: EmulatorSettings) -> RunningEmulator
 
 
 @main.command()
-@click.option("--web.listen-address", "listen_address", type=ListenAddressType(), default=DEFAULT_LISTEN_ADDRESS,
-              show_default=True, envvar=env("WEB_LISTEN_ADDRESS"), show_envvar=True,
-              help="Address to serve /metrics on.")
+@click.option(
+    "--web.listen-address",
+    "listen_address",
+    type=ListenAddressType(),
+    default=DEFAULT_LISTEN_ADDRESS,
+    show_default=True,
+    envvar=env("WEB_LISTEN_ADDRESS"),
+    show_envvar=True,
+    help="Address to serve /metrics on.",
+)
 @logging_options
 def demo(listen_address: tuple[str, int], log_level: str, log_format: str) -> None:
     """A first look: a living emulated Room and the exporter reading it, together. Ctrl-C stops both."""

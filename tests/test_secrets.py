@@ -1,4 +1,4 @@
-"""The PIN never leaves the exporter: not in a log line (debug level), a page, a metric or `check`'s output."""
+"""The PIN never leaves the exporter: not in a log line (debug level), a page, a metric or `check` output."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A TrueConf Room stand-in: the WebSocket API and config.json, fixed scenarios, a living demo, fault modes."""
+"""A TrueConf Room stand-in: the WebSocket API, config.json, fixed scenarios, a living demo, fault modes."""
 
 from __future__ import annotations
 

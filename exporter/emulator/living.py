@@ -13,16 +13,25 @@ from typing import Any
 
 FAILED, WAITING, DOWNLOADING, PROCESSED = 0, 1, 2, 3
 
-PEERS = (("820_1@demo.trueconf", "Reception"), ("821_7@demo.trueconf", "Board room"), ("904@demo.trueconf", "Ann"))
+PEERS = (
+    ("820_1@demo.trueconf", "Reception"),
+    ("821_7@demo.trueconf", "Board room"),
+    ("904@demo.trueconf", "Ann"),
+)
 CONFERENCES = ("000001703e81e38e@demo.trueconf#vcs", "00000170aa12bc44@demo.trueconf#vcs")
 FILE_NAMES = ("agenda.pdf", "slides.pptx", "minutes.docx", "photo.jpg", "budget.xlsx", "recording.mp4")
 
-FATES = (("delivered", 0.62), ("failed", 0.12), ("stuck-waiting", 0.14), ("stuck-downloading", 0.06),
-         ("declined-late", 0.06))
+FATES = (
+    ("delivered", 0.62),
+    ("failed", 0.12),
+    ("stuck-waiting", 0.14),
+    ("stuck-downloading", 0.06),
+    ("declined-late", 0.06),
+)
 """How a new request will end, with its probability."""
 
 KEEP_FINISHED_SECONDS = 600
-"""Processed and failed requests stay listed this long; the real Room keeps them until its history is cleared."""
+"""Processed and failed requests stay listed this long; a real Room keeps them longer."""
 STUCK_SECONDS = 1500
 """A stuck request is finally given up (fails) after this long, so the list stays bounded."""
 

@@ -120,10 +120,21 @@ class EmulatedRoom:
             credentials = message.get("credentials")
             given = credentials if isinstance(credentials, str) and message.get("type") == "secured" else None
             if given is None or not secrets.compare_digest(given.encode(), pin.encode()):
-                return {"method": "auth", "requestId": request_id, "result": False, "resultCode": 3,
-                        "error": "Wrong credentials"}, False
-        return {"method": "auth", "requestId": request_id, "result": True, "previleges": 2,
-                "token": secrets.token_hex(16), "tokenForHttpServer": secrets.token_hex(16)}, True
+                return {
+                    "method": "auth",
+                    "requestId": request_id,
+                    "result": False,
+                    "resultCode": 3,
+                    "error": "Wrong credentials",
+                }, False
+        return {
+            "method": "auth",
+            "requestId": request_id,
+            "result": True,
+            "previleges": 2,
+            "token": secrets.token_hex(16),
+            "tokenForHttpServer": secrets.token_hex(16),
+        }, True
 
     async def send_notifications(self, connection: ServerConnection) -> None:
         """Events that a busy Room sends between a request and its reply (reference §2)."""
@@ -141,8 +152,12 @@ class EmulatedRoom:
             n += 1
 
     async def reply_outgoing(self, connection: ServerConnection, request_id: str) -> None:
-        reply = {"method": OUTGOING_METHOD, "requestId": request_id, "result": True,
-                 "outgoingFilesRequests": self.outgoing_requests()}
+        reply = {
+            "method": OUTGOING_METHOD,
+            "requestId": request_id,
+            "result": True,
+            "outgoingFilesRequests": self.outgoing_requests(),
+        }
         fault = self.settings.fault
         if fault is Fault.SLOW_REPLY:
             await asyncio.sleep(self.settings.slow_reply_seconds)
@@ -218,8 +233,15 @@ async def _huge_reply(reply: dict[str, Any], size: int) -> AsyncIterator[str]:
     yield "]}"
 
 
-_HUGE_ENTRY = {"fileRequestId": "0d99602a-82a7-4aea-9a1d-f0b612bab793", "fileName": "2.jpg", "status": 2,
-               "size": 3200, "timestamp": 1659251271, "peerId": "820_1@some.server", "peerDn": "820_1"}
+_HUGE_ENTRY = {
+    "fileRequestId": "0d99602a-82a7-4aea-9a1d-f0b612bab793",
+    "fileName": "2.jpg",
+    "status": 2,
+    "size": 3200,
+    "timestamp": 1659251271,
+    "peerId": "820_1@some.server",
+    "peerDn": "820_1",
+}
 
 
 async def _send_huge_single_frame(connection: ServerConnection, reply: dict[str, Any], size: int) -> None:
@@ -253,15 +275,21 @@ def config_document(websocket_port: int, fault: Fault) -> bytes:
     """`/public/default/config.json` as the Room serves it (reference §1)."""
     if fault is Fault.BAD_CONFIG_JSON:
         return json.dumps({"config": {"websocket": {"hostname": None}}}).encode()
-    return json.dumps({"config": {"websocket": {"hostname": None, "port": websocket_port},
-                                  "http": {"hostname": None, "port": 8766}}}).encode()
+    return json.dumps(
+        {
+            "config": {
+                "websocket": {"hostname": None, "port": websocket_port},
+                "http": {"hostname": None, "port": 8766},
+            }
+        }
+    ).encode()
 
 
 def make_web_server(host: str, port: int, document: Callable[[], bytes]) -> ThreadingHTTPServer:
     """The Room's web UI, reduced to the one document the exporter reads."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+        def do_GET(self) -> None:
             if self.path != CONFIG_PATH:
                 self.send_error(404)
                 return
@@ -272,7 +300,7 @@ def make_web_server(host: str, port: int, document: Callable[[], bytes]) -> Thre
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("web %s", format % args)
 
     server = ThreadingHTTPServer((host, port), Handler)
@@ -324,13 +352,20 @@ class RunningEmulator:
         settings = self.room.settings
         self._stop = asyncio.Event()
         server: Server
-        async with serve(self.room.handle, settings.host, settings.websocket_port,
-                         process_request=self.room.process_request, ping_interval=None) as server:
+        async with serve(
+            self.room.handle,
+            settings.host,
+            settings.websocket_port,
+            process_request=self.room.process_request,
+            ping_interval=None,
+        ) as server:
             websocket_port = server.sockets[0].getsockname()[1]
-            self._web = make_web_server(settings.host, settings.web_port,
-                                        lambda: config_document(websocket_port, settings.fault))
-            threading.Thread(target=self._web.serve_forever, kwargs={"poll_interval": 0.05}, name="room-web",
-                             daemon=True).start()
+            self._web = make_web_server(
+                settings.host, settings.web_port, lambda: config_document(websocket_port, settings.fault)
+            )
+            threading.Thread(
+                target=self._web.serve_forever, kwargs={"poll_interval": 0.05}, name="room-web", daemon=True
+            ).start()
             self.ports = Ports(websocket=websocket_port, web=self._web.server_address[1])
             ticker = asyncio.create_task(self.room.tick())
             self._ready.set()
