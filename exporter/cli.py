@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,6 +32,8 @@ from exporter.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger("exporter")
 
+FC = TypeVar("FC", bound=Callable[..., Any])
+
 ENV_PREFIX = "TRUECONF_EXPORTER_"
 DEFAULT_TARGET = "ws://127.0.0.1:8765"
 DEFAULT_LISTEN_ADDRESS = ":18765"
@@ -40,6 +42,11 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 
 def env(name: str) -> str:
     return f"{ENV_PREFIX}{name}"
+
+
+def option(*param_decls: str, variable: str, **attrs: Any) -> Callable[[FC], FC]:
+    """A click option that also reads TRUECONF_EXPORTER_<variable>, both shown in --help with the default."""
+    return click.option(*param_decls, envvar=env(variable), show_envvar=True, show_default=True, **attrs)
 
 
 class TargetType(click.ParamType):
@@ -90,22 +97,18 @@ def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
 
 
 def logging_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option(
+    command = option(
         "--log-format",
         type=click.Choice(FORMATS),
         default="logfmt",
-        show_default=True,
-        envvar=env("LOG_FORMAT"),
-        show_envvar=True,
+        variable="LOG_FORMAT",
         help="Log line format.",
     )(command)
-    return click.option(
+    return option(
         "--log-level",
         type=click.Choice(LEVELS, case_sensitive=False),
         default="info",
-        show_default=True,
-        envvar=env("LOG_LEVEL"),
-        show_envvar=True,
+        variable="LOG_LEVEL",
         help="Only log lines at this level or above.",
     )(command)
 
@@ -113,54 +116,46 @@ def logging_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def room_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that say which Room to read and how: shared by `serve` and `check`."""
     options = [
-        click.option(
+        option(
             "--target",
             type=TargetType(),
             default=DEFAULT_TARGET,
-            show_default=True,
-            envvar=env("TARGET"),
-            show_envvar=True,
+            variable="TARGET",
             help="The Room: ws://HOST:PORT, HOST[:PORT] (WebSocket port, 8765 by default), or "
             "http://HOST[:PORT] to discover the WebSocket port from the Room's web UI.",
         ),
-        click.option(
+        option(
             "--pin",
-            envvar=env("PIN"),
-            show_envvar=True,
+            variable="PIN",
             default=None,
             help="The Room's PIN. Prefer --pin-file or the environment variable: a command line "
             "is visible to every user of the machine.",
         ),
-        click.option(
+        option(
             "--pin-file",
             type=click.Path(path_type=Path, dir_okay=False),
-            envvar=env("PIN_FILE"),
-            show_envvar=True,
+            variable="PIN_FILE",
             default=None,
             help="A file holding the Room's PIN (whitespace stripped).",
         ),
-        click.option(
+        option(
             "--timeout",
             type=click.FloatRange(min=0.05, max=600),
             default=DEFAULT_TIMEOUT_SECONDS,
-            show_default=True,
-            envvar=env("TIMEOUT"),
-            show_envvar=True,
+            variable="TIMEOUT",
             help="Seconds one whole collection may take: discovery, connect, auth and reply.",
         ),
-        click.option(
+        option(
             "--max-message-bytes",
             type=click.IntRange(min=1024),
             default=DEFAULT_MAX_MESSAGE_BYTES,
-            show_default=True,
-            envvar=env("MAX_MESSAGE_BYTES"),
-            show_envvar=True,
+            variable="MAX_MESSAGE_BYTES",
             help="Refuse any one message from the Room larger than this (reason protocol) "
             "before reading it, so a misbehaving Room cannot exhaust the exporter's memory.",
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
+    for decorate in reversed(options):
+        command = decorate(command)
     return command
 
 
@@ -172,44 +167,38 @@ def main() -> None:
 
 @main.command()
 @room_options
-@click.option(
+@option(
     "--web.listen-address",
     "listen_address",
     type=ListenAddressType(),
     default=DEFAULT_LISTEN_ADDRESS,
-    show_default=True,
-    envvar=env("WEB_LISTEN_ADDRESS"),
-    show_envvar=True,
+    variable="WEB_LISTEN_ADDRESS",
     help="Address to serve /metrics on.",
 )
-@click.option(
+@option(
     "--collector.process/--no-collector.process",
     "process_metrics",
     default=False,
-    show_default=True,
-    envvar=env("COLLECTOR_PROCESS"),
-    show_envvar=True,
+    variable="COLLECTOR_PROCESS",
     help="Also export the Python process, platform and GC metrics.",
 )
-@click.option(
+@option(
     "--config.file",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    envvar=env("CONFIG_FILE"),
-    show_envvar=True,
+    variable="CONFIG_FILE",
     help="YAML with modules (PIN source, timeout, discovery) and allowed_targets, for a fleet "
     "of Rooms probed at /probe?target=HOST&module=NAME. With it, /metrics carries only the "
     "exporter's own metrics and --target/--pin/--pin-file are ignored. Reloaded on SIGHUP "
     "and POST /-/reload.",
 )
-@click.option(
+@option(
     "--web.config.file",
     "web_config_file",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    envvar=env("WEB_CONFIG_FILE"),
-    show_envvar=True,
+    variable="WEB_CONFIG_FILE",
     help="Prometheus exporter-toolkit web config: TLS (tls_server_config) and basic auth "
     "(basic_auth_users, bcrypt hashes). Re-read when it changes.",
 )
@@ -338,64 +327,51 @@ def check(
 
 
 @main.command()
-@click.option(
+@option(
     "--scenario",
     default=DEMO,
-    show_default=True,
-    envvar=env("EMULATOR_SCENARIO"),
-    show_envvar=True,
+    variable="EMULATOR_SCENARIO",
     help="'demo' (a living Room), 'doc-example' (the documentation's example reply) or a JSON file.",
 )
-@click.option(
+@option(
     "--host",
     default="127.0.0.1",
-    show_default=True,
-    envvar=env("EMULATOR_HOST"),
-    show_envvar=True,
+    variable="EMULATOR_HOST",
     help="Address to listen on.",
 )
-@click.option(
+@option(
     "--port",
     type=click.IntRange(0, 65535),
     default=8765,
-    show_default=True,
-    envvar=env("EMULATOR_PORT"),
-    show_envvar=True,
+    variable="EMULATOR_PORT",
     help="WebSocket API port (0: any free port).",
 )
-@click.option(
+@option(
     "--web-port",
     type=click.IntRange(0, 65535),
     default=8080,
-    show_default=True,
-    envvar=env("EMULATOR_WEB_PORT"),
-    show_envvar=True,
+    variable="EMULATOR_WEB_PORT",
     help="Web UI port serving /public/default/config.json (0: any free port).",
 )
-@click.option(
+@option(
     "--pin-file",
     type=click.Path(path_type=Path, dir_okay=False),
-    envvar=env("EMULATOR_PIN_FILE"),
-    show_envvar=True,
+    variable="EMULATOR_PIN_FILE",
     default=None,
     help="Make the Room require the PIN in this file.",
 )
-@click.option(
+@option(
     "--fault",
     type=click.Choice([f.value for f in Fault]),
     default=Fault.NONE.value,
-    show_default=True,
-    envvar=env("EMULATOR_FAULT"),
-    show_envvar=True,
+    variable="EMULATOR_FAULT",
     help="Misbehave this way, to see how the exporter copes.",
 )
-@click.option(
+@option(
     "--slow-reply-seconds",
     type=click.FloatRange(min=0),
     default=30.0,
-    show_default=True,
-    envvar=env("EMULATOR_SLOW_REPLY_SECONDS"),
-    show_envvar=True,
+    variable="EMULATOR_SLOW_REPLY_SECONDS",
     help="With --fault slow-reply: how long the reply is held back.",
 )
 @logging_options
@@ -446,14 +422,12 @@ def start_emulator(scenario: str, settings: EmulatorSettings) -> RunningEmulator
 
 
 @main.command()
-@click.option(
+@option(
     "--web.listen-address",
     "listen_address",
     type=ListenAddressType(),
     default=DEFAULT_LISTEN_ADDRESS,
-    show_default=True,
-    envvar=env("WEB_LISTEN_ADDRESS"),
-    show_envvar=True,
+    variable="WEB_LISTEN_ADDRESS",
     help="Address to serve /metrics on.",
 )
 @logging_options

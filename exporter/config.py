@@ -25,9 +25,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from exporter.room import RoomTarget, parse_target
+from exporter.yamlfile import YamlFileError, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +40,8 @@ MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
 
 
-class ConfigError(ValueError):
+class ConfigError(YamlFileError):
     """The config file cannot be used. `str()` is one line: `FILE: KEY: PROBLEM`."""
-
-    def __init__(self, path: Path | str, key: str | None, problem: str) -> None:
-        self.path = str(path)
-        self.key = key
-        self.problem = problem
-        super().__init__(f"{self.path}: {key}: {problem}" if key else f"{self.path}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -93,20 +86,7 @@ class ExporterConfig:
 def load_config(path: Path | str, default_timeout: float) -> ExporterConfig:
     """Read and validate the config file; ConfigError on the first mistake found."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(
-            path, None, f"cannot read the file ({getattr(error, 'strerror', None) or error})"
-        ) from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        raise ConfigError(path, None, f"not valid YAML: {_yaml_problem(error)}") from None
-    except yaml.YAMLError:
-        raise ConfigError(path, None, "not valid YAML") from None
+    document = read_yaml(path, ConfigError)
     return parse_config(document, path, default_timeout)
 
 
@@ -275,13 +255,3 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
-
-
-def _yaml_problem(error: yaml.MarkedYAMLError) -> str:
-    """What and where, without the snippet of the file that PyYAML quotes: that line may hold a secret."""
-    parts = []
-    for text, mark in ((error.context, error.context_mark), (error.problem, error.problem_mark)):
-        if text:
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            parts.append(f"{text}{where}")
-    return ": ".join(parts) or "unreadable"

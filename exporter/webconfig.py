@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from exporter.yamlfile import YamlFileError, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,8 @@ CLIENT_AUTH_UNSUPPORTED = ("RequestClientCert", "RequireAnyClientCert")
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 
 
-class WebConfigError(ValueError):
+class WebConfigError(YamlFileError):
     """The web config cannot be used. `str()` is one line: `FILE: KEY: PROBLEM`."""
-
-    def __init__(self, path: Path | str, key: str | None, problem: str) -> None:
-        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ class WebConfig:
 def load_web_config(path: Path | str) -> WebConfig:
     """Read and validate the web config (loading its certificates); WebConfigError on the first mistake."""
     path = Path(path)
-    document = _read_yaml(path)
+    document = read_yaml(path, WebConfigError)
     if document is None:
         return WebConfig()
     if not isinstance(document, dict):
@@ -126,23 +123,6 @@ def load_web_config(path: Path | str) -> WebConfig:
     return WebConfig(
         tls=tls, basic_auth_users=users, healthz_without_auth=healthz_open, headers=headers, context=context
     )
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WebConfigError(path, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise WebConfigError(
-            path, None, f"cannot read the file ({getattr(error, 'strerror', None) or error})"
-        ) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        raise WebConfigError(path, None, f"not valid YAML: {_yaml_problem(error)}") from None
-    except yaml.YAMLError:
-        raise WebConfigError(path, None, "not valid YAML") from None
 
 
 def _tls(path: Path, section: Any) -> TLSSettings | None:
@@ -359,13 +339,3 @@ class WebConfigWatcher:
                 digest.update(f"unreadable {name}: {error}".encode())
             digest.update(b"\0")
         return digest.digest()
-
-
-def _yaml_problem(error: yaml.MarkedYAMLError) -> str:
-    """What and where, without the snippet of the file that PyYAML quotes: that line may hold a secret."""
-    parts = []
-    for text, mark in ((error.context, error.context_mark), (error.problem, error.problem_mark)):
-        if text:
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            parts.append(f"{text}{where}")
-    return ": ".join(parts) or "unreadable"

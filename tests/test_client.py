@@ -11,6 +11,7 @@ from exporter.emulator import Fault, Scenario, load_scenario
 from exporter.room import Deadline, Reason, fetch_outgoing_requests, parse_target
 from exporter.room.errors import CollectionError
 from tests import raw_servers
+from tests.fault_reasons import FAULTS, SLOW_OR_HUGE
 
 DEADLINE_SLACK_SECONDS = 1.0
 """How far past its deadline a collection may return on a loaded CI machine (scheduling, not waiting)."""
@@ -101,17 +102,8 @@ def test_wrong_or_missing_pin_is_auth(room, given):
 
 @pytest.mark.parametrize(
     ("fault", "reason"),
-    [
-        (Fault.OLD_ROOM, Reason.API),
-        (Fault.NOT_JSON, Reason.PROTOCOL),
-        (Fault.NOT_OBJECT, Reason.PROTOCOL),
-        (Fault.BINARY_FRAME, Reason.PROTOCOL),
-        (Fault.DEEP_JSON, Reason.PROTOCOL),
-        (Fault.MISSING_LIST, Reason.PROTOCOL),
-        (Fault.CLOSE_MID_REPLY, Reason.PROTOCOL),
-        (Fault.CLOSE_BEFORE_REPLY, Reason.PROTOCOL),
-        (Fault.HTTP_INSTEAD_OF_WEBSOCKET, Reason.CONNECT),
-    ],
+    [(f, r) for f, r in FAULTS if r is not Reason.TIMEOUT and f not in SLOW_OR_HUGE],
+    ids=lambda item: getattr(item, "value", None),
 )
 def test_misbehaving_room_gives_its_reason(room, fault, reason):
     assert reason_of(collect(ws(room("doc-example", fault=fault)), timeout=3)) is reason

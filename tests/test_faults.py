@@ -34,6 +34,7 @@ from exporter.room.errors import CollectionError
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from tests import raw_servers
 from tests.exposition import value
+from tests.fault_reasons import FAULTS
 from tests.processes import Process, exporter_command, http_get, start_emulator, start_exporter
 
 PIN = "1357"
@@ -129,26 +130,6 @@ def peak_rss_bytes(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM in /proc status")
-
-
-FAULTS: list[tuple[Fault, Reason]] = [
-    (Fault.NO_HANDSHAKE, Reason.TIMEOUT),
-    (Fault.HTTP_INSTEAD_OF_WEBSOCKET, Reason.CONNECT),
-    (Fault.SILENT, Reason.TIMEOUT),
-    (Fault.NO_AUTH_REPLY, Reason.TIMEOUT),
-    (Fault.SLOW_REPLY, Reason.TIMEOUT),
-    (Fault.ENDLESS_NOTIFICATIONS, Reason.TIMEOUT),
-    (Fault.OLD_ROOM, Reason.API),
-    (Fault.NOT_JSON, Reason.PROTOCOL),
-    (Fault.NOT_OBJECT, Reason.PROTOCOL),
-    (Fault.BINARY_FRAME, Reason.PROTOCOL),
-    (Fault.DEEP_JSON, Reason.PROTOCOL),
-    (Fault.MISSING_LIST, Reason.PROTOCOL),
-    (Fault.CLOSE_MID_REPLY, Reason.PROTOCOL),
-    (Fault.CLOSE_BEFORE_REPLY, Reason.PROTOCOL),
-    (Fault.HUGE_REPLY, Reason.PROTOCOL),
-    (Fault.HUGE_FRAGMENTED_REPLY, Reason.PROTOCOL),
-]
 
 
 def check_fault_then_recovery(
