@@ -76,7 +76,7 @@ def landing_page(settings: ExporterSettings, config: ConfigHolder | None = None)
     if config is not None:
         return _fleet_landing_page(config)
     target = html.escape(str(settings.target))
-    auth = "PIN configured" if settings.pin is not None else "no PIN (unsecured auth)"
+    auth = "PIN configured" if settings.pin is not None else "no PIN, unsecured auth"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>TrueConf Room exporter</title></head>
 <body>
