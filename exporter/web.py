@@ -11,7 +11,6 @@ collected through `/probe?target=...&module=...`; `POST /-/reload` re-reads the 
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 import socket
@@ -26,9 +25,9 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from exporter import __version__
 from exporter.collection import Collection, collect_room
 from exporter.collector import BuildInfoCollector, RoomCollector
+from exporter.pages import landing_page
 from exporter.probe import probe_app
 from exporter.reload import ConfigHolder, ReloadCollector
 from exporter.room import RoomTarget
@@ -69,56 +68,6 @@ def effective_timeout(configured: float, scrape_timeout_header: str | None) -> f
     if math.isnan(scrape_timeout) or scrape_timeout <= 0:
         return configured
     return max(MIN_TIMEOUT_SECONDS, min(configured, scrape_timeout - SCRAPE_TIMEOUT_MARGIN_SECONDS))
-
-
-def landing_page(settings: ExporterSettings, config: ConfigHolder | None = None) -> bytes:
-    """A small page naming the exporter, its version and its target or modules (never a PIN)."""
-    if config is not None:
-        return _fleet_landing_page(config)
-    target = html.escape(str(settings.target))
-    auth = "PIN configured" if settings.pin is not None else "no PIN, unsecured auth"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>TrueConf Room exporter</title></head>
-<body>
-<h1>TrueConf Room exporter</h1>
-<p>Version {html.escape(__version__)}. Target: <code>{target}</code> ({auth}),
-timeout {settings.timeout_seconds:g}s.</p>
-<ul>
-<li><a href="metrics">/metrics</a>: the Room's outgoing file requests, collected at every scrape</li>
-<li><a href="healthz">/healthz</a>: liveness of the exporter itself</li>
-</ul>
-</body></html>
-""".encode()
-
-
-def _fleet_landing_page(holder: ConfigHolder) -> bytes:
-    config = holder.config
-    modules = "".join(
-        f"<li><code>{html.escape(m.name)}</code>: PIN from {html.escape(m.pin_source)}, timeout "
-        f"{m.timeout_seconds:g}s, discovery {'on' if m.discovery else 'off'}</li>"
-        for m in config.modules.values()
-    )
-    allowed = (
-        "any target (no allowed_targets)"
-        if config.allowed_targets is None
-        else ", ".join(f"<code>{html.escape(p)}</code>" for p in config.allowed_targets)
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>TrueConf Room exporter</title></head>
-<body>
-<h1>TrueConf Room exporter</h1>
-<p>Version {html.escape(__version__)}. Config file <code>{html.escape(str(holder.path))}</code>.</p>
-<p>Modules:</p><ul>{modules}</ul>
-<p>Targets allowed: {allowed}.</p>
-<ul>
-<li><a href="probe?target=HOST:8765&amp;module=default">/probe?target=HOST[:PORT]&amp;module=NAME</a>:
-one Room's outgoing file requests, collected at every probe</li>
-<li><a href="metrics">/metrics</a>: the exporter's own metrics</li>
-<li><a href="healthz">/healthz</a>: liveness of the exporter itself</li>
-<li><code>POST /-/reload</code>: re-read the config file (as SIGHUP does)</li>
-</ul>
-</body></html>
-""".encode()
 
 
 class ExporterApp:
