@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -182,3 +183,18 @@ def test_the_pin_is_redacted_from_error_messages(room):
     with pytest.raises(CollectionError) as raised:
         fetch_outgoing_requests(parse_target(ws(emulator)), "123456", Deadline(3))
     assert "123456" not in str(raised.value)
+
+
+def test_a_slow_name_lookup_cannot_outlive_the_deadline(monkeypatch):
+    """No DNS server runs here, so the resolver is the one part replaced: by one that takes 3 s to answer."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_getaddrinfo(host, *args, **kwargs):
+        if host == "slow-dns.example.org":
+            time.sleep(3)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    collection = collect("ws://slow-dns.example.org:8765", timeout=0.5)
+    assert reason_of(collection) is Reason.TIMEOUT
+    assert "resolving slow-dns.example.org" in collection.error.message

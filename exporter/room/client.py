@@ -16,6 +16,7 @@ from typing import Any
 import websocket
 
 from exporter.room import protocol
+from exporter.room.connect import open_tcp
 from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.discovery import discover_websocket_port
 from exporter.room.errors import CollectionError, Reason
@@ -73,20 +74,6 @@ class RoomSession:
             self._ws.close(timeout=max(0.0, min(self._deadline.left(), CLOSE_WAIT_SECONDS)))
 
 
-def _open_socket(host: str, port: int, deadline: Deadline) -> socket.socket:
-    """A TCP connection opened by us, not by websocket-client, so no proxy variable can reroute it."""
-    try:
-        return socket.create_connection((host, port), timeout=deadline.remaining("connect"))
-    except TimeoutError:
-        raise CollectionError(
-            Reason.TIMEOUT, f"TCP connect to {host}:{port} did not complete in time"
-        ) from None
-    except OSError as error:
-        raise CollectionError(
-            Reason.CONNECT, f"cannot connect to {host}:{port}: {error.strerror or error}"
-        ) from None
-
-
 def _handshake(
     url: str, sock: socket.socket, deadline: Deadline, max_message_bytes: int
 ) -> websocket.WebSocket:
@@ -136,7 +123,7 @@ def _converse(
 ) -> dict[str, Any]:
     port = discover_websocket_port(target, deadline) if target.discover else target.port
     url = target.websocket_url(port)
-    sock = _open_socket(target.host, port, deadline)
+    sock = open_tcp(target.host, port, deadline, "connect")
     try:
         with SocketWatchdog(deadline, sock):
             session = RoomSession(_handshake(url, sock, deadline, max_message_bytes), deadline, target)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 
+from exporter.room.connect import open_tcp
 from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.errors import CollectionError, Reason
 from exporter.room.target import RoomTarget
@@ -37,12 +38,7 @@ def discover_websocket_port(target: RoomTarget, deadline: Deadline) -> int:
     """Fetch config.json from the target's web port within the deadline and return the WebSocket port."""
     connection = http.client.HTTPConnection(target.host, target.port, timeout=deadline.remaining("discovery"))
     try:
-        try:
-            connection.connect()
-        except TimeoutError:
-            raise CollectionError(Reason.TIMEOUT, f"no answer from {target} within the deadline") from None
-        except OSError as error:
-            raise CollectionError(Reason.CONNECT, f"cannot reach the web port of {target}: {error}") from None
+        connection.sock = open_tcp(target.host, target.port, deadline, "discovery")
         with SocketWatchdog(deadline, connection.sock):
             body = _get_config(connection, target, deadline)
     finally:
