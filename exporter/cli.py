@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter import __version__
 from exporter.collection import collect_room
 from exporter.collector import BuildInfoCollector, RoomCollector
-from exporter.config import ConfigError
+from exporter.config import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, ConfigError
 from exporter.emulator import DEMO, EmulatorSettings, Fault, RunningEmulator, ScenarioError, build_room
 from exporter.logs import FORMATS, LEVELS, setup_logging
 from exporter.reload import ConfigHolder
@@ -140,7 +140,7 @@ def room_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         option(
             "--timeout",
-            type=click.FloatRange(min=0.05, max=600),
+            type=click.FloatRange(min=MIN_TIMEOUT_SECONDS, max=MAX_TIMEOUT_SECONDS),
             default=DEFAULT_TIMEOUT_SECONDS,
             variable="TIMEOUT",
             help="Seconds one whole collection may take: discovery, connect, auth and reply.",

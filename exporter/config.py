@@ -36,6 +36,7 @@ MODULE_KEYS = ("pin_file", "pin_env", "pin", "timeout", "discovery")
 PIN_KEYS = ("pin_file", "pin_env", "pin")
 MIN_TIMEOUT_SECONDS = 0.05
 MAX_TIMEOUT_SECONDS = 600.0
+"""The range of a collection timeout, in a module and in --timeout alike."""
 MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
 

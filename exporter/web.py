@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 SCRAPE_TIMEOUT_HEADER = "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"
 SCRAPE_TIMEOUT_MARGIN_SECONDS = 0.5
 """Left for the exporter to answer after the Room's deadline, inside Prometheus's scrape timeout."""
-MIN_TIMEOUT_SECONDS = 0.1
+MIN_SCRAPE_DEADLINE_SECONDS = 0.1
+"""The shortest deadline a tight scrape-timeout header can leave a collection."""
 
 StartResponse = Callable[..., Any]
 
@@ -67,7 +68,7 @@ def effective_timeout(configured: float, scrape_timeout_header: str | None) -> f
         return configured
     if math.isnan(scrape_timeout) or scrape_timeout <= 0:
         return configured
-    return max(MIN_TIMEOUT_SECONDS, min(configured, scrape_timeout - SCRAPE_TIMEOUT_MARGIN_SECONDS))
+    return max(MIN_SCRAPE_DEADLINE_SECONDS, min(configured, scrape_timeout - SCRAPE_TIMEOUT_MARGIN_SECONDS))
 
 
 class ExporterApp:
