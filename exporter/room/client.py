@@ -37,12 +37,11 @@ def _next_request_id() -> str:
 
 
 class RoomSession:
-    """An open, authorised WebSocket to a Room. Use `open_session` to get one."""
+    """An open WebSocket to a Room, with the deadline every call on it shares; `_converse` opens it."""
 
-    def __init__(self, ws: websocket.WebSocket, deadline: Deadline, target: RoomTarget) -> None:
+    def __init__(self, ws: websocket.WebSocket, deadline: Deadline) -> None:
         self._ws = ws
         self._deadline = deadline
-        self._target = target
 
     def call(self, method: str, phase: str, **params: Any) -> dict[str, Any]:
         """Send one request and return its reply (successful or not) once it arrives."""
@@ -126,7 +125,7 @@ def _converse(
     sock = open_tcp(target.host, port, deadline, "connect")
     try:
         with SocketWatchdog(deadline, sock):
-            session = RoomSession(_handshake(url, sock, deadline, max_message_bytes), deadline, target)
+            session = RoomSession(_handshake(url, sock, deadline, max_message_bytes), deadline)
             try:
                 _authorise(session, pin)
                 reply = session.call(method, "request")

@@ -30,9 +30,6 @@ class RoomTarget:
     def websocket_url(self, port: int | None = None) -> str:
         return f"ws://{_bracketed(self.host)}:{port or self.port}"
 
-    def config_url(self) -> str:
-        return f"http://{_bracketed(self.host)}:{self.port}/public/default/config.json"
-
     def __str__(self) -> str:
         scheme = "http" if self.discover else "ws"
         return f"{scheme}://{_bracketed(self.host)}:{self.port}"
