@@ -23,6 +23,7 @@ from exporter.collector import BuildInfoCollector, RoomCollector
 from exporter.config import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, ConfigError
 from exporter.emulator import DEMO, EmulatorSettings, Fault, RunningEmulator, ScenarioError, build_room
 from exporter.logs import FORMATS, LEVELS, setup_logging
+from exporter.pinfile import PinFileError, read_pin_file
 from exporter.reload import ConfigHolder
 from exporter.room import RoomTarget, TargetError, parse_target
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
@@ -81,13 +82,9 @@ def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
         raise click.UsageError("--pin and --pin-file are mutually exclusive: give one")
     if pin_file is not None:
         try:
-            pin = pin_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as error:
-            raise click.BadParameter(f"cannot read {pin_file}: {error}", param_hint="--pin-file") from None
-        if not pin:
-            raise click.BadParameter(
-                f"{pin_file} is empty; remove --pin-file for a Room without a PIN", param_hint="--pin-file"
-            )
+            pin = read_pin_file(pin_file)
+        except PinFileError as error:
+            raise click.BadParameter(str(error), param_hint="--pin-file") from None
         return pin
     if pin is not None and not pin.strip():
         raise click.BadParameter(

@@ -25,6 +25,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from exporter.pinfile import PinFileError, read_pin_file
 from exporter.room import RoomTarget, parse_target
 from exporter.yamlfile import YamlFileError, read_yaml
 
@@ -161,16 +162,9 @@ def _pin(path: Path | str, key: str, source: str, value: Any) -> str:
 
 def _pin_from_file(path: Path | str, key: str, pin_path: Path) -> str:
     try:
-        pin = pin_path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise ConfigError(path, key, f"{pin_path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(
-            path, key, f"cannot read {pin_path} ({getattr(error, 'strerror', None) or error})"
-        ) from None
-    if not pin:
-        raise ConfigError(path, key, f"{pin_path} is empty")
-    return pin
+        return read_pin_file(pin_path)
+    except PinFileError as error:
+        raise ConfigError(path, key, str(error)) from None
 
 
 def _pin_from_env(path: Path | str, key: str, variable: str) -> str:
