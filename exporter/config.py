@@ -27,7 +27,7 @@ from typing import Any
 
 from exporter.pinfile import PinFileError, read_pin_file
 from exporter.room import RoomTarget, parse_target
-from exporter.yamlfile import YamlFileError, read_yaml
+from exporter.yamlfile import YamlFileError, file_named_in, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _pin(path: Path | str, key: str, source: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(path, key, f"must be a non-empty string, found {_kind(value)}")
     if source == "pin_file":
-        return _pin_from_file(path, key, _relative_to(path, value.strip()))
+        return _pin_from_file(path, key, file_named_in(path, value.strip()))
     return _pin_from_env(path, key, value.strip())
 
 
@@ -227,12 +227,6 @@ def _reject_unknown(path: Path | str, prefix: str, mapping: dict[Any, Any], know
     for key in mapping:
         if key not in known:
             raise ConfigError(path, f"{prefix}{key}", f"unknown key; expected one of {', '.join(known)}")
-
-
-def _relative_to(config_path: Path | str, value: str) -> Path:
-    """A relative pin_file is relative to the config file, so the config works from any directory."""
-    pin_path = Path(value).expanduser()
-    return pin_path if pin_path.is_absolute() else Path(config_path).parent / pin_path
 
 
 def _kind(value: Any) -> str:

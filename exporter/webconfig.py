@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.yamlfile import YamlFileError, read_yaml
+from exporter.yamlfile import YamlFileError, file_named_in, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,7 @@ def _version(path: Path, key: str, value: Any) -> ssl.TLSVersion:
 def _file(path: Path, key: str, value: Any) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise WebConfigError(path, key, "must be a file name")
-    named = Path(value.strip()).expanduser()
-    resolved = named if named.is_absolute() else path.parent / named
+    resolved = file_named_in(path, value.strip())
     if not resolved.is_file():
         raise WebConfigError(path, key, f"{resolved} does not exist or is not a file")
     return resolved

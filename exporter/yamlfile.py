@@ -36,6 +36,13 @@ def read_yaml(path: Path, error: type[YamlFileError]) -> Any:
         raise error(path, None, "not valid YAML") from None
 
 
+def file_named_in(config_path: Path | str, value: str) -> Path:
+    """A file named in a YAML file: `~` expanded, and a relative name taken beside that YAML file, so the
+    file works from any working directory."""
+    named = Path(value).expanduser()
+    return named if named.is_absolute() else Path(config_path).parent / named
+
+
 def _where(error: yaml.MarkedYAMLError) -> str:
     """What and where, without the snippet of the file that PyYAML quotes: that line may hold a secret."""
     parts = []
