@@ -14,9 +14,10 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from exporter.emulator import EmulatedRoom, EmulatorSettings, RunningEmulator, load_scenario
+from exporter.emulator.scenario import load_scenario
+from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from exporter.room import Deadline, fetch_outgoing_requests, parse_target
-from exporter.web import ExporterApp, ExporterSettings, make_http_server
+from exporter.web.app import ExporterApp, ExporterSettings, make_http_server
 
 
 def measure(action: Callable[[], object], runs: int, warmup: int = 5) -> list[float]:

@@ -26,13 +26,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from exporter.emulator import (  # noqa: E402 - after the path set-up, so the checkout's code is used
-    EmulatedRoom,
-    EmulatorSettings,
-    Fault,
-    RunningEmulator,
-    load_scenario,
-)
+# After the path set-up, so the checkout's code is used.
+from exporter.emulator.faults import Fault  # noqa: E402
+from exporter.emulator.scenario import load_scenario  # noqa: E402
+from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator  # noqa: E402
 from exporter.room import Reason  # noqa: E402
 from tests.exposition import samples  # noqa: E402
 from tests.processes import Process, http_get, start_exporter  # noqa: E402

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from exporter.emulator import EmulatedRoom, EmulatorSettings, Fault, RunningEmulator, Scenario, load_scenario
+from exporter.emulator.faults import Fault
+from exporter.emulator.scenario import Scenario, load_scenario
+from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from tests.processes import Process, start_emulator, start_exporter
 
 FIXTURES = Path(__file__).parent / "fixtures"

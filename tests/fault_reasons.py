@@ -1,7 +1,7 @@
 """Every fault mode of the emulated Room and the reason the exporter must report for it: one table for the
 client-level tests (test_client.py) and the whole-exporter fault suite (test_faults.py)."""
 
-from exporter.emulator import Fault
+from exporter.emulator.faults import Fault
 from exporter.room import Reason
 
 FAULTS: list[tuple[Fault, Reason]] = [

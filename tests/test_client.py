@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from exporter.collection import collect_room
-from exporter.emulator import Fault, Scenario, load_scenario
+from exporter.collect.collection import collect_room
+from exporter.emulator.faults import Fault
+from exporter.emulator.scenario import Scenario, load_scenario
 from exporter.room import Deadline, Reason, fetch_outgoing_requests, parse_target
 from exporter.room.errors import CollectionError
 from tests import raw_servers

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, load_config
+from exporter.fleet.config import ConfigError, load_config
 from exporter.room import parse_target
 from tests.test_cli import run
 

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.collection import collect_room
-from exporter.emulator import EmulatedRoom, EmulatorSettings, Fault, RunningEmulator, Scenario, load_scenario
+from exporter.collect.collection import collect_room
+from exporter.emulator.faults import Fault
+from exporter.emulator.scenario import Scenario, load_scenario
+from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from exporter.room import Deadline, Reason, fetch_outgoing_requests, parse_target
 from exporter.room.errors import CollectionError
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from exporter.file_requests import (
+from exporter.room.file_requests import (
     DESTINATIONS,
     STATUSES,
     ReplyShapeError,

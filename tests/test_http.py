@@ -10,15 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from exporter import __version__
-from exporter.emulator import Fault, load_scenario
+from exporter.emulator.faults import Fault
+from exporter.emulator.scenario import load_scenario
 from exporter.room import parse_target
-from exporter.web import (
-    ExporterApp,
-    ExporterSettings,
-    effective_timeout,
-    make_http_server,
-    parse_listen_address,
-)
+from exporter.web.app import ExporterApp, effective_timeout
+from exporter.web.server import make_http_server, parse_listen_address
+from exporter.web.settings import ExporterSettings
 from tests.exposition import names, samples, value
 from tests.processes import http_get
 

@@ -11,7 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from exporter.emulator import Scenario
+from exporter.emulator.scenario import Scenario
 from tests.exposition import samples
 from tests.processes import http_get
 

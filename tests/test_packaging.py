@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from exporter import __version__
-from exporter.cli import DEFAULT_LISTEN_ADDRESS, serve
-from exporter.config import parse_config
+from exporter.cli.options import DEFAULT_LISTEN_ADDRESS
+from exporter.cli.serve import serve
+from exporter.fleet.config import parse_config
 from tests.processes import start_exporter
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collection import Collection
-from exporter.collector import collection_metrics
-from exporter.file_requests import (
+from exporter.collect.collection import Collection
+from exporter.collect.families import collection_metrics
+from exporter.room import parse_target, protocol
+from exporter.room.errors import CollectionError, Reason
+from exporter.room.file_requests import (
     DESTINATIONS,
     REPLY_LIST_KEY,
     STATUSES,
@@ -27,8 +29,6 @@ from exporter.file_requests import (
     parse_entry,
     parse_outgoing_reply,
 )
-from exporter.room import parse_target, protocol
-from exporter.room.errors import CollectionError, Reason
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

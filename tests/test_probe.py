@@ -14,10 +14,13 @@ from urllib.parse import quote
 
 import pytest
 
-from exporter.emulator import Fault, Scenario
-from exporter.reload import ConfigHolder
+from exporter.emulator.faults import Fault
+from exporter.emulator.scenario import Scenario
+from exporter.fleet.reload import ConfigHolder
 from exporter.room import parse_target
-from exporter.web import ExporterApp, ExporterSettings, make_http_server
+from exporter.web.app import ExporterApp
+from exporter.web.server import make_http_server
+from exporter.web.settings import ExporterSettings
 from tests.exposition import names, samples, value
 from tests.processes import http_get
 

@@ -19,8 +19,8 @@ import bcrypt
 import pytest
 import trustme
 
-from exporter.webauth import parse_basic_auth
-from exporter.webconfig import WebConfigError, load_web_config
+from exporter.web.auth import parse_basic_auth
+from exporter.web.config import WebConfigError, load_web_config
 from tests.exposition import value
 from tests.processes import http_get
 from tests.test_cli import run

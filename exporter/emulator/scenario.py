@@ -18,6 +18,8 @@ from typing import Any
 
 BUILTIN_SCENARIOS = ("doc-example",)
 """Scenario files shipped in the package, usable by name."""
+DEMO = "demo"
+"""The scenario name of the living Room (`living.LivingRoom`) rather than a fixed list."""
 
 
 class ScenarioError(ValueError):

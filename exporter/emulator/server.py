@@ -25,7 +25,7 @@ from websockets.http11 import Request, Response
 
 from exporter.emulator.faults import Fault
 from exporter.emulator.living import LivingRoom, progress_event, status_event
-from exporter.emulator.scenario import Scenario
+from exporter.emulator.scenario import DEMO, Scenario, load_scenario
 
 log = logging.getLogger(__name__)
 
@@ -378,3 +378,12 @@ class RunningEmulator:
                         task.cancel()
                 self._web.shutdown()
                 self._web.server_close()
+
+
+def build_room(scenario: str, settings: EmulatorSettings) -> EmulatedRoom:
+    """The Room for a scenario name or file: `demo` lives, anything else is fixed."""
+    if scenario == DEMO:
+        living = LivingRoom()
+        living.start(time.time())
+        return EmulatedRoom(settings, living=living)
+    return EmulatedRoom(settings, scenario=load_scenario(scenario))

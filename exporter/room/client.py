@@ -101,11 +101,11 @@ def _handshake(
             Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time"
         ) from None
     except (OSError, websocket.WebSocketException, ValueError) as error:
-        if deadline.expired():
-            raise CollectionError(
-                Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time"
-            ) from None
-        raise CollectionError(Reason.CONNECT, f"WebSocket handshake with {url} failed: {error}") from None
+        raise deadline.failure(
+            Reason.CONNECT,
+            f"WebSocket handshake with {url} failed: {error}",
+            f"WebSocket handshake with {url} did not complete in time",
+        ) from None
 
 
 def _authorise(session: RoomSession, pin: str | None) -> None:
@@ -138,11 +138,11 @@ def _converse(
             Reason.TIMEOUT, f"{target} did not answer within {deadline.seconds:g}s"
         ) from None
     except (OSError, websocket.WebSocketException) as error:
-        if deadline.expired():
-            raise CollectionError(
-                Reason.TIMEOUT, f"{target} did not answer within {deadline.seconds:g}s"
-            ) from None
-        raise CollectionError(Reason.PROTOCOL, f"the connection to {target} broke mid-way: {error}") from None
+        raise deadline.failure(
+            Reason.PROTOCOL,
+            f"the connection to {target} broke mid-way: {error}",
+            f"{target} did not answer within {deadline.seconds:g}s",
+        ) from None
     finally:
         sock.close()
     failure = protocol.failure_text(reply)

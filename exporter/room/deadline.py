@@ -27,6 +27,13 @@ class Deadline:
     def expired(self) -> bool:
         return self.left() <= 0
 
+    def failure(self, reason: Reason, message: str, timeout_message: str) -> CollectionError:
+        """The error for an I/O failure: past the deadline it is a timeout, whatever broke (the watchdog shut
+        the socket); before that, it is `reason`."""
+        if self.expired():
+            return CollectionError(Reason.TIMEOUT, timeout_message)
+        return CollectionError(reason, message)
+
     def remaining(self, phase: str) -> float:
         """Seconds left for `phase`, or a timeout error naming the phase when none are."""
         left = self.left()

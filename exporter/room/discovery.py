@@ -59,12 +59,10 @@ def _get_config(connection: http.client.HTTPConnection, target: RoomTarget, dead
     except TimeoutError:
         raise CollectionError(Reason.TIMEOUT, f"config.json from {target} did not arrive in time") from None
     except (OSError, http.client.HTTPException) as error:
-        if deadline.expired():
-            raise CollectionError(
-                Reason.TIMEOUT, f"config.json from {target} did not arrive in time"
-            ) from None
-        raise CollectionError(
-            Reason.CONNECT, f"fetching config.json from {target} failed: {error!r}"
+        raise deadline.failure(
+            Reason.CONNECT,
+            f"fetching config.json from {target} failed: {error!r}",
+            f"config.json from {target} did not arrive in time",
         ) from None
     if len(body) > MAX_CONFIG_BYTES:
         raise CollectionError(

@@ -28,15 +28,16 @@ class RoomTarget:
     discover: bool
 
     def websocket_url(self, port: int | None = None) -> str:
-        return f"ws://{_bracketed(self.host)}:{port or self.port}"
+        return f"ws://{host_port(self.host, port or self.port)}"
 
     def __str__(self) -> str:
         scheme = "http" if self.discover else "ws"
-        return f"{scheme}://{_bracketed(self.host)}:{self.port}"
+        return f"{scheme}://{host_port(self.host, self.port)}"
 
 
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+def host_port(host: str, port: int) -> str:
+    """`HOST:PORT` as a URL writes it: an IPv6 address in brackets, so its colons are not the port's."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_target(text: str) -> RoomTarget:
@@ -45,7 +46,10 @@ def parse_target(text: str) -> RoomTarget:
     if not text:
         raise TargetError("the target is empty")
     written = text if "://" in text else f"ws://{text}"
-    parts = urlsplit(written)
+    try:
+        parts = urlsplit(written)
+    except ValueError:  # an unbalanced bracket: urlsplit's "Invalid IPv6 URL"
+        raise TargetError(f"the target {text!r} has an unbalanced '[' or ']'; write [IPV6]:PORT") from None
     if parts.scheme not in ("ws", "http"):
         raise TargetError(f"unsupported scheme {parts.scheme!r} in {text!r}: use ws://, http:// or HOST:PORT")
     if parts.username is not None or parts.password is not None:

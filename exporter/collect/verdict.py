@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.collection import Collection
+from exporter.collect.collection import Collection
 from exporter.room.errors import REASON_HINTS
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.yamlfile import YamlFileError, file_named_in, read_yaml
+from exporter.files.yamlfile import YamlFileError, file_named_in, read_yaml, reject_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def load_web_config(path: Path | str) -> WebConfig:
         return WebConfig()
     if not isinstance(document, dict):
         raise WebConfigError(path, None, "expected a mapping (tls_server_config, basic_auth_users, ...)")
-    _reject_unknown(path, "", document, TOP_LEVEL_KEYS)
+    reject_unknown_keys(path, "", document, TOP_LEVEL_KEYS, WebConfigError)
     tls = _tls(path, document.get("tls_server_config"))
     users = _users(path, document.get("basic_auth_users"))
     healthz_open = document.get("healthz_without_auth", False)
@@ -136,7 +136,7 @@ def _tls(path: Path, section: Any) -> TLSSettings | None:
             raise WebConfigError(
                 path, f"{key}.{name}", "is an exporter-toolkit key this exporter does not support; remove it"
             )
-    _reject_unknown(path, f"{key}.", section, TLS_KEYS)
+    reject_unknown_keys(path, f"{key}.", section, TLS_KEYS, WebConfigError)
     for required in ("cert_file", "key_file"):
         if not section.get(required):
             raise WebConfigError(path, f"{key}.{required}", "missing; TLS needs both cert_file and key_file")
@@ -261,7 +261,7 @@ def _http(path: Path, section: Any) -> tuple[tuple[str, str], ...]:
         return ()
     if not isinstance(section, dict):
         raise WebConfigError(path, "http_server_config", "must be a mapping")
-    _reject_unknown(path, "http_server_config.", section, HTTP_KEYS)
+    reject_unknown_keys(path, "http_server_config.", section, HTTP_KEYS, WebConfigError)
     if "http2" in section and not isinstance(section["http2"], bool):
         raise WebConfigError(
             path,
@@ -284,12 +284,6 @@ def _http(path: Path, section: Any) -> tuple[tuple[str, str], ...]:
             raise WebConfigError(path, f"http_server_config.headers.{name}", "must be a one-line string")
         result.append((canonical, value))
     return tuple(result)
-
-
-def _reject_unknown(path: Path, prefix: str, mapping: dict[Any, Any], known: tuple[str, ...]) -> None:
-    for key in mapping:
-        if key not in known:
-            raise WebConfigError(path, f"{prefix}{key}", f"unknown key; expected one of {', '.join(known)}")
 
 
 class WebConfigWatcher:

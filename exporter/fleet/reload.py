@@ -18,7 +18,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.config import ConfigError, ExporterConfig, load_config
+from exporter.fleet.config import ConfigError, ExporterConfig, load_config
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from exporter.pinfile import PinFileError, read_pin_file
+from exporter.files.pinfile import PinFileError, read_pin_file
+from exporter.files.yamlfile import YamlFileError, file_named_in, read_yaml, reject_unknown_keys
 from exporter.room import RoomTarget, parse_target
-from exporter.yamlfile import YamlFileError, file_named_in, read_yaml
+from exporter.room.target import host_port
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,9 @@ class ExporterConfig:
         if self.allowed_targets is None:
             return True
         host = target.host.lower()
-        host_port = f"[{host}]:{target.port}" if ":" in host else f"{host}:{target.port}"
+        with_port = host_port(host, target.port)
         return any(
-            fnmatchcase(host, pattern) or fnmatchcase(host_port, pattern) for pattern in self.allowed_targets
+            fnmatchcase(host, pattern) or fnmatchcase(with_port, pattern) for pattern in self.allowed_targets
         )
 
 
@@ -98,7 +99,7 @@ def parse_config(document: Any, path: Path | str, default_timeout: float) -> Exp
         raise ConfigError(path, None, "the file is empty; it needs at least 'modules'")
     if not isinstance(document, dict):
         raise ConfigError(path, None, f"expected a mapping with 'modules', found {_kind(document)}")
-    _reject_unknown(path, "", document, TOP_LEVEL_KEYS)
+    reject_unknown_keys(path, "", document, TOP_LEVEL_KEYS, ConfigError)
     if "modules" not in document:
         raise ConfigError(path, "modules", "missing; name at least one module (for example 'default')")
     modules_doc = document["modules"]
@@ -123,7 +124,7 @@ def _module(path: Path | str, name: str, body: Any, default_timeout: float) -> M
         raise ConfigError(
             path, key, f"must be a mapping (use {{}} for a Room without a PIN), found {_kind(body)}"
         )
-    _reject_unknown(path, f"{key}.", body, MODULE_KEYS)
+    reject_unknown_keys(path, f"{key}.", body, MODULE_KEYS, ConfigError)
     given = [k for k in PIN_KEYS if k in body]
     if len(given) > 1:
         raise ConfigError(path, key, f"give only one of pin_file, pin_env and pin, not {' and '.join(given)}")
@@ -221,12 +222,6 @@ def _allowed_targets(path: Path | str, value: Any, present: bool) -> tuple[str, 
             )
         patterns.append(pattern)
     return tuple(patterns)
-
-
-def _reject_unknown(path: Path | str, prefix: str, mapping: dict[Any, Any], known: tuple[str, ...]) -> None:
-    for key in mapping:
-        if key not in known:
-            raise ConfigError(path, f"{prefix}{key}", f"unknown key; expected one of {', '.join(known)}")
 
 
 def _kind(value: Any) -> str:

@@ -24,9 +24,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.collection import Collection
-from exporter.file_requests import DESTINATIONS, PENDING_STATUSES, STATUSES, Snapshot
+from exporter.collect.collection import Collection
 from exporter.room import Reason
+from exporter.room.file_requests import DESTINATIONS, PENDING_STATUSES, STATUSES, Snapshot
 
 PREFIX = "trueconf"
 REQUESTS = f"{PREFIX}_outgoing_file_requests"

@@ -10,8 +10,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from exporter.file_requests import ReplyShapeError, Snapshot, parse_outgoing_reply
 from exporter.room import CollectionError, Deadline, Reason, RoomTarget, fetch_outgoing_requests
+from exporter.room.file_requests import ReplyShapeError, Snapshot, parse_outgoing_reply
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)

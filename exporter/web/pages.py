@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
 
 from exporter import __version__
-from exporter.reload import ConfigHolder
-
-if TYPE_CHECKING:
-    from exporter.web import ExporterSettings
+from exporter.fleet.reload import ConfigHolder
+from exporter.web.settings import ExporterSettings
 
 
 def landing_page(settings: ExporterSettings, config: ConfigHolder | None = None) -> bytes:

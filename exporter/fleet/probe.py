@@ -1,28 +1,20 @@
-"""`GET /probe?target=HOST[:PORT]&module=NAME`: collect one Room with a module's credentials.
+"""What a `/probe?target=HOST[:PORT]&module=NAME` request asks for, checked against the config.
 
-This is the multi-target pattern. The answer carries the same metric names as the single-target `/metrics`
-(`trueconf_up` per probe) and nothing about the exporter itself. A request that cannot be served gets a
-one-line plain-text reason: 400 for a missing or malformed target or an unknown module, 403 for a target
-outside `allowed_targets`, decided before any connection is attempted.
+This is the multi-target pattern: a request that cannot be served is refused with a one-line reason, 400 for
+a missing or malformed target or an unknown module, 403 for a target outside `allowed_targets`, decided
+before any connection is attempted. The HTTP answer itself is web.app's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any
 from urllib.parse import parse_qs
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-
-from exporter.collection import Collection, collect_room
-from exporter.collector import RoomCollector
-from exporter.config import DEFAULT_MODULE, ExporterConfig, Module
+from exporter.fleet.config import DEFAULT_MODULE, ExporterConfig, Module
 from exporter.room import RoomTarget, TargetError
 
 log = logging.getLogger(__name__)
 
-StartResponse = Callable[..., Any]
 MAX_ECHO_CHARS = 100
 """A request value quoted back in an error is cut to this length."""
 
@@ -75,32 +67,6 @@ def resolve_probe(config: ExporterConfig, query_string: str) -> tuple[Module, Ro
         )
         raise ProbeRefusedError("403 Forbidden", f"target {_echo(str(target))} is not in allowed_targets")
     return module, target
-
-
-Collect = Callable[[RoomTarget, str | None, float], Collection]
-
-
-def probe_app(
-    environ: dict[str, Any],
-    start_response: StartResponse,
-    config: ExporterConfig,
-    timeout_for: Callable[[float], float],
-    collect: Collect = collect_room,
-) -> Iterable[bytes]:
-    """Answer one /probe request; `timeout_for` turns the module's timeout into this scrape's deadline."""
-    try:
-        module, target = resolve_probe(config, environ.get("QUERY_STRING", ""))
-    except ProbeRefusedError as refused:
-        start_response(refused.status, [("Content-Type", "text/plain; charset=utf-8")])
-        return [f"{refused.reason}\n".encode()]
-    timeout = timeout_for(module.timeout_seconds)
-
-    def collect_once() -> Collection:
-        return collect(target, module.pin, timeout)
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(RoomCollector(collect_once))
-    return make_wsgi_app(registry)(environ, start_response)
 
 
 def _echo(value: str, limit: int = MAX_ECHO_CHARS) -> str:

@@ -14,17 +14,16 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import bcrypt
 
-from exporter.webconfig import WebConfig, WebConfigError, WebConfigWatcher
+from exporter.web.config import WebConfig, WebConfigError, WebConfigWatcher
+from exporter.web.responses import StartResponse, WSGIApp, plain_text
 
 log = logging.getLogger(__name__)
 
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 REALM = "trueconf-exporter"
 CACHE_SIZE = 256
 OPEN_PATH = "/healthz"
@@ -104,21 +103,22 @@ class WebSecurity:
         try:
             config = self.watcher.current()
         except WebConfigError:
-            start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"the web config file is invalid; see the exporter's log\n"]
+            return plain_text(
+                start_response,
+                "500 Internal Server Error",
+                "the web config file is invalid; see the exporter's log\n",
+            )
 
         def with_headers(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
             return start_response(status, [*headers, *config.headers], *exc_info)
 
         if not self._authorised(config, environ):
-            with_headers(
+            return plain_text(
+                with_headers,
                 "401 Unauthorized",
-                [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
-                ],
+                "401 Unauthorized\n",
+                headers=(("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),),
             )
-            return [b"401 Unauthorized\n"]
         return self.app(environ, with_headers)
 
     def _authorised(self, config: WebConfig, environ: dict[str, Any]) -> bool:

@@ -36,6 +36,15 @@ def read_yaml(path: Path, error: type[YamlFileError]) -> Any:
         raise error(path, None, "not valid YAML") from None
 
 
+def reject_unknown_keys(
+    path: Path | str, prefix: str, mapping: dict[Any, Any], known: tuple[str, ...], error: type[YamlFileError]
+) -> None:
+    """Raise `error` naming the first key of `mapping` that is not in `known`: a typo is never ignored."""
+    for key in mapping:
+        if key not in known:
+            raise error(path, f"{prefix}{key}", f"unknown key; expected one of {', '.join(known)}")
+
+
 def file_named_in(config_path: Path | str, value: str) -> Path:
     """A file named in a YAML file: `~` expanded, and a relative name taken beside that YAML file, so the
     file works from any working directory."""

@@ -1,0 +1,39 @@
+"""`check`: read the Room once, print what `/metrics` would show and a one-line verdict."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.cli.options import logging_options, read_pin, room_options
+from exporter.collect.collection import collect_room
+from exporter.collect.families import BuildInfoCollector, RoomCollector
+from exporter.collect.verdict import verdict
+from exporter.logs import setup_logging
+from exporter.room import RoomTarget
+
+
+@click.command()
+@room_options
+@logging_options
+def check(
+    target: RoomTarget,
+    pin: str | None,
+    pin_file: Path | None,
+    timeout: float,
+    max_message_bytes: int,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Read the Room once, print its metrics and a verdict; exit 0 if it answered, 1 otherwise."""
+    setup_logging(log_level, log_format)
+    collection = collect_room(target, read_pin(pin, pin_file), timeout, max_message_bytes)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RoomCollector(lambda: collection))
+    registry.register(BuildInfoCollector())
+    click.echo(generate_latest(registry).decode(), nl=False)
+    click.echo(verdict(collection))
+    sys.exit(0 if collection.up else 1)

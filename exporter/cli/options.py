@@ -1,0 +1,157 @@
+"""The options the commands share, each also read from a `TRUECONF_EXPORTER_<NAME>` variable (--help)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from exporter.files.pinfile import PinFileError, read_pin_file
+from exporter.fleet.config import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
+from exporter.logs import FORMATS, LEVELS
+from exporter.room import RoomTarget, TargetError, parse_target
+from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.web.server import parse_listen_address
+
+FC = TypeVar("FC", bound=Callable[..., Any])
+
+ENV_PREFIX = "TRUECONF_EXPORTER_"
+DEFAULT_TARGET = "ws://127.0.0.1:8765"
+DEFAULT_LISTEN_ADDRESS = ":18765"
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+
+def env(name: str) -> str:
+    return f"{ENV_PREFIX}{name}"
+
+
+def option(*param_decls: str, variable: str, **attrs: Any) -> Callable[[FC], FC]:
+    """A click option that also reads TRUECONF_EXPORTER_<variable>, both shown in --help with the default."""
+    return click.option(*param_decls, envvar=env(variable), show_envvar=True, show_default=True, **attrs)
+
+
+def apply(command: FC, *decorators: Callable[[FC], FC]) -> FC:
+    """Apply option decorators in reading order (the first one listed is the first in --help)."""
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+class TargetType(click.ParamType):
+    name = "TARGET"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> RoomTarget:
+        if isinstance(value, RoomTarget):
+            return value
+        try:
+            return parse_target(str(value))
+        except TargetError as error:
+            self.fail(str(error), param, ctx)
+
+
+class ListenAddressType(click.ParamType):
+    name = "HOST:PORT"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_listen_address(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
+    """The PIN from `--pin` or `--pin-file` (stripped); None means unsecured auth. Never echoes the PIN."""
+    if pin is not None and pin_file is not None:
+        raise click.UsageError("--pin and --pin-file are mutually exclusive: give one")
+    if pin_file is not None:
+        try:
+            return read_pin_file(pin_file)
+        except PinFileError as error:
+            raise click.BadParameter(str(error), param_hint="--pin-file") from None
+    if pin is not None and not pin.strip():
+        raise click.BadParameter(
+            "the PIN is empty; leave it out for a Room without a PIN", param_hint="--pin"
+        )
+    return pin.strip() if pin is not None else None
+
+
+def logging_options(command: FC) -> FC:
+    """`--log-level` and `--log-format`, last in every command's --help."""
+    return apply(
+        command,
+        option(
+            "--log-level",
+            type=click.Choice(LEVELS, case_sensitive=False),
+            default="info",
+            variable="LOG_LEVEL",
+            help="Only log lines at this level or above.",
+        ),
+        option(
+            "--log-format",
+            type=click.Choice(FORMATS),
+            default="logfmt",
+            variable="LOG_FORMAT",
+            help="Log line format.",
+        ),
+    )
+
+
+def listen_address_option(command: FC) -> FC:
+    return option(
+        "--web.listen-address",
+        "listen_address",
+        type=ListenAddressType(),
+        default=DEFAULT_LISTEN_ADDRESS,
+        variable="WEB_LISTEN_ADDRESS",
+        help="Address to serve /metrics on.",
+    )(command)
+
+
+def room_options(command: FC) -> FC:
+    """The options that say which Room to read and how: shared by `serve` and `check`."""
+    return apply(
+        command,
+        option(
+            "--target",
+            type=TargetType(),
+            default=DEFAULT_TARGET,
+            variable="TARGET",
+            help="The Room: ws://HOST:PORT, HOST[:PORT] (WebSocket port, 8765 by default), or "
+            "http://HOST[:PORT] to discover the WebSocket port from the Room's web UI.",
+        ),
+        option(
+            "--pin",
+            variable="PIN",
+            default=None,
+            help="The Room's PIN. Prefer --pin-file or the environment variable: a command line "
+            "is visible to every user of the machine.",
+        ),
+        option(
+            "--pin-file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            variable="PIN_FILE",
+            default=None,
+            help="A file holding the Room's PIN (whitespace stripped).",
+        ),
+        option(
+            "--timeout",
+            type=click.FloatRange(min=MIN_TIMEOUT_SECONDS, max=MAX_TIMEOUT_SECONDS),
+            default=DEFAULT_TIMEOUT_SECONDS,
+            variable="TIMEOUT",
+            help="Seconds one whole collection may take: discovery, connect, auth and reply.",
+        ),
+        option(
+            "--max-message-bytes",
+            type=click.IntRange(min=1024),
+            default=DEFAULT_MAX_MESSAGE_BYTES,
+            variable="MAX_MESSAGE_BYTES",
+            help="Refuse any one message from the Room larger than this (reason protocol) "
+            "before reading it, so a misbehaving Room cannot exhaust the exporter's memory.",
+        ),
+    )

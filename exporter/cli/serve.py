@@ -1,0 +1,170 @@
+"""`serve`: the exporter itself, one Room from the flags or a fleet through `/probe` with --config.file."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from exporter.cli.options import (
+    apply,
+    listen_address_option,
+    logging_options,
+    option,
+    read_pin,
+    room_options,
+)
+from exporter.cli.running import run_until_stopped
+from exporter.fleet.config import ConfigError
+from exporter.fleet.reload import ConfigHolder
+from exporter.logs import setup_logging
+from exporter.room import RoomTarget
+from exporter.room.target import host_port
+from exporter.web.app import ExporterApp
+from exporter.web.config import WebConfigError, WebConfigWatcher
+from exporter.web.server import make_http_server
+from exporter.web.settings import ExporterSettings
+
+log = logging.getLogger("exporter")
+
+
+def serve_options(command: Callable[..., None]) -> Callable[..., None]:
+    return apply(
+        command,
+        room_options,
+        listen_address_option,
+        option(
+            "--collector.process/--no-collector.process",
+            "process_metrics",
+            default=False,
+            variable="COLLECTOR_PROCESS",
+            help="Also export the Python process, platform and GC metrics.",
+        ),
+        option(
+            "--config.file",
+            "config_file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            variable="CONFIG_FILE",
+            help="YAML with modules (PIN source, timeout, discovery) and allowed_targets, for a fleet "
+            "of Rooms probed at /probe?target=HOST&module=NAME. With it, /metrics carries only the "
+            "exporter's own metrics and --target/--pin/--pin-file are ignored. Reloaded on SIGHUP "
+            "and POST /-/reload.",
+        ),
+        option(
+            "--web.config.file",
+            "web_config_file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            variable="WEB_CONFIG_FILE",
+            help="Prometheus exporter-toolkit web config: TLS (tls_server_config) and basic auth "
+            "(basic_auth_users, bcrypt hashes). Re-read when it changes.",
+        ),
+        logging_options,
+    )
+
+
+@click.command()
+@serve_options
+def serve(
+    target: RoomTarget,
+    pin: str | None,
+    pin_file: Path | None,
+    timeout: float,
+    max_message_bytes: int,
+    listen_address: tuple[str, int],
+    process_metrics: bool,
+    config_file: Path | None,
+    web_config_file: Path | None,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Serve the Room's metrics, read at every scrape of /metrics (or of /probe with --config.file)."""
+    setup_logging(log_level, log_format)
+    web_config = load_web_config(web_config_file)
+    config = load_config(config_file, timeout)
+    settings = ExporterSettings(
+        target=target,
+        pin=read_pin(pin, pin_file) if config is None else None,
+        timeout_seconds=timeout,
+        process_metrics=process_metrics,
+        max_message_bytes=max_message_bytes,
+    )
+    run_server(settings, listen_address, config=config, web_config=web_config)
+
+
+def load_web_config(path: Path | None) -> WebConfigWatcher | None:
+    """The watched web config, or a one-line start-up error naming the file, the key and the problem."""
+    if path is None:
+        return None
+    try:
+        return WebConfigWatcher(path)
+    except WebConfigError as error:
+        raise click.ClickException(f"invalid --web.config.file: {error}") from None
+
+
+def load_config(path: Path | None, default_timeout: float) -> ConfigHolder | None:
+    """The config file for multi-target mode, validated; says which single-target options it overrides."""
+    if path is None:
+        return None
+    try:
+        holder = ConfigHolder(path, default_timeout)
+    except ConfigError as error:
+        raise click.ClickException(f"invalid --config.file: {error}") from None
+    context = click.get_current_context()
+    ignored = [
+        f"--{name.replace('_', '-')}"
+        for name in ("target", "pin", "pin_file")
+        if context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if ignored:
+        log.warning(
+            "ignored with --config.file: Rooms are probed through /probe with the config's modules",
+            extra={"detail": ", ".join(ignored)},
+        )
+    config = holder.config
+    if config.allowed_targets is None and any(m.pin is not None for m in config.modules.values()):
+        log.warning(
+            "no allowed_targets: /probe connects to any host it is given, sending the module's PIN",
+            extra={"file": str(path)},
+        )
+    return holder
+
+
+def run_server(
+    settings: ExporterSettings,
+    listen_address: tuple[str, int],
+    config: ConfigHolder | None = None,
+    web_config: WebConfigWatcher | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or Ctrl-C; `announce` is told the metrics URL once the port is bound."""
+    host, port = listen_address
+    try:
+        server = make_http_server(ExporterApp(settings, config), host, port, web_config)
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot listen on {host or '*'}:{port}: {error.strerror or error}"
+        ) from None
+    bound_port = server.server_address[1]
+    shown_host = host if host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    scheme = "https" if web_config is not None and web_config.current().tls is not None else "http"
+    url = f"{scheme}://{host_port(shown_host, bound_port)}/metrics"
+    serving = {"file": str(config.path)} if config is not None else {"target": str(settings.target)}
+    log.info("exporter listening", extra={"address": f"{host or '*'}:{bound_port}", "url": url, **serving})
+    if announce is not None:
+        announce(url)
+    on_hangup = None
+    if config is not None:
+        reload = config.reload
+
+        def on_hangup() -> None:
+            threading.Thread(target=reload, daemon=True).start()
+
+    try:
+        run_until_stopped(server.serve_forever, on_hangup)
+    finally:
+        server.server_close()

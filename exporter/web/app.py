@@ -1,0 +1,134 @@
+"""The routes of the exporter's WSGI app: `/`, `/metrics`, `/probe`, `/-/reload`, `/healthz`.
+
+Every `/metrics` or `/probe` request builds a fresh registry around a fresh collection, so overlapping scrapes
+never share state. prometheus_client's own WSGI app does the content negotiation (text or OpenMetrics) and
+gzip.
+
+Without `--config.file`, `/metrics` collects the one Room from the flags. With it, `/metrics` carries only the
+exporter's own metrics (build info, config reload status, process metrics when enabled) and Rooms are
+collected through `/probe?target=...&module=...`; `POST /-/reload` re-reads the config file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from exporter.collect.collection import Collection, collect_room
+from exporter.collect.families import BuildInfoCollector, RoomCollector
+from exporter.fleet.probe import ProbeRefusedError, resolve_probe
+from exporter.fleet.reload import ConfigHolder, ReloadCollector
+from exporter.room import RoomTarget
+from exporter.web.pages import landing_page
+from exporter.web.responses import StartResponse, plain_text
+from exporter.web.settings import ExporterSettings
+
+SCRAPE_TIMEOUT_HEADER = "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"
+SCRAPE_TIMEOUT_MARGIN_SECONDS = 0.5
+"""Left for the exporter to answer after the Room's deadline, inside Prometheus's scrape timeout."""
+MIN_SCRAPE_DEADLINE_SECONDS = 0.1
+"""The shortest deadline a tight scrape-timeout header can leave a collection."""
+
+
+def effective_timeout(configured: float, scrape_timeout_header: str | None) -> float:
+    """The collection deadline: the configured timeout, shortened to fit Prometheus's scrape timeout."""
+    if not scrape_timeout_header:
+        return configured
+    try:
+        scrape_timeout = float(scrape_timeout_header)
+    except ValueError:
+        return configured
+    if math.isnan(scrape_timeout) or scrape_timeout <= 0:
+        return configured
+    return max(MIN_SCRAPE_DEADLINE_SECONDS, min(configured, scrape_timeout - SCRAPE_TIMEOUT_MARGIN_SECONDS))
+
+
+class ExporterApp:
+    """The WSGI application; `config` switches it from the one flag-given Room to the multi-target mode."""
+
+    def __init__(self, settings: ExporterSettings, config: ConfigHolder | None = None) -> None:
+        self.settings = settings
+        self.config = config
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/-/reload":
+            return self.reload(method, start_response)
+        if method not in ("GET", "HEAD"):
+            return plain_text(start_response, "405 Method Not Allowed", "only GET and HEAD are supported\n")
+        if path == "/metrics":
+            return self.metrics(environ, start_response)
+        if path == "/probe":
+            return self.probe(environ, start_response)
+        if path == "/healthz":
+            return plain_text(start_response, "200 OK", "ok\n")
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+            return [landing_page(self.settings, self.config)]
+        return plain_text(start_response, "404 Not Found", "not found; try /metrics\n")
+
+    def collect(self, target: RoomTarget, pin: str | None, timeout: float) -> Collection:
+        """One collection, for /metrics and /probe alike: the one place collection settings are applied."""
+        return collect_room(target, pin, timeout, self.settings.max_message_bytes)
+
+    def probe(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """One Room named by the query, with its module's credentials; the same families as `/metrics`."""
+        if self.config is None:
+            return plain_text(
+                start_response,
+                "404 Not Found",
+                "/probe needs --config.file (modules and allowed_targets); without it, use /metrics\n",
+            )
+        try:
+            module, target = resolve_probe(self.config.config, environ.get("QUERY_STRING", ""))
+        except ProbeRefusedError as refused:
+            return plain_text(start_response, refused.status, f"{refused.reason}\n")
+        timeout = effective_timeout(module.timeout_seconds, environ.get(SCRAPE_TIMEOUT_HEADER))
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(RoomCollector(lambda: self.collect(target, module.pin, timeout)))
+        return make_wsgi_app(registry)(environ, start_response)
+
+    def reload(self, method: str, start_response: StartResponse) -> Iterable[bytes]:
+        if method != "POST":
+            return plain_text(
+                start_response,
+                "405 Method Not Allowed",
+                "use POST to reload the config file\n",
+                headers=(("Allow", "POST"),),
+            )
+        if self.config is None:
+            return plain_text(
+                start_response,
+                "400 Bad Request",
+                "nothing to reload: serve was started without --config.file\n",
+            )
+        error = self.config.reload()
+        if error is not None:
+            return plain_text(
+                start_response,
+                "500 Internal Server Error",
+                f"reload failed, the previous config stays in use: {error}\n",
+            )
+        return plain_text(start_response, "200 OK", "config reloaded\n")
+
+    def metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        settings = self.settings
+        timeout = effective_timeout(settings.timeout_seconds, environ.get(SCRAPE_TIMEOUT_HEADER))
+        registry = CollectorRegistry(auto_describe=False)
+        if self.config is None:
+            registry.register(RoomCollector(lambda: self.collect(settings.target, settings.pin, timeout)))
+        else:
+            registry.register(ReloadCollector(self.config))
+        registry.register(BuildInfoCollector())
+        if settings.process_metrics:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+        return make_wsgi_app(registry)(environ, start_response)
