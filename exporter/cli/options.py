@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,6 +16,14 @@ from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.web.server import parse_listen_address
 
 FC = TypeVar("FC", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    # click >= 8.4 makes ParamType generic in the converted value's type; the click 8.1 that pyproject admits
+    # cannot subscript it at run time, so only the type checker sees the parameters.
+    _TargetParamType = click.ParamType[RoomTarget]
+    _ListenAddressParamType = click.ParamType[tuple[str, int]]
+else:
+    _TargetParamType = _ListenAddressParamType = click.ParamType
 
 ENV_PREFIX = "TRUECONF_EXPORTER_"
 DEFAULT_TARGET = "ws://127.0.0.1:8765"
@@ -39,7 +47,7 @@ def apply(command: FC, *decorators: Callable[[FC], FC]) -> FC:
     return command
 
 
-class TargetType(click.ParamType):
+class TargetType(_TargetParamType):
     name = "TARGET"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> RoomTarget:
@@ -51,7 +59,7 @@ class TargetType(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
-class ListenAddressType(click.ParamType):
+class ListenAddressType(_ListenAddressParamType):
     name = "HOST:PORT"
 
     def convert(

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from exporter.room.deadline import Deadline
 from exporter.room.errors import CollectionError, Reason
 
-AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple]
+SocketAddress = tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
+"""What `getaddrinfo` gives for IPv4, for IPv6, and for IPv6 on a Python built without IPv6 support."""
+AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, SocketAddress]
 
 _resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="resolve")
 
 
-def resolve(host: str, port: int, deadline: Deadline, phase: str) -> list[AddressInfo]:
+def resolve(host: str, port: int, deadline: Deadline, phase: str) -> Sequence[AddressInfo]:
     """The addresses of `host`; an IP literal needs no lookup and costs no thread hop."""
     try:
         ipaddress.ip_address(host)

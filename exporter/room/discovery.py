@@ -29,7 +29,7 @@ def websocket_port_from_config(document: bytes) -> int:
         raise CollectionError(
             Reason.PROTOCOL, f"config.json is not the documented shape ({error!r})"
         ) from None
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise CollectionError(Reason.PROTOCOL, f"config.json names no valid WebSocket port: {port!r}")
     return port
 

@@ -104,7 +104,7 @@ class Snapshot:
 def _number(value: Any) -> float | None:
     """A finite JSON number below MAX_NUMBER, or None. Booleans are not numbers here although Python says
     they are."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not isinstance(value, int | float) or isinstance(value, bool):
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return None

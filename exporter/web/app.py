@@ -26,7 +26,7 @@ from exporter.fleet.probe import ProbeRefusedError, resolve_probe
 from exporter.fleet.reload import ConfigHolder, ReloadCollector
 from exporter.room import RoomTarget
 from exporter.web.pages import landing_page
-from exporter.web.responses import StartResponse, plain_text
+from exporter.web.responses import StartResponse, WSGIApp, plain_text
 from exporter.web.settings import ExporterSettings
 
 SCRAPE_TIMEOUT_HEADER = "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"
@@ -34,6 +34,14 @@ SCRAPE_TIMEOUT_MARGIN_SECONDS = 0.5
 """Left for the exporter to answer after the Room's deadline, inside Prometheus's scrape timeout."""
 MIN_SCRAPE_DEADLINE_SECONDS = 0.1
 """The shortest deadline a tight scrape-timeout header can leave a collection."""
+
+
+def _exposition(
+    registry: CollectorRegistry, environ: dict[str, Any], start_response: StartResponse
+) -> Iterable[bytes]:
+    """`registry` answered by prometheus_client's WSGI app, which negotiates text or OpenMetrics and gzip."""
+    prometheus_app: WSGIApp = make_wsgi_app(registry)  # prometheus_client types it as a bare `Callable`
+    return prometheus_app(environ, start_response)
 
 
 def effective_timeout(configured: float, scrape_timeout_header: str | None) -> float:
@@ -93,7 +101,7 @@ class ExporterApp:
         timeout = effective_timeout(module.timeout_seconds, environ.get(SCRAPE_TIMEOUT_HEADER))
         registry = CollectorRegistry(auto_describe=False)
         registry.register(RoomCollector(lambda: self.collect(target, module.pin, timeout)))
-        return make_wsgi_app(registry)(environ, start_response)
+        return _exposition(registry, environ, start_response)
 
     def reload(self, method: str, start_response: StartResponse) -> Iterable[bytes]:
         if method != "POST":
@@ -131,4 +139,4 @@ class ExporterApp:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
-        return make_wsgi_app(registry)(environ, start_response)
+        return _exposition(registry, environ, start_response)
