@@ -4,15 +4,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+MIN_VENV ?= .venv-min
+MIN_BIN := $(MIN_VENV)/bin
+FAST := not process and not e2e
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= :18765
 
-.PHONY: run test lint unit system-deps bench soak container-smoke clean
+.PHONY: run test test-fast test-min lint unit system-deps bench soak container-smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,emulator]'
 	touch $@
 
 ## run: the living emulated Room and the exporter on $(LISTEN); Ctrl-C stops both
@@ -29,15 +32,34 @@ system-deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends systemd; }
 
+## lint: ruff (lint and format) over everything, mypy --strict over the package
 lint: $(BIN)/.installed
 	$(BIN)/ruff check exporter tests benchmarks scripts
 	$(BIN)/ruff format --check exporter tests benchmarks scripts
+	$(BIN)/mypy
 
+## unit: every test, fast and slow (real processes, a real Prometheus)
 unit: $(BIN)/.installed system-deps
 	$(BIN)/python -m pytest
 
-## test: the whole suite, as CI runs it
-test: lint unit
+## test-fast: the fast tier only (no processes, no Prometheus), for the edit-test loop
+test-fast: $(BIN)/.installed
+	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -m "$(FAST)"
+
+## test-min: every runtime dependency at the lowest version pyproject.toml admits, in a venv of its own;
+## runs the fast tier and one end-to-end scrape through real processes
+test-min: $(BIN)/.installed
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(BIN)/python scripts/lowest_requirements.py > $(MIN_VENV)/lowest.txt
+	$(MIN_BIN)/python -m pip install --quiet --upgrade pip
+	$(MIN_BIN)/python -m pip install --quiet -c $(MIN_VENV)/lowest.txt -e '.[test,emulator]'
+	@echo "lowest versions under test:" && $(MIN_BIN)/python -m pip list 2>/dev/null \
+	  | grep -iE '^(prometheus.client|websocket.client|websockets|click|pyyaml|bcrypt) '
+	$(MIN_BIN)/python -m pytest -p no:cacheprovider -m "($(FAST)) or smoke"
+
+## test: the whole suite, as CI runs it: lint, every test, then the lowest dependency versions
+test: lint unit test-min
 
 ## soak: thousands of scrapes against healthy and faulty Rooms; fails if fds, threads or RSS grow (not in CI)
 soak: $(BIN)/.installed
@@ -52,4 +74,4 @@ container-smoke: $(BIN)/.installed
 	PYTHON=$(BIN)/python scripts/container-smoke.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -199,3 +199,23 @@ def test_a_slow_name_lookup_cannot_outlive_the_deadline(monkeypatch):
     collection = collect("ws://slow-dns.example.org:8765", timeout=0.5)
     assert reason_of(collection) is Reason.TIMEOUT
     assert "resolving slow-dns.example.org" in collection.error.message
+
+
+def test_a_redirect_is_never_followed_and_is_connect_naming_the_status(monkeypatch):
+    """The PIN goes only to the address the collection connected to: a 302 to another listener is a failure,
+    and that listener (reachable, willing) hears nothing, through a proxy variable or not."""
+    heard: list[bytes] = []
+
+    def other_host(connection: socket.socket) -> None:
+        heard.append(connection.recv(65536))
+
+    with raw_servers.tcp_server(other_host) as other_port:
+        location = f"ws://127.0.0.1:{other_port}/".encode()
+        redirect = raw_servers.http_answer(b"HTTP/1.1 302 Found\r\nLocation: " + location, b"")
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{other_port}")
+        with raw_servers.tcp_server(redirect) as port:
+            collection = collect(f"127.0.0.1:{port}", pin="13572468")
+        time.sleep(0.2)  # time for a connection the client might have opened to arrive
+    assert reason_of(collection) is Reason.CONNECT
+    assert "302" in collection.error.message
+    assert heard == []

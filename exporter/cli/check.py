@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.cli.options import logging_options, read_pin, room_options
+from exporter.cli.options import logging_options, read_pin, require_supported_websocket_client, room_options
 from exporter.collect.collection import collect_room
 from exporter.collect.families import BuildInfoCollector, RoomCollector
 from exporter.collect.verdict import verdict
@@ -30,6 +30,7 @@ def check(
 ) -> None:
     """Read the Room once, print its metrics and a verdict; exit 0 if it answered, 1 otherwise."""
     setup_logging(log_level, log_format)
+    require_supported_websocket_client()
     collection = collect_room(target, read_pin(pin, pin_file), timeout, max_message_bytes)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RoomCollector(lambda: collection))

@@ -12,7 +12,11 @@ from exporter.files.pinfile import PinFileError, read_pin_file
 from exporter.fleet.config import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
 from exporter.logs import FORMATS, LEVELS
 from exporter.room import RoomTarget, TargetError, parse_target
-from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.room.frames import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    UnsupportedWebSocketClientError,
+    check_websocket_client,
+)
 from exporter.web.server import parse_listen_address
 
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -87,6 +91,14 @@ def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
             "the PIN is empty; leave it out for a Room without a PIN", param_hint="--pin"
         )
     return pin.strip() if pin is not None else None
+
+
+def require_supported_websocket_client() -> None:
+    """At start-up, never at a scrape: a websocket-client the exporter cannot use is one line, exit 1."""
+    try:
+        check_websocket_client()
+    except UnsupportedWebSocketClientError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def logging_options(command: FC) -> FC:

@@ -15,6 +15,7 @@ from exporter.cli.options import (
     logging_options,
     option,
     read_pin,
+    require_supported_websocket_client,
     room_options,
 )
 from exporter.cli.running import run_until_stopped
@@ -84,6 +85,7 @@ def serve(
 ) -> None:
     """Serve the Room's metrics, read at every scrape of /metrics (or of /probe with --config.file)."""
     setup_logging(log_level, log_format)
+    require_supported_websocket_client()
     web_config = load_web_config(web_config_file)
     config = load_config(config_file, timeout)
     settings = ExporterSettings(

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import os
 import socket
+from http import HTTPStatus
 from typing import Any
 
 import websocket
@@ -39,7 +40,7 @@ def _next_request_id() -> str:
 class RoomSession:
     """An open WebSocket to a Room, with the deadline every call on it shares; `_converse` opens it."""
 
-    def __init__(self, ws: websocket.WebSocket, deadline: Deadline) -> None:
+    def __init__(self, ws: BoundedWebSocket, deadline: Deadline) -> None:
         self._ws = ws
         self._deadline = deadline
 
@@ -55,7 +56,7 @@ class RoomSession:
 
     def _receive(self, phase: str) -> dict[str, Any]:
         self._ws.settimeout(self._deadline.remaining(phase))
-        opcode, data = self._ws.recv_data()
+        opcode, data = self._ws.recv_message()
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             raise CollectionError(Reason.PROTOCOL, f"the Room closed the connection during {phase}")
         if opcode != websocket.ABNF.OPCODE_TEXT:
@@ -73,23 +74,22 @@ class RoomSession:
             self._ws.close(timeout=max(0.0, min(self._deadline.left(), CLOSE_WAIT_SECONDS)))
 
 
-def _handshake(
-    url: str, sock: socket.socket, deadline: Deadline, max_message_bytes: int
-) -> websocket.WebSocket:
+def _handshake(url: str, sock: socket.socket, deadline: Deadline, max_message_bytes: int) -> BoundedWebSocket:
+    """The WebSocket upgrade on `sock`, the one connection this collection opened, and nowhere else.
+
+    websocket-client follows up to 3 redirects by default, each on a new connection of its own (past the
+    allow-list, the watchdog and any proxy rule): `redirect_limit=0` keeps a 3xx as the answer, and any
+    answer other than 101 is a `connect` failure naming its status.
+    """
+    # RoomSession decodes every text message itself (C speed); websocket-client's pure-Python UTF-8 check of
+    # the same bytes costs ~0.4 s per MiB of CPU that no deadline can interrupt.
+    ws = BoundedWebSocket(
+        max_message_bytes=max_message_bytes, enable_multithread=False, skip_utf8_validation=True
+    )
     try:
-        ws = websocket.create_connection(
-            url,
-            timeout=deadline.remaining("handshake"),
-            socket=sock,
-            suppress_origin=True,
-            enable_multithread=False,
-            # RoomSession decodes every text message itself (C speed); websocket-client's pure-Python UTF-8
-            # check of the same bytes costs ~0.4 s per MiB of CPU that no deadline can interrupt.
-            skip_utf8_validation=True,
-            class_=BoundedWebSocket,
-        )
-        ws.max_message_bytes = max_message_bytes
-        return ws
+        ws.settimeout(deadline.remaining("handshake"))
+        # websocket-client leaves WebSocket.connect unannotated
+        ws.connect(url, socket=sock, suppress_origin=True, redirect_limit=0)  # type: ignore[no-untyped-call]
     except CollectionError:
         raise
     except websocket.WebSocketBadStatusException as error:
@@ -101,11 +101,28 @@ def _handshake(
             Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time"
         ) from None
     except (OSError, websocket.WebSocketException, ValueError) as error:
-        raise deadline.failure(
+        # websocket-client 1.9 raises on a redirect it may not follow; 1.7 and 1.8 return with the 3xx.
+        raise _refused_upgrade(ws, url) or deadline.failure(
             Reason.CONNECT,
             f"WebSocket handshake with {url} failed: {error}",
             f"WebSocket handshake with {url} did not complete in time",
         ) from None
+    refused = _refused_upgrade(ws, url)
+    if refused is not None:
+        raise refused
+    return ws
+
+
+def _refused_upgrade(ws: BoundedWebSocket, url: str) -> CollectionError | None:
+    """A `connect` failure naming the status when the Room answered the upgrade with anything but 101."""
+    status = ws.getstatus()
+    if status is None or status == HTTPStatus.SWITCHING_PROTOCOLS:
+        return None
+    where = (ws.getheaders() or {}).get("location")
+    redirect = f" (a redirect to {where!r}, not followed)" if where else ""
+    return CollectionError(
+        Reason.CONNECT, f"{url} answered HTTP {status} instead of a WebSocket upgrade{redirect}"
+    )
 
 
 def _authorise(session: RoomSession, pin: str | None) -> None:

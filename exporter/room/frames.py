@@ -1,92 +1,140 @@
 """A WebSocket that refuses an oversized message unread: no Room can make the exporter eat memory.
 
-websocket-client reads a whole frame payload in one `recv_strict(length)` call, and joins continuation frames
-into one buffer, so a limit checked after `recv()` comes too late: the memory is already spent.
-`BoundedWebSocket` checks earlier. Every frame goes through `WebSocket.recv_frame()`, which hands over to
-`frame_buffer.recv_frame()`. That buffer is written to resume a frame whose header and length were already
-read (its non-blocking mode): it only calls `recv_header()` / `recv_length()` when `needs_header()` /
-`needs_length()` say so. The override reads the header and the length through those same public methods,
-checks the announced length (and the running total of a fragmented message) against the limit, and only
-then lets the buffer read the payload. A refusal leaves the buffer holding the refused header, so any later
-read on this connection (the closing handshake included) is refused too, instead of parsing payload bytes
-as frame headers; the connection is then dropped.
+websocket-client reads a whole frame payload in one call, so a limit checked after `recv()` comes too late:
+the memory is already spent. `BoundedWebSocket` checks earlier, and this is the one place the exporter
+reaches below websocket-client's public API. Every frame goes through `WebSocket.recv_frame()`, which
+hands over to its `frame_buffer`. That buffer is written to resume a frame whose header and length were
+already read (its non-blocking mode): it only reads them while its `header` / `length` are None. The
+override reads them first with the buffer's own `recv_header()` / `recv_length()`, checks the announced
+length (and the running total of a fragmented message) against the limit, and only then lets the buffer
+read the payload. A refusal leaves the buffer holding the refused header, so any later read on this
+connection (the closing handshake included) is refused too; the connection is then dropped.
 
-websocket-client also joins the fragments of a message with `+=`, copying everything so far at every
-fragment: 16 fragments of a 4 MiB message churn through ~34 MiB, and with several scrapes at once malloc keeps
-that (the soak saw 100+ MiB of resident memory). `_LinearReassembly` keeps the fragments in a list and
-joins them once.
+Those four names have been the same from websocket-client 1.7 to 1.9; `check_websocket_client()` proves
+them once at start-up, so a release that changes them fails at once with one line, never at scrape time.
+
+Messages are put together here from `recv_frame()` (public) rather than by websocket-client's
+`recv_data()`, whose reassembly copies everything so far at every fragment (16 fragments of a 4 MiB message
+churned ~34 MiB) and is private code to subclass.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
 import websocket
-from websocket._abnf import continuous_frame
 
 from exporter.room.errors import CollectionError, Reason
 
+if TYPE_CHECKING:
+    from websocket._abnf import frame_buffer
+
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """A real `getOutgoingFilesRequests` reply takes ~250 bytes per request: 4 MiB is ~16 000 requests."""
+SUPPORTED_WEBSOCKET_CLIENT = ">=1.7,<2"
+"""The range pyproject.toml declares and CI proves at both ends (`make test-min`)."""
 
 _OPCODE_INDEX = 4
 """Where frame_buffer keeps the opcode in its header tuple (fin, rsv1, rsv2, rsv3, opcode, mask, length)."""
 _DATA_OPCODES = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
 
 
-class _LinearReassembly(continuous_frame):
-    """websocket-client's reassembly of a fragmented message, with a list of fragments joined once."""
-
-    def add(self, frame: websocket.ABNF) -> None:
-        if self.cont_data is None:
-            if frame.opcode in _DATA_OPCODES:
-                self.recving_frames = frame.opcode
-            self.cont_data = [frame.opcode, [frame.data]]
-        else:
-            self.cont_data[1].append(frame.data)
-        if frame.fin:
-            self.recving_frames = None
-
-    def extract(self, frame: websocket.ABNF) -> tuple[int, websocket.ABNF]:
-        if self.cont_data is not None:
-            self.cont_data[1] = b"".join(self.cont_data[1])
-        return super().extract(frame)
+class UnsupportedWebSocketClientError(RuntimeError):
+    """The installed websocket-client lacks a hook the size limit needs; `str()` is one line."""
 
 
 class BoundedWebSocket(websocket.WebSocket):
     """websocket-client's WebSocket with a limit on a message's size, checked before its payload is read."""
 
-    def __init__(self, *args: Any, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.max_message_bytes = max_message_bytes
-        self.cont_frame = _LinearReassembly(
-            self.cont_frame.fire_cont_frame, self.cont_frame.skip_utf8_validation
-        )
         self._message_bytes = 0
         """Payload bytes of the message being received so far (its first frame and its continuations)."""
 
     def recv_frame(self) -> websocket.ABNF:
-        buffer = self.frame_buffer
-        if buffer.needs_header():
-            buffer.recv_header()
-        if buffer.needs_length():
-            buffer.recv_length()
-        assert buffer.header is not None and buffer.length is not None
-        opcode = buffer.header[_OPCODE_INDEX]
-        announced = buffer.length
-        if opcode in _DATA_OPCODES:
-            total = announced
-        elif opcode == websocket.ABNF.OPCODE_CONT:
-            total = self._message_bytes + announced
-        else:  # a control frame (close, ping, pong): on its own, never part of a message
-            total = announced
+        opcode, announced = _frame_head(self.frame_buffer)
+        # A continuation adds to its message; a first frame or a control frame (never in one) stands alone.
+        total = self._message_bytes + announced if opcode == websocket.ABNF.OPCODE_CONT else announced
         if total > self.max_message_bytes:
             raise CollectionError(
                 Reason.PROTOCOL,
                 f"the Room sent a message of more than {self.max_message_bytes} bytes "
                 f"(a frame announced {announced} bytes); see --max-message-bytes",
             )
-        frame = super().recv_frame()
+        # websocket-client leaves WebSocket.recv_frame unannotated
+        frame: websocket.ABNF = super().recv_frame()  # type: ignore[no-untyped-call]
         if opcode in _DATA_OPCODES or opcode == websocket.ABNF.OPCODE_CONT:
             self._message_bytes = 0 if frame.fin else total
         return frame
+
+    def recv_message(self) -> tuple[int, bytes]:
+        """The next whole message as (opcode, payload): fragments joined once, pings answered, pongs skipped.
+
+        A close frame is returned as it is (its opcode and payload); the caller decides what it means.
+        """
+        opcode: int | None = None
+        fragments: list[bytes] = []
+        while True:
+            frame = self.recv_frame()
+            if frame.opcode == websocket.ABNF.OPCODE_PING:
+                self.pong(frame.data)
+                continue
+            if frame.opcode == websocket.ABNF.OPCODE_PONG:
+                continue
+            data = frame.data
+            assert isinstance(data, bytes)  # a received frame's payload; ABNF allows str for frames to send
+            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                return frame.opcode, data
+            if frame.opcode == websocket.ABNF.OPCODE_CONT:
+                if opcode is None:
+                    raise CollectionError(
+                        Reason.PROTOCOL, "the Room sent a continuation frame with no message"
+                    )
+            elif opcode is not None:
+                raise CollectionError(Reason.PROTOCOL, "the Room began a message inside another one")
+            else:
+                opcode = frame.opcode
+            fragments.append(data)
+            if frame.fin:
+                return opcode, b"".join(fragments)
+
+
+def _frame_head(buffer: frame_buffer) -> tuple[int, int]:
+    """(opcode, payload length) of the frame `buffer` reads next, reading its header and length if not yet."""
+    if buffer.header is None:
+        buffer.recv_header()
+    if buffer.length is None:
+        buffer.recv_length()
+    assert buffer.header is not None and buffer.length is not None  # recv_header / recv_length set them
+    return buffer.header[_OPCODE_INDEX], buffer.length
+
+
+def check_websocket_client() -> None:
+    """Prove, once at start-up, that websocket-client's frame buffer has the hooks `BoundedWebSocket` uses.
+
+    A real two-frame stream is read through a fresh frame buffer of the installed release, exactly as
+    `recv_frame()` above reads it. Raises UnsupportedWebSocketClientError naming the supported versions.
+    """
+    stream = bytearray(b"\x01\x05hello\x80\x7e\x01\x00" + b"x" * 256)  # text "hello" (not fin), then cont 256
+
+    def recv(size: int) -> bytes:
+        chunk = bytes(stream[:size])
+        del stream[:size]
+        return chunk
+
+    try:
+        buffer = type(BoundedWebSocket().frame_buffer)(recv, True)
+        seen = []
+        for _ in range(2):
+            seen.append(_frame_head(buffer))
+            buffer.recv_frame()
+        works = seen == [(websocket.ABNF.OPCODE_TEXT, 5), (websocket.ABNF.OPCODE_CONT, 256)]
+    except (AttributeError, TypeError, IndexError, ValueError, websocket.WebSocketException):
+        works = False
+    if not works:
+        raise UnsupportedWebSocketClientError(
+            f"websocket-client {version('websocket-client')} is not supported: its frame buffer changed; "
+            f"install websocket-client{SUPPORTED_WEBSOCKET_CLIENT}"
+        )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import socketserver
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from exporter.web.app import ExporterApp
 from exporter.web.auth import WebSecurity
@@ -16,11 +17,30 @@ from exporter.web.tls import TLSRefusedError, accept_tls
 log = logging.getLogger(__name__)
 
 
+class _ErrorLog(io.StringIO):
+    """Where wsgiref writes the traceback of a request the app failed: it writes, then flushes once.
+
+    Each flush becomes one error-level line of the project's log (logfmt or JSON), never bare stderr.
+    """
+
+    def flush(self) -> None:
+        text = self.getvalue().rstrip()
+        self.seek(0)
+        self.truncate()
+        if text:
+            log.error(
+                "request failed inside the exporter; the answer was HTTP 500", extra={"traceback": text}
+            )
+
+
 class _QuietHandler(WSGIRequestHandler):
-    """Request lines go to the debug log, not to stderr."""
+    """Request lines go to the debug log and a failed request's traceback to the error log, not to stderr."""
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s", format % args)
+
+    def get_stderr(self) -> io.StringIO:
+        return _ErrorLog()
 
 
 class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
@@ -31,6 +51,10 @@ class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     request_queue_size = 128
     """Room for a whole fleet's probes arriving at once (Prometheus starts every target's scrape together)."""
 
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
+        self.address_family = family  # TCPServer.__init__ creates the socket with it, then binds
+        super().__init__(address, _QuietHandler)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away mid-answer is not worth a traceback on stderr."""
         log.debug("connection error", extra={"address": str(client_address)}, exc_info=True)
@@ -39,7 +63,11 @@ class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
 class TLSThreadingServer(ThreadingServer):
     """The same server, each connection wrapped in TLS with the web config's current context."""
 
-    web_config: WebConfigWatcher
+    def __init__(
+        self, address: tuple[str, int], family: socket.AddressFamily, web_config: WebConfigWatcher
+    ) -> None:
+        self.web_config = web_config
+        super().__init__(address, family)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -71,14 +99,11 @@ def make_http_server(
     With a web config, every request passes its basic auth, and TLS is on when the config has
     tls_server_config at start-up (certificates and settings may change later; TLS on/off needs a restart).
     """
-    tls = web_config is not None and web_config.current().tls is not None
-    base = TLSThreadingServer if tls else ThreadingServer
-
-    class Server(base):  # type: ignore[valid-type, misc]
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    wsgi_app: Any = app if web_config is None else WebSecurity(app, web_config)
-    server = make_server(host, port, wsgi_app, server_class=Server, handler_class=_QuietHandler)
-    if tls:
-        server.web_config = web_config  # type: ignore[attr-defined]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server: ThreadingServer
+    if web_config is not None and web_config.current().tls is not None:
+        server = TLSThreadingServer((host, port), family, web_config)
+    else:
+        server = ThreadingServer((host, port), family)
+    server.set_app(app if web_config is None else WebSecurity(app, web_config))
     return server
