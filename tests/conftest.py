@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import Scenario, load_scenario
@@ -15,6 +17,18 @@ from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmul
 from tests.processes import Process, start_emulator, start_exporter
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+settings.register_profile("full", max_examples=150)
+settings.register_profile("fast", max_examples=25)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "full"))
+"""`make test-fast` sets HYPOTHESIS_PROFILE=fast: fewer examples per property, the same properties."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts real exporter or emulator processes is a `process` test, wherever it stands."""
+    for item in items:
+        if "processes" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.process)
 
 
 @pytest.fixture

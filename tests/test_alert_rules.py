@@ -19,6 +19,8 @@ import yaml
 from tests import dashboard_queries as dq
 from tests.processes import Process
 
+pytestmark = pytest.mark.e2e
+
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS_METRICS = {"up"}
 """Series Prometheus makes itself, which an alert on the exporter being unreachable needs."""

@@ -10,6 +10,8 @@ import pytest
 from tests.exposition import value
 from tests.processes import LISTENING, exporter_command, http_get, start, wait_for
 
+pytestmark = pytest.mark.process
+
 
 def run(
     *args: str, env: dict[str, str] | None = None, timeout: float = 30
@@ -25,6 +27,7 @@ def run(
     )
 
 
+@pytest.mark.smoke
 def test_serve_is_scraped_over_http(processes):
     room = processes["emulator"]("--scenario", "doc-example")
     exporter = processes["exporter"]("--target", f"ws://127.0.0.1:{room.ports['websocket']}")

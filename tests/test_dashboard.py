@@ -17,6 +17,8 @@ import yaml
 from tests import dashboard_queries as dq
 from tests.processes import Process
 
+pytestmark = pytest.mark.e2e
+
 PROVISIONING = dq.ROOT / "grafana" / "provisioning"
 DASHBOARD_UID = "trueconf-file-transfers"
 

@@ -39,6 +39,8 @@ from tests.exposition import value
 from tests.fault_reasons import FAULTS
 from tests.processes import Process, exporter_command, http_get, start_emulator, start_exporter
 
+pytestmark = pytest.mark.process
+
 PIN = "1357"
 FAULT_DEADLINE_SECONDS = 1.0
 """The collection deadline of a fault scrape (set through the scrape-timeout header)."""

@@ -13,6 +13,8 @@ import pytest
 
 from tests.processes import http_get
 
+pytestmark = pytest.mark.process
+
 FILE_PIN = "31415926"
 ENV_PIN = "27182818"
 INLINE_PIN = "16180339"

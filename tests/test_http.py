@@ -37,7 +37,7 @@ def exporter():
     ) -> str:
         settings = ExporterSettings(parse_target(target), pin, timeout, process_metrics)
         server = make_http_server(ExporterApp(settings), "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
 

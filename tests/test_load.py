@@ -11,9 +11,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from exporter.emulator.scenario import Scenario
 from tests.exposition import samples
 from tests.processes import http_get
+
+pytestmark = pytest.mark.process
 
 CONCURRENT_SCRAPES = 50
 ROUNDS = 5

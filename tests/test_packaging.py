@@ -25,6 +25,8 @@ from exporter.cli.serve import serve
 from exporter.fleet.config import parse_config
 from tests.processes import start_exporter
 
+pytestmark = pytest.mark.process
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 KUBERNETES = ROOT / "deploy" / "kubernetes"

@@ -30,7 +30,8 @@ from exporter.room.file_requests import (
     parse_outgoing_reply,
 )
 
-PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+"""How many examples comes from the Hypothesis profile conftest.py loads: 150 in the full suite."""
 
 NAN_LIKE = st.sampled_from(
     [

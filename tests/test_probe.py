@@ -42,7 +42,7 @@ def fleet_exporter(tmp_path):
         holder = ConfigHolder(write_config(tmp_path / "config.yml", config_text), default_timeout=5.0)
         settings = ExporterSettings(parse_target("ws://127.0.0.1:1"), None, 5.0)
         server = make_http_server(ExporterApp(settings, holder), "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}", holder
 
@@ -141,7 +141,7 @@ def test_without_a_config_file_probe_is_not_served(room):
         parse_target(f"ws://127.0.0.1:{room('doc-example').ports.websocket}"), None, 5.0
     )
     server = make_http_server(ExporterApp(settings), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         status, _, body = http_get(f"{base}/probe?target=127.0.0.1")

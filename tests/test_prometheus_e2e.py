@@ -28,6 +28,8 @@ import yaml
 from tests import dashboard_queries as dq
 from tests.processes import Process, http_get, start_emulator, start_exporter
 
+pytestmark = pytest.mark.e2e
+
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 JOB = "trueconf"
 """The /metrics job of prometheus/prometheus.yml."""

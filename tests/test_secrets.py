@@ -7,6 +7,8 @@ import pytest
 from tests.processes import http_get
 from tests.test_cli import run
 
+pytestmark = pytest.mark.process
+
 ROOM_PIN = "73914682"
 WRONG_PIN = "50283716"
 

@@ -25,6 +25,8 @@ from tests.exposition import value
 from tests.processes import http_get
 from tests.test_cli import run
 
+pytestmark = pytest.mark.process
+
 PASSWORD = "correct horse battery staple"
 FAST_HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
 """Cost 4 keeps the tests quick; the timing test makes its own cost-12 hash."""
