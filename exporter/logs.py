@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 
 FORMATS = ("logfmt", "json")
 LEVELS = ("debug", "info", "warning", "error")
-FIELDS = ("target", "reason", "detail", "address", "url", "file")
+FIELDS = ("target", "reason", "detail", "address", "url", "file", "traceback")
 """The `extra=` fields a log line may carry, in the order they are written."""
 
 
@@ -29,8 +30,11 @@ def _fields(record: logging.LogRecord) -> dict[str, str]:
     for name in FIELDS:
         if hasattr(record, name):
             fields[name] = str(getattr(record, name))
-    if record.exc_info:
-        fields["error"] = repr(record.exc_info[1])
+    if record.exc_info and record.exc_info[1] is not None:
+        error = record.exc_info[1]
+        fields["error"] = repr(error)
+        # Still one line: logfmt and JSON both escape the newlines.
+        fields["traceback"] = "".join(traceback.format_exception(error)).rstrip()
     return fields
 
 

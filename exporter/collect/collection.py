@@ -38,7 +38,7 @@ def collect_room(
     timeout_seconds: float,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> Collection:
-    """Talk to the Room once; never raises for anything the Room (or the network) does."""
+    """Talk to the Room once; never raises, whatever the Room, the network or a bug in the exporter does."""
     deadline = Deadline(timeout_seconds)
     try:
         reply = fetch_outgoing_requests(target, pin, deadline, max_message_bytes)
@@ -47,6 +47,9 @@ def collect_room(
         return _failed(target, deadline, error)
     except ReplyShapeError as error:
         return _failed(target, deadline, CollectionError(Reason.PROTOCOL, str(error)))
+    except Exception:  # noqa: BLE001 - the last resort: a bug is trueconf_up 0, not the exporter's HTTP 500
+        log_internal_error("collection", target)
+        return _failed(target, deadline, INTERNAL_ERROR, logged=True)
     return Collection(
         target=target,
         duration_seconds=time.monotonic() - deadline.started,
@@ -55,11 +58,26 @@ def collect_room(
     )
 
 
-def _failed(target: RoomTarget, deadline: Deadline, error: CollectionError) -> Collection:
-    log.warning(
-        "collection failed",
-        extra={"target": str(target), "reason": str(error.reason), "detail": error.message},
+INTERNAL_ERROR = CollectionError(Reason.INTERNAL, "an unexpected error inside the exporter; see its log")
+
+
+def log_internal_error(stage: str, target: RoomTarget) -> None:
+    """One error-level line with the traceback of the exception being handled, through the project's log."""
+    log.error(
+        f"internal error during {stage}; please report it with this traceback",
+        exc_info=True,
+        extra={"target": str(target), "reason": str(Reason.INTERNAL)},
     )
+
+
+def _failed(
+    target: RoomTarget, deadline: Deadline, error: CollectionError, logged: bool = False
+) -> Collection:
+    if not logged:
+        log.warning(
+            "collection failed",
+            extra={"target": str(target), "reason": str(error.reason), "detail": error.message},
+        )
     return Collection(
         target=target,
         duration_seconds=time.monotonic() - deadline.started,

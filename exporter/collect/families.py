@@ -19,12 +19,13 @@ zeros for the request gauges would lie.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.collect.collection import Collection
+from exporter.collect.collection import INTERNAL_ERROR, Collection, log_internal_error
 from exporter.room import Reason
 from exporter.room.file_requests import DESTINATIONS, PENDING_STATUSES, STATUSES, Snapshot
 
@@ -43,7 +44,17 @@ class RoomCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        yield from collection_metrics(self._collect_once())
+        collection = self._collect_once()
+        try:
+            families = list(collection_metrics(collection))
+        except Exception:  # noqa: BLE001 - the last resort: trueconf_up 0, never a half-written answer
+            log_internal_error("the metrics of a collection", collection.target)
+            families = list(
+                collection_metrics(
+                    replace(collection, snapshot=None, error=INTERNAL_ERROR),
+                )
+            )
+        yield from families
 
 
 class BuildInfoCollector(Collector):

@@ -13,6 +13,8 @@ class Reason(StrEnum):
     AUTH = "auth"
     API = "api"
     PROTOCOL = "protocol"
+    INTERNAL = "internal"
+    """Not the Room: an exception the exporter did not expect (a bug); the log has its traceback."""
 
 
 REASON_HINTS: dict[Reason, str] = {
@@ -21,6 +23,7 @@ REASON_HINTS: dict[Reason, str] = {
     Reason.AUTH: "the Room refused the PIN; check --pin-file (or that the Room has no PIN if none is given)",
     Reason.API: "the Room refused getOutgoingFilesRequests; it needs TrueConf Room 4.1.0 or later",
     Reason.PROTOCOL: "the Room's answer did not follow the API; is the target really a TrueConf Room?",
+    Reason.INTERNAL: "a bug in the exporter, not the Room: please report it with the traceback it logged",
 }
 """What a person should try for each reason, printed by `check`."""
 
