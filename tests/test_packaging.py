@@ -543,3 +543,19 @@ def test_systemd_analyze_security_rates_the_unit_well(installed_unit: Path) -> N
         cwd=installed_unit.parent,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+
+
+def test_the_version_is_written_once_and_every_other_mention_is_the_same():
+    """pyproject.toml holds the version; the image tag, build argument and docs examples agree with it."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    mention = re.compile(r"(?:trueconf-exporter:|VERSION=)(\d+\.\d+\.\d+)")
+    found = {}
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix in {".md", ".yaml", ".yml", ".sh", ".toml"} or path.name == "Dockerfile":
+            for version in mention.findall(path.read_text(errors="replace")):
+                found.setdefault(version, []).append(name)
+    assert found, "the image tag and build argument mention the version somewhere"
+    assert set(found) == {__version__}, found
