@@ -17,7 +17,9 @@ from collections.abc import Callable
 from exporter.emulator.scenario import load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from exporter.room import Deadline, fetch_outgoing_requests, parse_target
-from exporter.web.app import ExporterApp, ExporterSettings, make_http_server
+from exporter.web.app import ExporterApp
+from exporter.web.server import make_http_server
+from exporter.web.settings import ExporterSettings
 
 
 def measure(action: Callable[[], object], runs: int, warmup: int = 5) -> list[float]:

@@ -77,7 +77,7 @@ def test_the_emulator_without_its_extra_says_how_to_get_it(tmp_path, args):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "Error: the emulator needs the 'websockets' package: pip install 'trueconf-exporter[emulator]' "
-        "(make run does this for you)"
+        "(in a checkout: pip install '.[emulator]'; make run does this for you)"
     ]
 
 

@@ -1,13 +1,15 @@
-"""The README's Prometheus recipe for `/probe`, run for real.
+"""The README's Prometheus recipe for `/probe` (with docs/fleet.md's sharding), run for real.
 
 Two Prometheus servers (Debian's binary) read one `file_sd` file listing six emulated Rooms, each keeps its
-`hashmod` shard, and each scrapes its Rooms through one exporter process with the relabelling from the README.
+`hashmod` shard, and each scrapes its Rooms through one exporter process with the README's relabelling, read
+from the README itself, and docs/fleet.md's sharding steps.
 Together they must see every Room exactly once, with the module chosen per group by `__param_module`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +22,7 @@ import yaml
 
 from tests.processes import http_get
 
+ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 ROOM_PIN = "57721566"
 WAIT_SECONDS = 40
@@ -33,26 +36,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def yaml_blocks(path: Path) -> list[object]:
+    """Every ```yaml block of a Markdown file, parsed."""
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", path.read_text(), re.S)]
+
+
 def scrape_config(exporter: str, sd_file: Path, shard: int, shards: int) -> dict:
-    """The README's job, with the hashmod sharding steps in front."""
+    """The README's job as written, with docs/fleet.md's hashmod steps in front and test-sized intervals."""
+    [job] = [
+        job
+        for block in yaml_blocks(ROOT / "README.md")
+        if isinstance(block, dict)
+        for job in block.get("scrape_configs", [])
+        if job["job_name"] == "trueconf-rooms"
+    ]
+    [sharding] = [
+        block
+        for block in yaml_blocks(ROOT / "docs" / "fleet.md")
+        if isinstance(block, list) and any(step.get("action") == "hashmod" for step in block)
+    ]
+    sharding[0]["modulus"] = shards
+    sharding[1]["regex"] = str(shard)
+    *rewrites, to_exporter = job["relabel_configs"]
+    assert to_exporter["target_label"] == "__address__", "the last step sends the scrape to the exporter"
     return {
-        "job_name": "trueconf-rooms",
-        "metrics_path": "/probe",
+        **job,
         "scrape_interval": "1s",
         "scrape_timeout": "1s",
         "file_sd_configs": [{"files": [str(sd_file)], "refresh_interval": "1s"}],
-        "relabel_configs": [
-            {
-                "source_labels": ["__address__"],
-                "modulus": shards,
-                "target_label": "__tmp_shard",
-                "action": "hashmod",
-            },
-            {"source_labels": ["__tmp_shard"], "regex": str(shard), "action": "keep"},
-            {"source_labels": ["__address__"], "target_label": "__param_target"},
-            {"source_labels": ["__param_target"], "target_label": "instance"},
-            {"target_label": "__address__", "replacement": exporter},
-        ],
+        "relabel_configs": [*sharding, *rewrites, {**to_exporter, "replacement": exporter}],
     }
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 MISSING_EXTRA = (
     "the emulator needs the 'websockets' package: pip install 'trueconf-exporter[emulator]' "
-    "(make run does this for you)"
+    "(in a checkout: pip install '.[emulator]'; make run does this for you)"
 )
 
 

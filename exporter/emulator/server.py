@@ -1,8 +1,8 @@
 """The emulated TrueConf Room: the WebSocket JSON API on one port and `config.json` on a web port.
 
-It follows the team's API reference, quirks included: replies echo `requestId` (or send `""`), a wrong PIN
-gets the documented error reply, unknown methods get `result: false`, and notifications arrive between a
-request and its reply. Fault modes (see faults.py) make it misbehave on purpose.
+It follows the Room API notes in docs/room-api.md, quirks included: replies echo `requestId` (or send `""`),
+a wrong PIN gets the documented error reply, unknown methods get `result: false`, and notifications arrive
+between a request and its reply. Fault modes (see faults.py) make it misbehave on purpose.
 """
 
 from __future__ import annotations

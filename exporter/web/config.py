@@ -266,7 +266,7 @@ def _http(path: Path, section: Any) -> tuple[tuple[str, str], ...]:
         raise WebConfigError(
             path,
             "http_server_config.http2",
-            "must be true or false (it is accepted and ignored: this exporter serves HTTP/1.1)",
+            "must be true or false (it is accepted and ignored: this exporter serves HTTP/1.0)",
         )
     headers = section.get("headers") or {}
     if not isinstance(headers, dict):
