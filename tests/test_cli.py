@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 
 import pytest
@@ -167,3 +168,14 @@ def test_demo_serves_a_living_room(tmp_path):
         assert total > 0
     finally:
         assert demo.stop() == 0
+
+
+def test_sighup_without_a_config_file_is_logged_and_ignored(processes):
+    """systemd's `Restart=on-failure` does not restart a process a signal ended: SIGHUP must not end it."""
+    room = processes["emulator"]("--scenario", "doc-example")
+    exporter = processes["exporter"]("--target", f"ws://127.0.0.1:{room.ports['websocket']}")
+    exporter.popen.send_signal(signal.SIGHUP)
+    wait_for(exporter, "stderr", "SIGHUP ignored")
+    status, _, body = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")
+    assert status == 200 and value(body.decode(), "trueconf_up") == 1
+    assert exporter.alive()

@@ -46,7 +46,7 @@ def test_each_mistake_is_named_with_file_key_and_problem(path, monkeypatch):
 def test_serve_refuses_to_start_with_a_broken_config(name):
     path = CONFIG_FIXTURES / f"{name}.yml"
     result = run("serve", "--web.listen-address", "127.0.0.1:0", "--config.file", str(path), timeout=20)
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     assert f"invalid --config.file: {path}: {expectation(path)}" in result.stderr
     assert "Traceback" not in result.stderr
     assert INLINE_PIN not in result.stderr + result.stdout
@@ -54,7 +54,7 @@ def test_serve_refuses_to_start_with_a_broken_config(name):
 
 def test_a_missing_config_file_is_a_clear_start_up_error(tmp_path):
     result = run("serve", "--config.file", str(tmp_path / "nope.yml"), timeout=20)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"invalid --config.file: {tmp_path / 'nope.yml'}: no such file" in result.stderr
     assert "Traceback" not in result.stderr
 

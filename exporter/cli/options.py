@@ -93,6 +93,12 @@ def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
     return pin.strip() if pin is not None else None
 
 
+class BadInput(click.ClickException):
+    """An operator's file or setting the exporter cannot use: one line, exit 2, as for a bad flag."""
+
+    exit_code = 2
+
+
 def require_supported_websocket_client() -> None:
     """At start-up, never at a scrape: a websocket-client the exporter cannot use is one line, exit 1."""
     try:

@@ -12,7 +12,8 @@ def run_until_stopped(serve_forever: Callable[[], None], on_hangup: Callable[[],
     """Call `serve_forever` until SIGTERM (exit 0) or Ctrl-C; `on_hangup` runs on SIGHUP when given.
 
     SIGTERM raises SystemExit in the main thread, so `finally` blocks around this call run. `on_hangup`
-    is called from the signal handler: it should only start work (a thread), not do it.
+    is called from the signal handler: it should only start work (a thread), not do it. Without it SIGHUP
+    keeps its default action (the process ends), which only `emulate` relies on.
     """
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if on_hangup is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from exporter.cli.options import (
+    BadInput,
     apply,
     listen_address_option,
     logging_options,
@@ -105,7 +106,7 @@ def load_web_config(path: Path | None) -> WebConfigWatcher | None:
     try:
         return WebConfigWatcher(path)
     except WebConfigError as error:
-        raise click.ClickException(f"invalid --web.config.file: {error}") from None
+        raise BadInput(f"invalid --web.config.file: {error}") from None
 
 
 def load_config(path: Path | None, default_timeout: float) -> ConfigHolder | None:
@@ -115,7 +116,7 @@ def load_config(path: Path | None, default_timeout: float) -> ConfigHolder | Non
     try:
         holder = ConfigHolder(path, default_timeout)
     except ConfigError as error:
-        raise click.ClickException(f"invalid --config.file: {error}") from None
+        raise BadInput(f"invalid --config.file: {error}") from None
     context = click.get_current_context()
     ignored = [
         f"--{name.replace('_', '-')}"
@@ -134,6 +135,12 @@ def load_config(path: Path | None, default_timeout: float) -> ConfigHolder | Non
             extra={"file": str(path)},
         )
     return holder
+
+
+def _ignore_hangup() -> None:
+    log.info(
+        "SIGHUP ignored: there is no --config.file to reload (a --web.config.file is re-read when it changes)"
+    )
 
 
 def run_server(
@@ -159,12 +166,11 @@ def run_server(
     log.info("exporter listening", extra={"address": f"{host or '*'}:{bound_port}", "url": url, **serving})
     if announce is not None:
         announce(url)
-    on_hangup = None
-    if config is not None:
-        reload = config.reload
+    hangup = config.reload if config is not None else _ignore_hangup
 
-        def on_hangup() -> None:
-            threading.Thread(target=reload, daemon=True).start()
+    def on_hangup() -> None:
+        """From the signal handler: only start a thread; reading files and logging happen there."""
+        threading.Thread(target=hangup, name="sighup", daemon=True).start()
 
     try:
         run_until_stopped(server.serve_forever, on_hangup)

@@ -1,0 +1,112 @@
+"""Bad input anywhere gets one clear line, never a traceback: a 400 or 403 from `/probe`, exit status 2 from
+the command line. Hypothesis throws arbitrary target and module strings at both.
+
+No generated target can reach the network: the allow-list holds one name no generator will produce, so
+every generated target is refused before any lookup or connection (or is a malformed request).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from exporter.cli import main
+from exporter.fleet.reload import ConfigHolder
+from exporter.room import parse_target
+from exporter.web.app import ExporterApp
+from exporter.web.server import make_http_server
+from exporter.web.settings import ExporterSettings
+from tests.processes import http_get
+from tests.test_cli import run
+
+ONLY_ALLOWED = "the-only-allowed-room-of-this-test.test"
+TARGETS = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=80)
+PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+NASTY = [
+    "[",
+    "%5B",
+    "[::1",
+    "]",
+    "[::1]:99999",
+    "ws://[",
+    "http://:0",
+    "a:b:c",
+    "::1",
+    "\u0660\u0661",
+    "a" * 300,
+]
+
+
+@pytest.fixture(scope="module")
+def fleet_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config = tmp_path_factory.mktemp("bad-input") / "config.yml"
+    config.write_text(f"modules:\n  default: {{}}\n  other: {{}}\nallowed_targets: [{ONLY_ALLOWED}]\n")
+    settings_ = ExporterSettings(parse_target("ws://127.0.0.1:1"), None, 1.0)
+    server = make_http_server(ExporterApp(settings_, ConfigHolder(config, 1.0)), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@PROPERTY_SETTINGS
+@given(target=TARGETS, module=st.one_of(st.none(), TARGETS))
+@example(target="%5B", module=None)
+@example(target="[::1", module="default")
+@example(target="]", module="")
+def test_probe_answers_every_target_with_one_line_400_or_403(fleet_url, target, module):
+    query = {"target": target} if module is None else {"target": target, "module": module}
+    status, headers, body = http_get(f"{fleet_url}/probe?{urllib.parse.urlencode(query)}", timeout=10)
+    assert status in (400, 403), (status, body)
+    text = body.decode()
+    assert text.endswith("\n") and text.count("\n") == 1, text
+    assert "Traceback" not in text
+    assert headers["Content-Type"].startswith("text/plain")
+
+
+@PROPERTY_SETTINGS
+@given(target=TARGETS)
+@example(target="[")
+@example(target="[::1")
+@example(target="%5B")
+def test_the_command_line_answers_every_target_with_exit_2(target):
+    """An empty --pin is refused after --target is parsed, so a valid target never connects anywhere."""
+    result = CliRunner().invoke(main, ["check", "--target", target, "--pin", " "])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("target", NASTY)
+def test_a_real_check_process_says_one_line_for_a_nasty_target(target):
+    result: subprocess.CompletedProcess[str] = run("check", "--target", target, "--pin", " ")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "--target" in error or "--pin" in error
+
+
+@pytest.mark.process
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRUECONF_EXPORTER_TARGET", "[::1"),
+        ("TRUECONF_EXPORTER_TIMEOUT", "soon"),
+        ("TRUECONF_EXPORTER_MAX_MESSAGE_BYTES", "-1"),
+        ("TRUECONF_EXPORTER_WEB_LISTEN_ADDRESS", "[::1]"),
+        ("TRUECONF_EXPORTER_LOG_LEVEL", "loud"),
+    ],
+)
+def test_a_bad_environment_variable_is_exit_2_with_one_line(variable, value):
+    result = run("serve", env={variable: value})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("Error:")]) == 1
