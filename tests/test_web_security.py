@@ -262,14 +262,14 @@ def test_bad_web_configs_are_named_with_file_key_and_problem(tmp_path, text, mes
 def test_serve_refuses_to_start_with_a_bad_web_config(tmp_path, text, message):
     config = write_certs_and(tmp_path, text)
     result = run("serve", "--web.listen-address", "127.0.0.1:0", "--web.config.file", str(config), timeout=20)
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     assert f"invalid --web.config.file: {config}: " in result.stderr and message in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_a_missing_web_config_file_is_a_start_up_error(tmp_path):
     result = run("serve", "--web.config.file", str(tmp_path / "web.yml"), timeout=20)
-    assert result.returncode == 1 and "no such file" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "no such file" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_full_toolkit_style_config_is_accepted(tmp_path):
