@@ -8,7 +8,7 @@ MIN_VENV ?= .venv-min
 MIN_BIN := $(MIN_VENV)/bin
 FAST := not process and not e2e
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-LISTEN ?= :18765
+LISTEN ?= 127.0.0.1:18765
 
 .PHONY: run test test-fast test-min lint unit system-deps bench soak container-smoke clean
 

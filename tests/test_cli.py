@@ -95,6 +95,7 @@ def test_check_with_a_wrong_pin_says_auth(processes, tmp_path):
     [
         (["serve", "--target", "ftp://room"], "unsupported scheme"),
         (["serve", "--target", "ws://room:99999"], "bad port"),
+        (["check", "--target", "::1"], "write it in brackets, as [::1]:8765"),
         (["serve", "--target", "ws://room:8765/api"], "has a path"),
         (["serve", "--target", ""], "empty"),
         (["serve", "--timeout", "soon"], "not a valid float"),

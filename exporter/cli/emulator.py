@@ -146,11 +146,15 @@ def start_emulator(scenario: str, **settings: Any) -> tuple[RunningEmulator, Por
             raise
         raise click.ClickException(MISSING_EXTRA) from None
     try:
-        emulator = RunningEmulator(build_room(scenario, EmulatorSettings(**settings)))
+        room_settings = EmulatorSettings(**settings)
+        emulator = RunningEmulator(build_room(scenario, room_settings))
     except ScenarioError as error:
         raise click.BadParameter(str(error), param_hint="--scenario") from None
     try:
         ports = emulator.start()
     except OSError as error:
-        raise click.ClickException(f"the emulator cannot listen: {error.strerror or error}") from None
+        wanted = f"ports {room_settings.websocket_port} (WebSocket) and {room_settings.web_port} (web)"
+        raise click.ClickException(
+            f"the emulator cannot listen on {room_settings.host}, {wanted}: {error.strerror or error}"
+        ) from None
     return emulator, ports

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exporter.collect.collection import Collection
-from exporter.room.errors import REASON_HINTS
+from exporter.room.errors import REASON_HINTS, sentence
 
 
 def human_duration(seconds: float) -> str:
@@ -24,7 +24,8 @@ def verdict(collection: Collection) -> str:
     if snapshot is None:
         assert collection.error is not None
         error = collection.error
-        return f"Room did not answer ({error.reason}): {error.message}. Try: {REASON_HINTS[error.reason]}."
+        hint = sentence(REASON_HINTS[error.reason])
+        return f"Room did not answer ({error.reason}): {sentence(error.message)} Try: {hint}"
     parts = [f"Room answered: {snapshot.total} outgoing requests", f"{snapshot.pending} pending"]
     for status in ("waiting", "downloading"):
         if snapshot.oldest_pending_created_at[status] is not None:

@@ -20,12 +20,18 @@ class Reason(StrEnum):
 REASON_HINTS: dict[Reason, str] = {
     Reason.CONNECT: "check the target's host and port, and that the Room is running",
     Reason.TIMEOUT: "the Room did not answer in time; is the port the WebSocket port? or raise --timeout",
-    Reason.AUTH: "the Room refused the PIN; check --pin-file (or that the Room has no PIN if none is given)",
+    Reason.AUTH: "give the Room's PIN with --pin-file if it has one, or check that the PIN given is its own",
     Reason.API: "the Room refused getOutgoingFilesRequests; it needs TrueConf Room 4.1.0 or later",
-    Reason.PROTOCOL: "the Room's answer did not follow the API; is the target really a TrueConf Room?",
+    Reason.PROTOCOL: "the answer did not follow the Room API: check that the target is a TrueConf Room",
     Reason.INTERNAL: "a bug in the exporter, not the Room: please report it with the traceback it logged",
 }
 """What a person should try for each reason, printed by `check`."""
+
+
+def sentence(text: str) -> str:
+    """`text` ended with one full stop: a message that already ends in punctuation gets none more."""
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!")) else f"{text}."
 
 
 class CollectionError(Exception):

@@ -58,8 +58,14 @@ def parse_target(text: str) -> RoomTarget:
         raise TargetError(f"the target {text!r} has a path; the Room's API has none: use HOST:PORT")
     try:
         port = parts.port
-    except ValueError as error:
-        raise TargetError(f"bad port in the target {text!r}") from error
+    except ValueError:
+        host_and_port = parts.netloc
+        if host_and_port.count(":") >= 2 and "[" not in host_and_port:
+            raise TargetError(
+                f"the target {text!r} looks like an IPv6 address: write it in brackets, "
+                f"as [{host_and_port}]:{DEFAULT_WEBSOCKET_PORT}"
+            ) from None
+        raise TargetError(f"bad port in the target {text!r}") from None
     host = parts.hostname
     if not host:
         raise TargetError(f"no host in the target {text!r}")

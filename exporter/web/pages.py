@@ -29,10 +29,15 @@ timeout {settings.timeout_seconds:g}s.</p>
 """.encode()
 
 
+def _pin_text(source: str) -> str:
+    """Where a module's PIN comes from, in words; never the PIN."""
+    return "no PIN (unsecured auth)" if source == "none" else f"PIN from {html.escape(source)}"
+
+
 def _fleet_landing_page(holder: ConfigHolder) -> bytes:
     config = holder.config
     modules = "".join(
-        f"<li><code>{html.escape(m.name)}</code>: PIN from {html.escape(m.pin_source)}, timeout "
+        f"<li><code>{html.escape(m.name)}</code>: {_pin_text(m.pin_source)}, timeout "
         f"{m.timeout_seconds:g}s, discovery {'on' if m.discovery else 'off'}</li>"
         for m in config.modules.values()
     )
@@ -49,8 +54,8 @@ def _fleet_landing_page(holder: ConfigHolder) -> bytes:
 <p>Modules:</p><ul>{modules}</ul>
 <p>Targets allowed: {allowed}.</p>
 <ul>
-<li><a href="probe?target=HOST:8765&amp;module=default">/probe?target=HOST[:PORT]&amp;module=NAME</a>:
-one Room's outgoing file requests, collected at every probe</li>
+<li><code>/probe?target=HOST[:PORT]&amp;module=NAME</code>: one Room's outgoing file requests, collected at
+every probe (the target must be in the allow-list above)</li>
 <li><a href="metrics">/metrics</a>: the exporter's own metrics</li>
 <li><a href="healthz">/healthz</a>: liveness of the exporter itself</li>
 <li><code>POST /-/reload</code>: re-read the config file (as SIGHUP does)</li>
