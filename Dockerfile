@@ -21,7 +21,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY . .
 
-RUN python3 -m venv /opt/trueconf-exporter \
+# The revision goes into the package too, for trueconf_exporter_build_info{revision}.
+ARG REVISION=unknown
+RUN printf '%s\n' "$REVISION" > exporter/REVISION \
+    && python3 -m venv /opt/trueconf-exporter \
     && /opt/trueconf-exporter/bin/python -m pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels . \
     && /opt/trueconf-exporter/bin/python -m pip install --no-cache-dir --compile /tmp/wheels/*.whl \
     && /opt/trueconf-exporter/bin/python -m pip uninstall --yes pip setuptools \

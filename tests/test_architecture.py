@@ -12,13 +12,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
 
 ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
-    "cli": {"<root>", "logs", "web", "fleet", "collect", "room", "files", "emulator"},
-    "web": {"<root>", "fleet", "collect", "room", "files"},
+    "cli": {"<root>", "build", "logs", "web", "fleet", "collect", "room", "files", "emulator"},
+    "web": {"<root>", "build", "fleet", "collect", "room", "files"},
     "fleet": {"room", "files"},
-    "collect": {"<root>", "room"},
+    "collect": {"<root>", "build", "room"},
     "room": set(),
     "files": set(),
     "logs": set(),
+    "build": {"<root>"},
     "emulator": set(),
     "<root>": set(),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import platform
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from exporter import __version__
+from exporter.build import revision
 from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import load_scenario
 from exporter.room import parse_target
@@ -74,7 +76,17 @@ def test_metrics_of_a_room_that_answers(room, exporter):
         value(text, "trueconf_outgoing_file_requests_oldest_pending_timestamp_seconds", status="waiting")
     for reason in ("connect", "timeout", "auth", "api", "protocol"):
         assert value(text, "trueconf_scrape_error", reason=reason) == 0
-    assert value(text, "trueconf_exporter_build_info", version=__version__) == 1
+    assert (
+        value(
+            text,
+            "trueconf_exporter_build_info",
+            version=__version__,
+            revision=revision(),
+            python_version=platform.python_version(),
+        )
+        == 1
+    )
+    assert revision() != "unknown", "the tests run from a git checkout, whose HEAD is the revision"
     series = samples(text)
     request_series = [labels for name, labels in series if name == "trueconf_outgoing_file_requests"]
     assert len(request_series) == 10  # 5 statuses x 2 destinations, zeros included
@@ -83,7 +95,7 @@ def test_metrics_of_a_room_that_answers(room, exporter):
 def test_no_label_carries_a_file_name_peer_or_request_id(room, exporter):
     text = scrape(exporter(f"ws://127.0.0.1:{room('doc-example').ports.websocket}"))
     label_names = {name for _, labels in samples(text) for name, _ in labels}
-    assert label_names == {"status", "destination", "reason", "version"}
+    assert label_names == {"status", "destination", "reason", "version", "revision", "python_version"}
     for word in ("2.jpg", "820_1", "0d99602a", "some.server", "346234218"):
         assert word not in text
 

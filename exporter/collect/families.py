@@ -24,7 +24,7 @@ from dataclasses import replace
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter import __version__
+from exporter.build import build_labels
 from exporter.collect.collection import INTERNAL_ERROR, Collection, log_internal_error
 from exporter.room import Reason
 from exporter.room.file_requests import DESTINATIONS, PENDING_STATUSES, STATUSES, Snapshot
@@ -58,18 +58,19 @@ class RoomCollector(Collector):
 
 
 class BuildInfoCollector(Collector):
-    """`trueconf_exporter_build_info{version=...} 1`: which exporter build is running."""
+    """`trueconf_exporter_build_info{version,revision,python_version} 1`: which exporter build is running."""
 
     def describe(self) -> list[Metric]:
         return list(self.collect())
 
     def collect(self) -> Iterator[Metric]:
+        labels = build_labels()
         info = GaugeMetricFamily(
             f"{PREFIX}_exporter_build_info",
-            "A metric with a constant 1 labelled by the exporter's version.",
-            labels=["version"],
+            "A metric with a constant 1 labelled by the exporter's version, revision and Python version.",
+            labels=list(labels),
         )
-        info.add_metric([__version__], 1)
+        info.add_metric(list(labels.values()), 1)
         yield info
 
 
