@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
@@ -219,3 +220,13 @@ def test_a_redirect_is_never_followed_and_is_connect_naming_the_status(monkeypat
     assert reason_of(collection) is Reason.CONNECT
     assert "302" in collection.error.message
     assert heard == []
+
+
+def test_debug_logs_each_successful_collection(room, caplog):
+    """`--log-level debug` shows every collection, not only the failed ones (those are warnings)."""
+    emulator = room("doc-example")
+    with caplog.at_level(logging.DEBUG, logger="exporter.collect.collection"):
+        collect_room(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None, 5.0)
+    [record] = [r for r in caplog.records if r.getMessage() == "collection succeeded"]
+    assert record.levelno == logging.DEBUG
+    assert "outgoing requests" in record.detail  # type: ignore[attr-defined]

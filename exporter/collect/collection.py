@@ -50,12 +50,22 @@ def collect_room(
     except Exception:  # noqa: BLE001 - the last resort: a bug is trueconf_up 0, not the exporter's HTTP 500
         log_internal_error("collection", target)
         return _failed(target, deadline, INTERNAL_ERROR, logged=True)
-    return Collection(
+    collection = Collection(
         target=target,
         duration_seconds=time.monotonic() - deadline.started,
         collected_at=time.time(),
         snapshot=snapshot,
     )
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "collection succeeded",
+            extra={
+                "target": str(target),
+                "detail": f"{collection.duration_seconds * 1000:.1f} ms: {snapshot.total} outgoing requests, "
+                f"{snapshot.pending} pending, {snapshot.malformed} malformed",
+            },
+        )
+    return collection
 
 
 INTERNAL_ERROR = CollectionError(Reason.INTERNAL, "an unexpected error inside the exporter; see its log")
