@@ -22,6 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from exporter.collect.collection import Collection, collect_room
 from exporter.collect.families import BuildInfoCollector, RoomCollector
+from exporter.collect.history import RecentResults
 from exporter.fleet.probe import ProbeRefusedError, resolve_probe
 from exporter.fleet.reload import ConfigHolder, ReloadCollector
 from exporter.room import RoomTarget
@@ -63,6 +64,8 @@ class ExporterApp:
     def __init__(self, settings: ExporterSettings, config: ConfigHolder | None = None) -> None:
         self.settings = settings
         self.config = config
+        self.history = RecentResults()
+        """The latest results of every Room collected, for the status page at `/`."""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -79,12 +82,17 @@ class ExporterApp:
             return plain_text(start_response, "200 OK", "ok\n")
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
-            return [landing_page(self.settings, self.config)]
+            return [landing_page(self.settings, self.config, self.history)]
         return plain_text(start_response, "404 Not Found", "not found; try /metrics\n")
 
-    def collect(self, target: RoomTarget, pin: str | None, timeout: float) -> Collection:
-        """One collection, for /metrics and /probe alike: the one place collection settings are applied."""
-        return collect_room(target, pin, timeout, self.settings.max_message_bytes)
+    def collect(
+        self, target: RoomTarget, pin: str | None, timeout: float, module: str | None = None
+    ) -> Collection:
+        """One collection, for /metrics and /probe alike: the one place collection settings are applied,
+        and the one place its result is remembered for the status page."""
+        collection = collect_room(target, pin, timeout, self.settings.max_message_bytes)
+        self.history.record(collection, module)
+        return collection
 
     def probe(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """One Room named by the query, with its module's credentials; the same families as `/metrics`."""
@@ -100,7 +108,7 @@ class ExporterApp:
             return plain_text(start_response, refused.status, f"{refused.reason}\n")
         timeout = effective_timeout(module.timeout_seconds, environ.get(SCRAPE_TIMEOUT_HEADER))
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(RoomCollector(lambda: self.collect(target, module.pin, timeout)))
+        registry.register(RoomCollector(lambda: self.collect(target, module.pin, timeout, module.name)))
         return _exposition(registry, environ, start_response)
 
     def reload(self, method: str, start_response: StartResponse) -> Iterable[bytes]:
