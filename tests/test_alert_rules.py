@@ -140,7 +140,12 @@ def test_example_prometheus_config() -> None:
         (("__address__",), "__param_target"),
         (("__param_target",), "instance"),
         ((), "__address__"),
+        # the labels prometheus/alertmanager.yml's inhibition matches on (tests/test_alertmanager_e2e.py)
+        (("__address__",), "exporter"),
+        (("__metrics_path__",), "metrics_path"),
     ]
+    own = [(tuple(r["source_labels"]), r["target_label"]) for r in jobs["trueconf"]["relabel_configs"]]
+    assert own == [(("__address__",), "exporter")], "the exporter's own series name it like its Rooms' do"
 
 
 def test_commented_file_sd_job_is_valid(tmp_path: Path) -> None:
@@ -151,6 +156,9 @@ def test_commented_file_sd_job_is_valid(tmp_path: Path) -> None:
     config = yaml.safe_load("scrape_configs:\n" + uncommented)
     job = config["scrape_configs"][0]
     assert job["file_sd_configs"][0]["files"] == ["rooms/*.yml"]
+    active = yaml.safe_load(text)["scrape_configs"]
+    probe = next(active_job for active_job in active if active_job["job_name"] == "trueconf-probe")
+    assert job["relabel_configs"] == probe["relabel_configs"], "the two /probe jobs relabel alike"
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     result = promtool("check", "config", str(tmp_path / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr

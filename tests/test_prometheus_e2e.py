@@ -46,6 +46,14 @@ class Room:
     job: str
     instance: str
     answers: bool
+    exporter: str
+
+    @property
+    def relabelled(self) -> dict[str, str]:
+        """The labels prometheus/prometheus.yml's relabelling adds for prometheus/alertmanager.yml."""
+        if self.job == PROBE_JOB:
+            return {"exporter": self.exporter, "metrics_path": "/probe"}
+        return {"exporter": self.exporter}
 
 
 @dataclass
@@ -175,10 +183,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         prometheus, prometheus_url = start_prometheus(workdir, config)
         started.append(prometheus)
         rooms = [
-            Room(JOB, exporters[0], True),
-            Room(JOB, exporters[1], False),
-            Room(PROBE_JOB, room_urls[0], True),
-            Room(PROBE_JOB, room_urls[1], False),
+            Room(JOB, exporters[0], True, exporters[0]),
+            Room(JOB, exporters[1], False, exporters[1]),
+            Room(PROBE_JOB, room_urls[0], True, multi_target_address),
+            Room(PROBE_JOB, room_urls[1], False, multi_target_address),
         ]
         stack = Stack(url=prometheus_url, rooms=rooms, prometheus=prometheus)
 
@@ -340,6 +348,7 @@ def test_alerts_become_active_on_real_exporter_data(stack: Stack) -> None:
                 "instance": room.instance,
                 "status": "waiting",
                 "severity": "warning",
+                **room.relabelled,
             }
             assert float(waiting["value"]) >= 1200
             assert f"Room {room.instance} has been waiting" in waiting["annotations"]["description"]
@@ -350,5 +359,6 @@ def test_alerts_become_active_on_real_exporter_data(stack: Stack) -> None:
                 "job": room.job,
                 "instance": room.instance,
                 "severity": "critical",
+                **room.relabelled,
             }
             assert down["annotations"]["description"].endswith("reason of the last failure: api.")
