@@ -1,6 +1,7 @@
 """One conversation with a TrueConf Room over its WebSocket JSON API, bounded by one deadline.
 
-connect -> `auth` -> wait for its reply -> one request -> read until its reply -> close. Notifications and
+look the host up once -> (discovery) -> connect -> `auth` -> wait for its reply -> one request -> read until
+its reply -> close. Every connection goes to an address of that one lookup (room.connect). Notifications and
 unrelated replies that arrive in between are skipped, however many. Every failure leaves as a
 CollectionError with one of the fixed reasons, and its text never contains the PIN.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import websocket
 
 from exporter.room import protocol
-from exporter.room.connect import open_tcp
+from exporter.room.connect import addresses_for, open_tcp
 from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.discovery import discover_websocket_port
 from exporter.room.errors import CollectionError, Reason
@@ -137,9 +138,13 @@ def _authorise(session: RoomSession, pin: str | None) -> None:
 def _converse(
     target: RoomTarget, pin: str | None, deadline: Deadline, method: str, max_message_bytes: int
 ) -> dict[str, Any]:
-    port = discover_websocket_port(target, deadline) if target.discover else target.port
+    addresses = addresses_for(target, deadline)  # the one lookup: every connection below goes to these
+    port = target.port
+    if target.discover:
+        port, answered = discover_websocket_port(target, addresses, deadline)
+        addresses = (answered,)
     url = target.websocket_url(port)
-    sock = open_tcp(target.host, port, deadline, "connect")
+    sock, _ = open_tcp(target.host, addresses, port, deadline, "connect")
     try:
         with SocketWatchdog(deadline, sock):
             session = RoomSession(_handshake(url, sock, deadline, max_message_bytes), deadline)

@@ -2,15 +2,17 @@
 
 The Room moves its WebSocket port when 8765 is busy, so a target given as `http://HOST[:WEBPORT]` is
 resolved at every collection from `/public/default/config.json`. The document's `hostname` is ignored
-(its meaning is undocumented): the WebSocket is reached on the target's own host.
+(its meaning is undocumented): the WebSocket is reached on the target's own host, at the very address that
+served config.json (the port it names is that machine's), never by looking the name up again.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+from collections.abc import Sequence
 
-from exporter.room.connect import open_tcp
+from exporter.room.connect import Address, open_tcp
 from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.errors import CollectionError, Reason
 from exporter.room.target import RoomTarget
@@ -34,16 +36,19 @@ def websocket_port_from_config(document: bytes) -> int:
     return port
 
 
-def discover_websocket_port(target: RoomTarget, deadline: Deadline) -> int:
-    """Fetch config.json from the target's web port within the deadline and return the WebSocket port."""
+def discover_websocket_port(
+    target: RoomTarget, addresses: Sequence[Address], deadline: Deadline
+) -> tuple[int, Address]:
+    """Fetch config.json from the target's web port on one of `addresses`, within the deadline; return the
+    WebSocket port it names and the address that answered."""
     connection = http.client.HTTPConnection(target.host, target.port, timeout=deadline.remaining("discovery"))
     try:
-        connection.sock = open_tcp(target.host, target.port, deadline, "discovery")
+        connection.sock, address = open_tcp(target.host, addresses, target.port, deadline, "discovery")
         with SocketWatchdog(deadline, connection.sock):
             body = _get_config(connection, target, deadline)
     finally:
         connection.close()
-    return websocket_port_from_config(body)
+    return websocket_port_from_config(body), address
 
 
 def _get_config(connection: http.client.HTTPConnection, target: RoomTarget, deadline: Deadline) -> bytes:
