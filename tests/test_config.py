@@ -24,7 +24,7 @@ def expectation(path: Path) -> str:
 
 
 def test_there_is_a_fixture_for_each_kind_of_mistake():
-    assert len(MISTAKES) >= 20
+    assert len(MISTAKES) >= 35
 
 
 @pytest.mark.parametrize("path", MISTAKES, ids=[p.stem for p in MISTAKES])
@@ -111,12 +111,19 @@ def test_an_inline_pin_is_accepted_but_warned_about_without_the_pin(tmp_path, ca
         ("127.0.0.1:1", True),
         ("room-7.example.org", True),
         ("ROOM-7.Example.ORG:9000", True),  # host names are case-insensitive
-        ("room-7.example.org.evil.net", False),  # globs are anchored at both ends
+        ("room-7.example.org.evil.net", False),  # patterns are anchored at both ends
+        ("room-7.evil.example.org", False),  # '*' does not cross a dot
         ("evil.net", False),
         ("10.0.0.5:8765", True),
         ("10.0.0.5:8766", False),  # an entry with a port allows only that port
         ("http://10.0.0.5:8765", True),  # the web UI port, for discovery
         ("127.0.0.2", False),
+        ("10.20.30.77", True),  # a CIDR
+        ("10.20.30.evil.test", False),  # an IP entry matches IP literals only
+        ("a.b.rooms.example.net", True),  # '**.' crosses dots, and says so
+        ("rooms.example.net", False),
+        ("[fd00::1]:8765", True),
+        ("[fd00::1]:8766", False),
     ],
 )
 def test_the_allow_list(target, allowed, monkeypatch):

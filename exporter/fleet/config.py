@@ -6,29 +6,46 @@
         timeout: 5s                       # seconds: 5, 5s, 2.5s or 500ms; --timeout when left out
         discovery: false                  # true: a bare HOST[:PORT] is the Room's web UI; ask it for the port
       open-rooms: {}                      # no PIN: unsecured auth
-    allowed_targets:                      # optional; shell-style globs (fnmatch), case-insensitive
-      - "room-*.example.org"              #   matched against HOST and against HOST:PORT
-      - "10.0.0.5:8765"
+    allowed_targets:                      # optional; see "The allow-list" below
+      - "room-*.example.org"              # a name pattern: '*' stays within one label
+      - "10.20.30.0/24"                   # a CIDR; also 10.20.30.* and single addresses
+      - "10.0.0.5:8765"                   # any entry may name a port
 
 Loading is all or nothing: any mistake raises ConfigError naming the file, the key and the problem, and the
 message never contains a PIN (not even a YAML error's snippet of the offending line).
+
+The allow-list. Each entry is one of two kinds, optionally followed by `:PORT` (an IPv6 one as `[ADDR]:PORT`);
+an entry without a port allows every port, one with a port only that port (for a discovery target, the web
+UI's port as written in the target).
+- An IP entry (an address `10.0.0.5` or `fd00::5`, an IPv4 pattern whose `*`s stand for whole trailing
+  octets `10.20.*.*`, or a CIDR `10.20.30.0/24`, `fd00::/64`) matches IP-literal targets only, compared as
+  addresses (ipaddress), never as text; an IPv4-mapped IPv6 target counts as its IPv4 address.
+- A name pattern matches host names only, case-insensitively; its `*` matches letters, digits, `-` and `_`
+  within one label, never a dot. A leading `**.` stands for one or more whole labels: `**.example.org`
+  matches `a.example.org` and `a.b.example.org`, not `example.org`. A host that is an IP address in any
+  notation (`127.1` included) is not a name.
+A name target that no name pattern allows is still allowed when the list has IP entries and every address
+the name has matches one of them: /probe looks it up once, inside the probe's deadline, and the collection
+then connects to exactly those addresses (exporter.room.connect.CheckedTarget).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
 import re
+import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from exporter.files.pinfile import PinFileError, read_pin_file
 from exporter.files.yamlfile import YamlFileError, file_named_in, read_yaml, reject_unknown_keys
 from exporter.room import RoomTarget, parse_target
-from exporter.room.target import host_port
+from exporter.room.connect import IPAddress, ip_literal
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +83,60 @@ class Module:
         return parse_target(text)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+NAME_CHARS = "[a-z0-9_-]"
+"""What a name pattern's `*` matches: the characters of one label, never a dot."""
+
+
+class AllowEntryError(ValueError):
+    """An allow-list entry that cannot be used; `str()` is the problem, to follow the entry in a message."""
+
+
+@dataclass(frozen=True)
+class AddressRule:
+    """An IP entry: an address, an IPv4 pattern or a CIDR, with or without a port."""
+
+    entry: str
+    network: Network
+    port: int | None = None
+
+    def matches(self, address: IPAddress, port: int) -> bool:
+        if self.port is not None and port != self.port:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return address.version == self.network.version and address in self.network
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """A name pattern, with or without a port; `pattern` is anchored and lower-case."""
+
+    entry: str
+    pattern: re.Pattern[str]
+    port: int | None = None
+
+    def matches(self, host: str, port: int) -> bool:
+        if self.port is not None and port != self.port:
+            return False
+        return is_host_name(host) and self.pattern.fullmatch(host.lower()) is not None
+
+
+AllowRule = AddressRule | NameRule
+
+
+def is_host_name(host: str) -> bool:
+    """True for a name; False for an IP address in any notation, `127.1` and `0x7f.1` included (the resolver
+    reads those as addresses without asking anyone, so they must never pass as names)."""
+    if ip_literal(host) is not None:
+        return False
+    try:
+        socket.inet_aton(host)
+    except (OSError, ValueError):
+        return True
+    return False
+
+
 @dataclass(frozen=True)
 class ExporterConfig:
     """A validated config file."""
@@ -73,17 +144,34 @@ class ExporterConfig:
     path: str
     modules: dict[str, Module]
     allowed_targets: tuple[str, ...] | None = None
-    """None: no allow-list (every target may be probed); otherwise the globs a target must match."""
+    """None: no allow-list (every target may be probed); otherwise the entries as written (trimmed)."""
+    rules: tuple[AllowRule, ...] = ()
+    """The entries of `allowed_targets`, parsed, in the same order."""
 
     def allows(self, target: RoomTarget) -> bool:
-        """True when the target's host, or its HOST:PORT, matches an allow-list entry, or there is no list."""
+        """True when there is no allow-list, or when an entry of the target's own kind matches it as written:
+        an IP entry an IP-literal target, a name pattern a name. Looks nothing up."""
         if self.allowed_targets is None:
             return True
-        host = target.host.lower()
-        with_port = host_port(host, target.port)
-        return any(
-            fnmatchcase(host, pattern) or fnmatchcase(with_port, pattern) for pattern in self.allowed_targets
+        address = ip_literal(target.host)
+        if address is not None:
+            return self.allows_addresses((address,), target.port)
+        return any(isinstance(r, NameRule) and r.matches(target.host, target.port) for r in self.rules)
+
+    def checks_addresses(self, target: RoomTarget) -> bool:
+        """True when a name target that no name pattern allows may still be allowed by its addresses: the
+        list has IP entries and the target is not an IP literal."""
+        return (
+            self.allowed_targets is not None
+            and ip_literal(target.host) is None
+            and any(isinstance(rule, AddressRule) for rule in self.rules)
         )
+
+    def allows_addresses(self, addresses: Iterable[IPAddress], port: int) -> bool:
+        """True when there is at least one address and every one matches an IP entry for `port`."""
+        rules = [rule for rule in self.rules if isinstance(rule, AddressRule)]
+        addresses = list(addresses)
+        return bool(addresses) and all(any(r.matches(a, port) for r in rules) for a in addresses)
 
 
 def load_config(path: Path | str, default_timeout: float) -> ExporterConfig:
@@ -113,7 +201,14 @@ def parse_config(document: Any, path: Path | str, default_timeout: float) -> Exp
             raise ConfigError(path, f"modules.{name}", "a module name is letters, digits, '_', '.' or '-'")
         modules[name] = _module(path, name, body, default_timeout)
     allowed = _allowed_targets(path, document.get("allowed_targets"), "allowed_targets" in document)
-    return ExporterConfig(path=str(path), modules=modules, allowed_targets=allowed)
+    if allowed is None:
+        return ExporterConfig(path=str(path), modules=modules)
+    return ExporterConfig(
+        path=str(path),
+        modules=modules,
+        allowed_targets=tuple(rule.entry for rule in allowed),
+        rules=allowed,
+    )
 
 
 def _module(path: Path | str, name: str, body: Any, default_timeout: float) -> Module:
@@ -200,7 +295,7 @@ def _timeout(path: Path | str, key: str, value: Any) -> float:
     return seconds
 
 
-def _allowed_targets(path: Path | str, value: Any, present: bool) -> tuple[str, ...] | None:
+def _allowed_targets(path: Path | str, value: Any, present: bool) -> tuple[AllowRule, ...] | None:
     if not present:
         return None
     if not isinstance(value, list) or not value:
@@ -210,18 +305,145 @@ def _allowed_targets(path: Path | str, value: Any, present: bool) -> tuple[str, 
             f"must be a non-empty list of host names or globs, "
             f"found {_kind(value)}; leave it out to allow every target",
         )
-    patterns = []
+    rules = []
     for index, entry in enumerate(value):
         key = f"allowed_targets[{index}]"
         if not isinstance(entry, str) or not entry.strip():
             raise ConfigError(path, key, f"must be a non-empty string, found {_kind(entry)}")
-        pattern = entry.strip().lower()
-        if "://" in pattern or "/" in pattern:
-            raise ConfigError(
-                path, key, f"{entry!r} has a scheme or path; write HOST, HOST:PORT or a glob of them"
+        try:
+            rules.append(parse_allow_entry(entry))
+        except AllowEntryError as error:
+            raise ConfigError(path, key, f"{_echo_entry(entry)} {error}") from None
+    return tuple(rules)
+
+
+MAX_ECHO_CHARS = 80
+IPV4_PATTERN = re.compile(r"[0-9*./]+")
+"""Entries made of these characters (and a digit) are IPv4 entries: a host name never ends in a number."""
+NAME_PATTERN_LABEL = re.compile(r"[a-z0-9_*-]+")
+SCHEME_OR_PATH = "has a scheme or path; write HOST, HOST:PORT, an IP address, a CIDR or a pattern of them"
+
+
+def _echo_entry(entry: str) -> str:
+    shown = entry.strip()
+    return repr(shown if len(shown) <= MAX_ECHO_CHARS else shown[:MAX_ECHO_CHARS] + "...")
+
+
+def parse_allow_entry(entry: str) -> AllowRule:
+    """One allow-list entry as a rule; AllowEntryError saying what is wrong with it."""
+    text = entry.strip().lower()
+    if "://" in text:
+        raise AllowEntryError(SCHEME_OR_PATH)
+    where, port = _split_port(text)
+    if ":" in where:
+        return AddressRule(text, _ipv6_network(where), port)
+    if IPV4_PATTERN.fullmatch(where) and any(c.isdigit() for c in where):
+        return AddressRule(text, _ipv4_network(where), port)
+    if "/" in where:
+        raise AllowEntryError(SCHEME_OR_PATH)
+    return NameRule(text, _name_pattern(where), port)
+
+
+def _split_port(text: str) -> tuple[str, int | None]:
+    """`[ADDR]:PORT`, `[ADDR]`, bare IPv6 (no port), `HOST:PORT` or `HOST`, as (where, port)."""
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        if not bracket or ":" not in inside:
+            raise AllowEntryError(
+                "has a '[' that does not enclose an IPv6 address: write [ADDR] or [ADDR]:PORT"
             )
-        patterns.append(pattern)
-    return tuple(patterns)
+        if not rest:
+            return inside, None
+        if not rest.startswith(":"):
+            raise AllowEntryError("has text after ']' that is not :PORT")
+        return inside, _port(rest[1:])
+    if "]" in text:
+        raise AllowEntryError("has ']' without '['; write an IPv6 address with a port as [ADDR]:PORT")
+    if text.count(":") > 1:
+        return text, None  # a bare IPv6 address or CIDR; with a port it is written [ADDR]:PORT
+    where, colon, port = text.partition(":")
+    return where, (_port(port) if colon else None)
+
+
+def _port(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise AllowEntryError("has a port that is not a number; leave the port out to allow every port")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise AllowEntryError(f"has port {port}, out of range: a port is 1 to 65535")
+    return port
+
+
+def _ipv6_network(where: str) -> Network:
+    if "*" in where:
+        raise AllowEntryError("has '*' in an IPv6 entry; write a CIDR instead, as in fd00::/64")
+    return _network(where, "an IPv6 address or CIDR")
+
+
+def _ipv4_network(where: str) -> Network:
+    """An IPv4 address, CIDR, or pattern whose `*`s stand for whole trailing octets (10.20.*.* = /16)."""
+    if "*" not in where:
+        return _network(where, "an IPv4 address or CIDR")
+    if "/" in where:
+        raise AllowEntryError("mixes '*' and a CIDR; write one of them")
+    octets = where.split(".")
+    if len(octets) != 4:
+        raise AllowEntryError("is an IPv4 pattern without four octets; write it as in 10.20.30.*")
+    if any("*" in octet and octet != "*" for octet in octets):
+        raise AllowEntryError("has a '*' that is not a whole octet; '*' stands for all of one octet")
+    fixed = octets.index("*")
+    if any(octet != "*" for octet in octets[fixed:]):
+        raise AllowEntryError(
+            "has a '*' before a fixed octet; '*' stands only for the last octets (10.20.*.*): "
+            "for other ranges write a CIDR"
+        )
+    prefix = ".".join(octets[:fixed] + ["0"] * (4 - fixed))
+    return _network(f"{prefix}/{8 * fixed}", "an IPv4 pattern")
+
+
+def _network(text: str, kind: str) -> Network:
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as error:
+        if "host bits set" in str(error):
+            loose = ipaddress.ip_network(text, strict=False)
+            raise AllowEntryError(
+                f"is a CIDR with host bits set: write {loose} for the network, or the address alone"
+            ) from None
+        raise AllowEntryError(f"is not {kind}") from None
+
+
+def _name_pattern(where: str) -> re.Pattern[str]:
+    """A name pattern as an anchored regex: `*` within one label, a leading `**.` for one or more labels."""
+    if not where.isascii():
+        raise AllowEntryError("is not ASCII; write an internationalised name in its xn-- form")
+    labels = where.split(".")
+    prefix = ""
+    if labels[0] == "**":
+        labels = labels[1:]
+        prefix = rf"(?:{NAME_CHARS}+\.)+"
+        if not labels or labels == [""]:
+            raise AllowEntryError("has nothing after '**.'; to allow every target, leave allowed_targets out")
+    if any(label == "" for label in labels):
+        raise AllowEntryError("has an empty label (two dots in a row, or a dot at an end)")
+    if all(label == "*" for label in labels):
+        raise AllowEntryError(
+            "is only '*' labels, so it would allow names of any domain; name the domain, as in "
+            "*.example.org (every IPv4 address is 0.0.0.0/0)"
+        )
+    parts = []
+    for label in labels:
+        if not NAME_PATTERN_LABEL.fullmatch(label):
+            raise AllowEntryError(
+                "has a character a host name cannot have: use letters, digits, '-', '_', '*' and dots"
+            )
+        if "**" in label:
+            raise AllowEntryError("has '**' that is not the whole first label; write it as in **.example.org")
+        if label == "*":
+            parts.append(f"{NAME_CHARS}+")
+        else:
+            parts.append(f"{NAME_CHARS}*".join(re.escape(piece) for piece in label.split("*")))
+    return re.compile(prefix + r"\.".join(parts))
 
 
 def _kind(value: Any) -> str:

@@ -3,20 +3,37 @@
 This is the multi-target pattern: a request that cannot be served is refused with a one-line reason, 400 for
 a missing or malformed target or an unknown module, 403 for a target outside `allowed_targets`, decided
 before any connection is attempted. The HTTP answer itself is web.app's.
+
+A name target that no name pattern allows, when the list has IP entries, is looked up here, once, within the
+probe's deadline: allowed only if every address it has matches an IP entry, and then handed on as a
+CheckedTarget, whose collection connects to exactly those addresses. A lookup that fails or times out is
+not a 403 but the collection's failure (`trueconf_up 0`, reason connect or timeout), with no connection
+made: the same answer as for a name allowed by a name pattern that does not resolve. The 403 never says
+which addresses a name has, so /probe cannot be used to read the exporter's DNS view; the log does.
+
+Any caller can make /probe look up any name this way, slow ones included, so these lookups have places of
+their own (`check_lookups`): filling them never holds up the lookups of the collections themselves.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from exporter.fleet.config import DEFAULT_MODULE, ExporterConfig, Module
-from exporter.room import RoomTarget, TargetError
+from exporter.room import Deadline, RoomTarget, TargetError
+from exporter.room.connect import CheckedTarget, Lookup, Resolver
+from exporter.room.errors import CollectionError
 
 log = logging.getLogger(__name__)
 
 MAX_ECHO_CHARS = 100
 """A request value quoted back in an error is cut to this length."""
+MAX_CHECK_LOOKUPS_IN_FLIGHT = 32
+"""Names looked up at once to check them against the IP entries (a thread each), apart from collections'."""
+
+check_lookups = Resolver(limit=MAX_CHECK_LOOKUPS_IN_FLIGHT)
 
 
 class ProbeRefusedError(Exception):
@@ -28,8 +45,17 @@ class ProbeRefusedError(Exception):
         self.reason = reason
 
 
-def resolve_probe(config: ExporterConfig, query_string: str) -> tuple[Module, RoomTarget]:
-    """The module and target a probe asks for; ProbeRefusedError when the request is bad or not allowed."""
+def resolve_probe(
+    config: ExporterConfig,
+    query_string: str,
+    deadline_seconds: Callable[[Module], float] | None = None,
+) -> tuple[Module, RoomTarget]:
+    """The module and target a probe asks for; ProbeRefusedError when the request is bad or not allowed.
+
+    `deadline_seconds` gives the probe's deadline for its module (the scrape-timeout header applied); when
+    left out, the module's timeout. It bounds the one name lookup a CheckedTarget needs, and the collection
+    that follows counts its own deadline from the start of that lookup.
+    """
     query = parse_qs(query_string, keep_blank_values=True)
     targets = query.get("target", [])
     if not targets or not targets[0].strip():
@@ -60,13 +86,39 @@ def resolve_probe(config: ExporterConfig, query_string: str) -> tuple[Module, Ro
         raise ProbeRefusedError(
             "400 Bad Request", f"bad target: {_echo(str(error), MAX_ECHO_CHARS * 2)}"
         ) from None
-    if not config.allows(target):
-        log.info(
-            "probe refused: target not in allowed_targets",
-            extra={"target": str(target), "detail": f"module {module.name}"},
-        )
-        raise ProbeRefusedError("403 Forbidden", f"target {_echo(str(target))} is not in allowed_targets")
-    return module, target
+    if config.allows(target):
+        return module, target
+    if config.checks_addresses(target):
+        seconds = deadline_seconds(module) if deadline_seconds else module.timeout_seconds
+        return module, _checked(config, module, target, Deadline(seconds))
+    log.info(
+        "probe refused: target not in allowed_targets",
+        extra={"target": str(target), "detail": f"module {module.name}"},
+    )
+    raise ProbeRefusedError("403 Forbidden", f"target {_echo(str(target))} is not in allowed_targets")
+
+
+def _checked(config: ExporterConfig, module: Module, target: RoomTarget, deadline: Deadline) -> CheckedTarget:
+    """The name target with the addresses it was looked up to have, if every one matches an IP entry."""
+    try:
+        addresses = check_lookups.resolve(target.host, deadline, "lookup")
+    except CollectionError as error:
+        lookup = Lookup((), deadline.started, error)
+    else:
+        if not config.allows_addresses((address.ip for address in addresses), target.port):
+            log.info(
+                "probe refused: target resolves to addresses outside allowed_targets",
+                extra={
+                    "target": str(target),
+                    "detail": f"module {module.name}; {target.host} is {', '.join(map(str, addresses))}",
+                },
+            )
+            raise ProbeRefusedError(
+                "403 Forbidden",
+                f"target {_echo(str(target))} is not in allowed_targets, and neither are all its addresses",
+            )
+        lookup = Lookup(addresses, deadline.started)
+    return CheckedTarget(target.host, target.port, target.discover, lookup)
 
 
 def _echo(value: str, limit: int = MAX_ECHO_CHARS) -> str:
