@@ -23,6 +23,7 @@ from prometheus_client.process_collector import ProcessCollector
 from exporter.collect.collection import Collection, collect_room
 from exporter.collect.families import BuildInfoCollector, RoomCollector
 from exporter.collect.history import RecentResults
+from exporter.fleet.config import Module
 from exporter.fleet.probe import ProbeRefusedError, resolve_probe
 from exporter.fleet.reload import ConfigHolder, ReloadCollector
 from exporter.room import RoomTarget
@@ -102,11 +103,16 @@ class ExporterApp:
                 "404 Not Found",
                 "/probe needs --config.file (modules and allowed_targets); without it, use /metrics\n",
             )
+        scrape_timeout = environ.get(SCRAPE_TIMEOUT_HEADER)
+
+        def deadline_for(module: Module) -> float:
+            return effective_timeout(module.timeout_seconds, scrape_timeout)
+
         try:
-            module, target = resolve_probe(self.config.config, environ.get("QUERY_STRING", ""))
+            module, target = resolve_probe(self.config.config, environ.get("QUERY_STRING", ""), deadline_for)
         except ProbeRefusedError as refused:
             return plain_text(start_response, refused.status, f"{refused.reason}\n")
-        timeout = effective_timeout(module.timeout_seconds, environ.get(SCRAPE_TIMEOUT_HEADER))
+        timeout = deadline_for(module)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(RoomCollector(lambda: self.collect(target, module.pin, timeout, module.name)))
         return _exposition(registry, environ, start_response)
