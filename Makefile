@@ -22,12 +22,16 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/trueconf-exporter demo --web.listen-address $(LISTEN)
 
-## system-deps: Debian's prometheus package (the real Prometheus server and promtool used by the tests)
-## and systemd (systemd-analyze checks the unit; it needs no systemd running)
+## system-deps: Debian's prometheus package (the real Prometheus server and promtool used by the tests),
+## prometheus-alertmanager (Alertmanager and amtool) and systemd (systemd-analyze checks the unit; it needs
+## no systemd running)
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager; }
 	@command -v systemd-analyze >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends systemd; }
