@@ -21,7 +21,7 @@ from exporter.room import protocol
 from exporter.room.connect import addresses_for, open_tcp
 from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.discovery import discover_websocket_port
-from exporter.room.errors import CollectionError, Reason
+from exporter.room.errors import CollectionError, Reason, describe
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES, BoundedWebSocket
 from exporter.room.target import RoomTarget
 
@@ -105,7 +105,7 @@ def _handshake(url: str, sock: socket.socket, deadline: Deadline, max_message_by
         # websocket-client 1.9 raises on a redirect it may not follow; 1.7 and 1.8 return with the 3xx.
         raise _refused_upgrade(ws, url) or deadline.failure(
             Reason.CONNECT,
-            f"WebSocket handshake with {url} failed: {error}",
+            f"WebSocket handshake with {url} failed: {describe(error)}",
             f"WebSocket handshake with {url} did not complete in time",
         ) from None
     refused = _refused_upgrade(ws, url)
@@ -162,7 +162,7 @@ def _converse(
     except (OSError, websocket.WebSocketException) as error:
         raise deadline.failure(
             Reason.PROTOCOL,
-            f"the connection to {target} broke mid-way: {error}",
+            f"the connection to {target} broke mid-way: {describe(error)}",
             f"{target} did not answer within {deadline.seconds:g}s",
         ) from None
     finally:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.room.deadline import Deadline
-from exporter.room.errors import CollectionError, Reason
+from exporter.room.errors import CollectionError, Reason, describe
 from exporter.room.target import RoomTarget, host_port
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -149,10 +149,10 @@ class Resolver:
             )
             try:
                 thread.start()
-            except (
-                RuntimeError
-            ) as error:  # no thread to be had (a pids limit): fail this lookup, not the process
-                raise CollectionError(Reason.CONNECT, f"cannot start resolving {host}: {error}") from None
+            except RuntimeError as error:  # no thread to be had (pids limit): fail one lookup, not all
+                raise CollectionError(
+                    Reason.CONNECT, f"cannot start resolving {host}: {describe(error)}"
+                ) from None
             self._in_flight[key] = job
             return job
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from exporter.room.connect import Address, open_tcp
 from exporter.room.deadline import Deadline, SocketWatchdog
-from exporter.room.errors import CollectionError, Reason
+from exporter.room.errors import CollectionError, Reason, describe
 from exporter.room.target import RoomTarget
 
 CONFIG_PATH = "/public/default/config.json"
@@ -26,10 +26,13 @@ def websocket_port_from_config(document: bytes) -> int:
     """The WebSocket port named by a config.json body; a protocol error for any other shape."""
     try:
         config = json.loads(document)
+    except (ValueError, RecursionError):
+        raise CollectionError(Reason.PROTOCOL, "config.json is not JSON") from None
+    try:
         port = config["config"]["websocket"]["port"]
-    except (ValueError, RecursionError, KeyError, TypeError) as error:
+    except (KeyError, TypeError):
         raise CollectionError(
-            Reason.PROTOCOL, f"config.json is not the documented shape ({error!r})"
+            Reason.PROTOCOL, "config.json is not the documented shape: it has no config.websocket.port"
         ) from None
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise CollectionError(Reason.PROTOCOL, f"config.json names no valid WebSocket port: {port!r}")
@@ -66,7 +69,7 @@ def _get_config(connection: http.client.HTTPConnection, target: RoomTarget, dead
     except (OSError, http.client.HTTPException) as error:
         raise deadline.failure(
             Reason.CONNECT,
-            f"fetching config.json from {target} failed: {error!r}",
+            f"fetching config.json from {target} failed: {describe(error)}",
             f"config.json from {target} did not arrive in time",
         ) from None
     if len(body) > MAX_CONFIG_BYTES:

@@ -28,6 +28,13 @@ REASON_HINTS: dict[Reason, str] = {
 """What a person should try for each reason, printed by `check`."""
 
 
+def describe(error: BaseException) -> str:
+    """An exception in words for a message: its text without trailing full stops, never its repr."""
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    text = text.strip().rstrip(".").strip()
+    return text or "no detail given"
+
+
 def sentence(text: str) -> str:
     """`text` ended with one full stop: a message that already ends in punctuation gets none more."""
     text = text.rstrip()
