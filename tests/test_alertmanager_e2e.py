@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.e2e
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
 EXAMPLE = dq.ROOT / "prometheus" / "alertmanager.yml"
+DOCS = dq.ROOT / "docs" / "dashboards-and-alerts.md"
 EXPORTER_JOB = "trueconf"
 """prometheus/prometheus.yml's job that scrapes an exporter's own /metrics."""
 PROBE_JOB = "trueconf-probe"
@@ -130,6 +132,40 @@ def test_the_example_fits_the_rules_and_the_prometheus_config() -> None:
     for receiver in config["receivers"]:
         for webhook in receiver["webhook_configs"]:
             assert webhook["url"].startswith("http://127.0.0.1:5001/"), "the documented placeholder"
+
+
+def yaml_blocks(path: Path) -> list[Any]:
+    """Every ```yaml block of a Markdown file, parsed."""
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", path.read_text(), re.S)]
+
+
+def jobs_shown(path: Path) -> dict[str, dict[str, Any]]:
+    """The Prometheus jobs of every ```yaml block of a Markdown file, by name."""
+    return {
+        job["job_name"]: job
+        for block in yaml_blocks(path)
+        if isinstance(block, dict)
+        for job in block.get("scrape_configs", [])
+    }
+
+
+def test_the_docs_show_the_files_as_shipped() -> None:
+    """docs/dashboards-and-alerts.md's snippets: the README's Rooms job with the relabelling of
+    prometheus.yml's /probe job, and the inhibition and time interval of alertmanager.yml."""
+    jobs, readme_jobs = jobs_shown(DOCS), jobs_shown(dq.ROOT / "README.md")
+    shipped = {j["job_name"]: j for j in yaml.safe_load(dq.PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
+    rooms, readme_rooms = jobs["trueconf-rooms"], readme_jobs["trueconf-rooms"]
+    assert {**rooms, "relabel_configs": None} == {**readme_rooms, "relabel_configs": None}
+    assert rooms["relabel_configs"][:3] == readme_rooms["relabel_configs"]
+    assert rooms["relabel_configs"][3:] == shipped[PROBE_JOB]["relabel_configs"][3:]
+    assert jobs["trueconf-exporter"]["relabel_configs"] == shipped[EXPORTER_JOB]["relabel_configs"]
+    assert jobs["trueconf-exporter"]["static_configs"] == readme_jobs["trueconf-exporter"]["static_configs"]
+    example = load_example()
+    blocks = yaml_blocks(DOCS)
+    [inhibit] = [b for b in blocks if isinstance(b, dict) and "inhibit_rules" in b]
+    assert inhibit["inhibit_rules"] == example["inhibit_rules"]
+    [intervals] = [b for b in blocks if isinstance(b, dict) and "time_intervals" in b]
+    assert intervals["time_intervals"] == example["time_intervals"]
 
 
 # --- end to end --------------------------------------------------------------------------------------------
