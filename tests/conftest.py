@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from hypothesis import settings
 from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import Scenario, load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
+from exporter.web.app import ExporterApp
+from exporter.web.server import make_http_server
 from tests.processes import Process, start_emulator, start_exporter
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -55,6 +58,25 @@ def room() -> Iterator[Callable[..., RunningEmulator]]:
     yield make
     for emulator in started:
         emulator.stop()
+
+
+@pytest.fixture
+def serve_app() -> Iterator[Callable[[ExporterApp], str]]:
+    """Serve an ExporterApp with the real HTTP server on a free loopback port, in this process.
+
+    `serve_app(app)` returns the base URL; every server is shut down at the end of the test."""
+    servers = []
+
+    def serve(app: ExporterApp) -> str:
+        server = make_http_server(app, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture

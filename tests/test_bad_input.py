@@ -8,9 +8,7 @@ every generated target is refused before any lookup or connection (or is a malfo
 from __future__ import annotations
 
 import subprocess
-import threading
 import urllib.parse
-from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -21,7 +19,6 @@ from exporter.cli import main
 from exporter.fleet.reload import ConfigHolder
 from exporter.room import parse_target
 from exporter.web.app import ExporterApp
-from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
 from tests.processes import http_get
 from tests.test_cli import run
@@ -44,16 +41,12 @@ NASTY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fleet_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config = tmp_path_factory.mktemp("bad-input") / "config.yml"
+@pytest.fixture
+def fleet_url(tmp_path, serve_app) -> str:
+    config = tmp_path / "config.yml"
     config.write_text(f"modules:\n  default: {{}}\n  other: {{}}\nallowed_targets: [{ONLY_ALLOWED}]\n")
     settings_ = ExporterSettings(parse_target("ws://127.0.0.1:1"), None, 1.0)
-    server = make_http_server(ExporterApp(settings_, ConfigHolder(config, 1.0)), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    return serve_app(ExporterApp(settings_, ConfigHolder(config, 1.0)))
 
 
 @PROPERTY_SETTINGS

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from exporter.logs import JsonFormatter, LogfmtFormatter
 from exporter.room import Reason, parse_target
 from exporter.web import app as app_module
 from exporter.web.app import ExporterApp
-from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
 from tests.exposition import names, samples, value
 from tests.processes import http_get
@@ -51,22 +49,15 @@ def assert_internal_failure(text: str) -> None:
 
 
 @pytest.fixture
-def exporter_for(room):
+def exporter_for(room, serve_app):
     """An in-process exporter reading the doc-example Room; returns its base URL."""
-    servers = []
 
     def start() -> str:
         emulator = room("doc-example")
         settings = ExporterSettings(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None, 5.0)
-        server = make_http_server(ExporterApp(settings), "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return serve_app(ExporterApp(settings))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 def test_a_bug_while_collecting_is_reason_internal_and_one_error_line(room, monkeypatch, caplog):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,7 +13,6 @@ from exporter.fleet.reload import ConfigHolder
 from exporter.room import CollectionError, Reason, parse_target
 from exporter.room.file_requests import Snapshot
 from exporter.web.app import ExporterApp
-from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
 from tests.processes import http_get
 
@@ -59,21 +56,18 @@ def test_the_same_target_with_two_modules_is_two_rooms():
 
 
 @pytest.fixture
-def fleet(tmp_path, room) -> Iterator[tuple[str, int, int]]:
+def fleet(tmp_path, room, serve_app) -> tuple[str, int]:
+    """A multi-target exporter here and a Room with a PIN: (base URL, the Room's WebSocket port)."""
     (tmp_path / "pin").write_text(ROOM_PIN)
     config = tmp_path / "config.yml"
     config.write_text("modules:\n  default:\n    pin_file: pin\n  open: {}\nallowed_targets: ['127.0.0.1']\n")
     secured = room("doc-example", pin=ROOM_PIN)
     settings = ExporterSettings(parse_target("ws://127.0.0.1:1"), None, 5.0)
-    server = make_http_server(ExporterApp(settings, ConfigHolder(config, 5.0)), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", secured.ports.websocket, secured.ports.web
-    server.shutdown()
-    server.server_close()
+    return serve_app(ExporterApp(settings, ConfigHolder(config, 5.0))), secured.ports.websocket
 
 
 def test_the_page_shows_each_probed_room_newest_first_with_its_reason(fleet):
-    url, websocket_port, _ = fleet
+    url, websocket_port = fleet
     http_get(f"{url}/probe?target=127.0.0.1:{websocket_port}&module=open")  # no PIN: refused, reason auth
     http_get(f"{url}/probe?target=127.0.0.1:{websocket_port}&module=default")
     http_get(f"{url}/probe?target=127.0.0.1:1&module=default")  # nothing listens: connect
@@ -87,12 +81,13 @@ def test_the_page_shows_each_probed_room_newest_first_with_its_reason(fleet):
         (f"ws://127.0.0.1:{websocket_port}", "open", "down"),
     ]
     assert "<td>auth</td>" in page and "<td>connect</td>" in page
-    link = f"probe?target=ws%3A%2F%2F127.0.0.1%3A{websocket_port}&amp;module=default"
+    link = f"probe?target=ws%3A%2F%2F127.0.0.1%3A{websocket_port}&amp;module=default&amp;debug=true"
     assert link in page
-    assert http_get(f"{url}/{link.replace('&amp;', '&')}")[0] == 200, "the page's own probe link works"
+    status, _, trace = http_get(f"{url}/{link.replace('&amp;', '&')}")
+    assert status == 200 and "auth " in trace.decode(), "the page's own link gives the probe's trace"
     assert ROOM_PIN not in page
 
 
 def test_before_any_scrape_the_page_says_so(fleet):
-    url, _, _ = fleet
+    url, _ = fleet
     assert "No Room collected yet" in http_get(f"{url}/")[2].decode()

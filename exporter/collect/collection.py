@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from exporter.room import CollectionError, Deadline, Reason, RoomTarget, fetch_outgoing_requests
 from exporter.room.file_requests import ReplyShapeError, Snapshot, parse_outgoing_reply
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.room.trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +38,41 @@ def collect_room(
     pin: str | None,
     timeout_seconds: float,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    trace: Trace | None = None,
 ) -> Collection:
-    """Talk to the Room once; never raises, whatever the Room, the network or a bug in the exporter does."""
+    """Talk to the Room once; never raises, whatever the Room, the network or a bug in the exporter does.
+
+    `trace`, when given, records every phase and the outcome (the debug probe shows it).
+    """
     deadline = Deadline(timeout_seconds)
+    trace = trace or Trace(deadline.started)
     try:
-        reply = fetch_outgoing_requests(target, pin, deadline, max_message_bytes)
+        reply = fetch_outgoing_requests(target, pin, deadline, max_message_bytes, trace)
         snapshot = parse_outgoing_reply(reply)
     except CollectionError as error:
+        trace.step("failed", f"reason {error.reason}: {error.message}")
         return _failed(target, deadline, error)
     except ReplyShapeError as error:
+        trace.step("failed", f"reason {Reason.PROTOCOL}: {error}")
         return _failed(target, deadline, CollectionError(Reason.PROTOCOL, str(error)))
     except Exception:  # noqa: BLE001 - the last resort: a bug is trueconf_up 0, not the exporter's HTTP 500
         log_internal_error("collection", target)
+        trace.step("failed", f"reason {Reason.INTERNAL}: {INTERNAL_ERROR.message}")
         return _failed(target, deadline, INTERNAL_ERROR, logged=True)
+    summary = (
+        f"{snapshot.total} outgoing requests, {snapshot.pending} pending, {snapshot.malformed} malformed"
+    )
+    trace.step("parse", summary)
     collection = Collection(
         target=target,
         duration_seconds=time.monotonic() - deadline.started,
         collected_at=time.time(),
         snapshot=snapshot,
     )
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug(
-            "collection succeeded",
-            extra={
-                "target": str(target),
-                "detail": f"{collection.duration_seconds * 1000:.1f} ms: {snapshot.total} outgoing requests, "
-                f"{snapshot.pending} pending, {snapshot.malformed} malformed",
-            },
-        )
+    log.debug(
+        "collection succeeded",
+        extra={"target": str(target), "detail": f"{collection.duration_seconds * 1000:.1f} ms: {summary}"},
+    )
     return collection
 
 

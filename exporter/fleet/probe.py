@@ -45,6 +45,19 @@ class ProbeRefusedError(Exception):
         self.reason = reason
 
 
+DEBUG_VALUES = {"true": True, "1": True, "false": False, "0": False, "": False}
+
+
+def wants_debug(query_string: str) -> bool:
+    """`debug=true` asks for the probe's trace as text instead of its metrics (as blackbox_exporter's)."""
+    values = parse_qs(query_string, keep_blank_values=True).get("debug", [])
+    if len(values) > 1:
+        raise ProbeRefusedError("400 Bad Request", "give 'debug' once")
+    if values and values[0].lower() not in DEBUG_VALUES:
+        raise ProbeRefusedError("400 Bad Request", "'debug' takes true or false")
+    return bool(values) and DEBUG_VALUES[values[0].lower()]
+
+
 def resolve_probe(
     config: ExporterConfig,
     query_string: str,

@@ -23,7 +23,8 @@ from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.discovery import discover_websocket_port
 from exporter.room.errors import CollectionError, Reason, describe
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES, BoundedWebSocket
-from exporter.room.target import RoomTarget
+from exporter.room.target import RoomTarget, host_port
+from exporter.room.trace import Trace, shape
 
 OUTGOING_METHOD = "getOutgoingFilesRequests"
 CLOSE_WAIT_SECONDS = 0.25
@@ -131,26 +132,42 @@ def _authorise(session: RoomSession, pin: str | None) -> None:
     reply = session.call("auth", "auth", **params)
     failure = protocol.failure_text(reply)
     if failure is not None:
-        kind = "secured (PIN)" if pin is not None else "unsecured (no PIN)"
-        raise CollectionError(Reason.AUTH, f"the Room refused {kind} authorisation: {failure}")
+        raise CollectionError(Reason.AUTH, f"the Room refused {_auth_kind(pin)} authorisation: {failure}")
+
+
+def _auth_kind(pin: str | None) -> str:
+    return "secured (PIN)" if pin is not None else "unsecured (no PIN)"
 
 
 def _converse(
-    target: RoomTarget, pin: str | None, deadline: Deadline, method: str, max_message_bytes: int
+    target: RoomTarget,
+    pin: str | None,
+    deadline: Deadline,
+    method: str,
+    max_message_bytes: int,
+    trace: Trace,
 ) -> dict[str, Any]:
     addresses = addresses_for(target, deadline)  # the one lookup: every connection below goes to these
+    trace.step("lookup", ", ".join(map(str, addresses)))
     port = target.port
     if target.discover:
         port, answered = discover_websocket_port(target, addresses, deadline)
         addresses = (answered,)
+        trace.step("discovery", f"config.json from {answered} names WebSocket port {port}")
     url = target.websocket_url(port)
-    sock, _ = open_tcp(target.host, addresses, port, deadline, "connect")
+    sock, address = open_tcp(target.host, addresses, port, deadline, "connect")
+    trace.step("connect", f"TCP to {host_port(str(address), port)}")
     try:
         with SocketWatchdog(deadline, sock):
             session = RoomSession(_handshake(url, sock, deadline, max_message_bytes), deadline)
+            trace.step("upgrade", "HTTP 101 Switching Protocols")
             try:
                 _authorise(session, pin)
+                trace.step(
+                    "auth", "accepted, " + ("secured (PIN)" if pin is not None else "unsecured (no PIN)")
+                )
                 reply = session.call(method, "request")
+                trace.step(method, f"reply {shape(reply)}")
             finally:
                 session.close()
     except CollectionError:
@@ -178,13 +195,17 @@ def fetch_outgoing_requests(
     pin: str | None,
     deadline: Deadline,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    trace: Trace | None = None,
 ) -> dict[str, Any]:
     """The successful `getOutgoingFilesRequests` reply of the Room at `target`, within `deadline`.
 
     Any one message larger than `max_message_bytes` is refused (reason `protocol`) before it is read.
+    `trace`, when given, records each phase as it completes.
     """
     try:
-        return _converse(target, pin, deadline, OUTGOING_METHOD, max_message_bytes)
+        return _converse(
+            target, pin, deadline, OUTGOING_METHOD, max_message_bytes, trace or Trace(deadline.started)
+        )
     except CollectionError as error:
         if pin and pin in error.message:
             raise CollectionError(error.reason, error.message.replace(pin, "<pin>")) from None

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -24,10 +24,11 @@ from exporter.collect.collection import Collection, collect_room
 from exporter.collect.families import BuildInfoCollector, RoomCollector
 from exporter.collect.history import RecentResults
 from exporter.fleet.config import Module
-from exporter.fleet.probe import ProbeRefusedError, resolve_probe
+from exporter.fleet.probe import ProbeRefusedError, resolve_probe, wants_debug
 from exporter.fleet.reload import ConfigHolder, ReloadCollector
 from exporter.room import RoomTarget
-from exporter.web.pages import landing_page
+from exporter.room.trace import Trace
+from exporter.web.pages import debug_probe_page, landing_page
 from exporter.web.responses import StartResponse, WSGIApp, plain_text
 from exporter.web.settings import ExporterSettings
 
@@ -87,11 +88,16 @@ class ExporterApp:
         return plain_text(start_response, "404 Not Found", "not found; try /metrics\n")
 
     def collect(
-        self, target: RoomTarget, pin: str | None, timeout: float, module: str | None = None
+        self,
+        target: RoomTarget,
+        pin: str | None,
+        timeout: float,
+        module: str | None = None,
+        trace: Trace | None = None,
     ) -> Collection:
         """One collection, for /metrics and /probe alike: the one place collection settings are applied,
         and the one place its result is remembered for the status page."""
-        collection = collect_room(target, pin, timeout, self.settings.max_message_bytes)
+        collection = collect_room(target, pin, timeout, self.settings.max_message_bytes, trace)
         self.history.record(collection, module)
         return collection
 
@@ -108,12 +114,20 @@ class ExporterApp:
         def deadline_for(module: Module) -> float:
             return effective_timeout(module.timeout_seconds, scrape_timeout)
 
+        query = environ.get("QUERY_STRING", "")
         try:
-            module, target = resolve_probe(self.config.config, environ.get("QUERY_STRING", ""), deadline_for)
+            debug = wants_debug(query)
+            module, target = resolve_probe(self.config.config, query, deadline_for)
         except ProbeRefusedError as refused:
             return plain_text(start_response, refused.status, f"{refused.reason}\n")
         timeout = deadline_for(module)
         registry = CollectorRegistry(auto_describe=False)
+        if debug:
+            trace = Trace()
+            collection = self.collect(target, module.pin, timeout, module.name, trace)
+            registry.register(RoomCollector(lambda: collection))
+            page = debug_probe_page(target, module, timeout, trace, generate_latest(registry).decode())
+            return plain_text(start_response, "200 OK", page)
         registry.register(RoomCollector(lambda: self.collect(target, module.pin, timeout, module.name)))
         return _exposition(registry, environ, start_response)
 

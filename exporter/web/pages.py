@@ -12,7 +12,10 @@ import urllib.parse
 
 from exporter import __version__
 from exporter.collect.history import RecentResults, Result, RoomHistory
+from exporter.fleet.config import Module
 from exporter.fleet.reload import ConfigHolder
+from exporter.room import RoomTarget
+from exporter.room.trace import Trace
 from exporter.web.settings import ExporterSettings
 
 STYLE = """
@@ -52,9 +55,13 @@ timeout {settings.timeout_seconds:g}s.</p>
 </ul>"""
 
 
-def _pin_text(source: str) -> str:
+def _pin_words(source: str) -> str:
     """Where a module's PIN comes from, in words; never the PIN."""
-    return "no PIN (unsecured auth)" if source == "none" else f"PIN from {html.escape(source)}"
+    return "no PIN (unsecured auth)" if source == "none" else f"PIN from {source}"
+
+
+def _pin_text(source: str) -> str:
+    return html.escape(_pin_words(source))
 
 
 def _fleet_about(holder: ConfigHolder) -> str:
@@ -97,7 +104,7 @@ def _room_table(room: RoomHistory, fleet: bool) -> str:
     links = ""
     if fleet and room.module is not None:
         query = urllib.parse.urlencode({"target": room.target, "module": room.module})
-        links = f' <a href="probe?{html.escape(query)}">probe now</a>'
+        links = f' <a href="probe?{html.escape(query)}&amp;debug=true">probe now, with its trace</a>'
     rows = "".join(_row(result) for result in reversed(room.results))
     return f"""<h3>{title}: {state}{links}</h3>
 <table><tr><th>time (UTC)</th><th>duration</th><th>up</th><th>reason</th><th>detail</th></tr>
@@ -111,3 +118,14 @@ def _row(result: Result) -> str:
         f"<td>{'1' if result.up else '0'}</td><td>{html.escape(result.reason)}</td>"
         f"<td>{html.escape(result.detail)}</td></tr>\n"
     )
+
+
+def debug_probe_page(target: RoomTarget, module: Module, timeout: float, trace: Trace, metrics: str) -> str:
+    """`/probe?...&debug=true`: each phase with its time and outcome, then the metrics the probe exposes."""
+    header = [
+        f"Probe of {target} with module {module.name} ({_pin_words(module.pin_source)}), "
+        f"deadline {timeout:g}s",
+        "",
+        "      time  phase                      outcome",
+    ]
+    return "\n".join([*header, *trace.lines(), "", "Metrics:", metrics.rstrip(), ""])

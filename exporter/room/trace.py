@@ -1,0 +1,60 @@
+"""A record of one collection's phases, for `/probe?...&debug=true`: what happened when, and the shape of
+each reply, so an operator can see why a Room is down without a packet capture.
+
+Nothing recorded here is a secret or a person's data: phases, addresses, timings, statuses, and replies
+reduced to their keys and list lengths (never a value, so no file name, peer name or PIN).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_SHAPE_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class Step:
+    seconds: float
+    """Since the collection started."""
+    phase: str
+    outcome: str
+
+
+@dataclass
+class Trace:
+    """Steps in the order they happened; `step()` is cheap enough to call on every collection."""
+
+    started: float = field(default_factory=time.monotonic)
+    steps: list[Step] = field(default_factory=list)
+
+    def step(self, phase: str, outcome: str) -> None:
+        self.steps.append(Step(time.monotonic() - self.started, phase, outcome))
+
+    def lines(self) -> list[str]:
+        return [f"{s.seconds * 1000:9.1f} ms  {s.phase:<26} {s.outcome}" for s in self.steps]
+
+
+def shape(value: Any, depth: int = 0) -> str:
+    """A JSON value's structure: a mapping's keys (with their shapes), a list's length and the union of its
+    entries' keys, and the type of anything else; never a value itself."""
+    if isinstance(value, dict):
+        if depth >= MAX_SHAPE_DEPTH:
+            return f"{{{len(value)} keys}}"
+        return "{" + ", ".join(f"{key}: {shape(item, depth + 1)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        mappings = [item for item in value if isinstance(item, dict)]
+        if not mappings or depth >= MAX_SHAPE_DEPTH:
+            return f"list[{len(value)}]"
+        keys = sorted({str(key) for item in mappings for key in item})
+        return f"list[{len(value)}] of {{{', '.join(keys)}}}"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
