@@ -10,7 +10,7 @@ FAST := not process and not e2e
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:18765
 
-.PHONY: run test test-fast test-min lint unit system-deps bench soak container-smoke clean
+.PHONY: run demo-stack test test-fast test-min lint unit system-deps bench soak container-smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,emulator]'
 	touch $@
 
-## run: the living emulated Room and the exporter on $(LISTEN); Ctrl-C stops both
+## run: six emulated Rooms with different lives behind one exporter on $(LISTEN); Ctrl-C stops them
 run: $(BIN)/.installed
 	$(BIN)/trueconf-exporter demo --web.listen-address $(LISTEN)
+
+## demo-stack: the demo, plus Prometheus and Alertmanager (Debian's) with this repository's rules and alerting
+## config, all on 127.0.0.1; alerts fire within minutes and notifications print in the terminal
+demo-stack: $(BIN)/.installed system-deps
+	BIN=$(BIN) scripts/demo-stack.sh
 
 ## system-deps: Debian's prometheus package (the real Prometheus server and promtool used by the tests),
 ## prometheus-alertmanager (Alertmanager and amtool) and systemd (systemd-analyze checks the unit; it needs

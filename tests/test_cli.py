@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
+from exporter.cli.demo import DEMO_LISTEN_ADDRESS
+from exporter.emulator.fleet import ROOMS
 from tests.exposition import value
 from tests.processes import LISTENING, exporter_command, http_get, start, wait_for
 
 pytestmark = pytest.mark.process
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(
@@ -154,21 +162,63 @@ def test_version_and_help():
         assert variable in help_text
 
 
-def test_demo_serves_a_living_room(tmp_path):
-    demo = start(["demo", "--web.listen-address", "127.0.0.1:0"], tmp_path, name="demo")
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive loopback ports that are free now."""
+    for first in range(30000 + os.getpid() % 1000 * 20, 60000, 7):
+        with contextlib.ExitStack() as sockets:
+            try:
+                for port in range(first, first + count):
+                    sockets.enter_context(socket.create_server(("127.0.0.1", port)))
+            except OSError:
+                continue
+            return first
+    raise AssertionError("no free run of ports")
+
+
+def test_demo_runs_a_fleet_whose_rooms_each_live_their_life(tmp_path):
+    first = free_port_run(len(ROOMS))
+    demo = start(
+        ["demo", "--web.listen-address", "127.0.0.1:0", "--rooms.first-port", str(first)],
+        tmp_path,
+        name="demo",
+    )
     try:
         port = int(wait_for(demo, "stderr", LISTENING).group(1))
-        assert f"metrics at http://127.0.0.1:{port}/metrics" in wait_for(demo, "stdout", "demo: .*").group(0)
-        text = http_get(f"http://127.0.0.1:{port}/metrics")[2].decode()
-        assert value(text, "trueconf_up") == 1
-        total = sum(
-            value(text, "trueconf_outgoing_file_requests", status=s, destination=d)
-            for s in ("failed", "waiting", "downloading", "processed")
-            for d in ("peer", "conference")
+        wait_for(demo, "stdout", "make demo-stack")
+        assert f"status page  http://127.0.0.1:{port}/ " in demo.stdout
+        expected = {"reception": None, "board-room": None, "training": None, "lobby": "connect"}
+        expected |= {"old-room": "api", "locked": "auth"}
+        for room in ROOMS:
+            text = http_get(f"http://127.0.0.1:{port}/probe?target=127.0.0.1:{room.port(first)}")[2].decode()
+            reason = expected[room.name]
+            assert value(text, "trueconf_up") == (reason is None), room.name
+            if reason is not None:
+                assert value(text, "trueconf_scrape_error", reason=reason) == 1, room.name
+        stuck = http_get(f"http://127.0.0.1:{port}/probe?target=127.0.0.1:{first + 1}")[2].decode()
+        assert (
+            value(stuck, "trueconf_outgoing_file_requests_oldest_pending_age_seconds", status="waiting")
+            > 3600
         )
-        assert total > 0
+        page = http_get(f"http://127.0.0.1:{port}/")[2].decode()
+        assert page.count("<h3>") == len(ROOMS)
     finally:
         assert demo.stop() == 0
+
+
+def test_the_example_prometheus_config_scrapes_the_demo():
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    listed = {
+        target: group.get("labels", {}).get("site")
+        for group in jobs["trueconf-probe"]["static_configs"]
+        for target in group["targets"]
+    }
+    assert listed == {f"127.0.0.1:{room.port()}": room.site for room in ROOMS}
+    assert jobs["trueconf"]["static_configs"][0]["targets"] == [DEMO_LISTEN_ADDRESS]
+    [to_exporter] = [
+        r for r in jobs["trueconf-probe"]["relabel_configs"] if r["target_label"] == "__address__"
+    ]
+    assert to_exporter["replacement"] == DEMO_LISTEN_ADDRESS
 
 
 def test_sighup_without_a_config_file_is_logged_and_ignored(processes):

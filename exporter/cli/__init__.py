@@ -10,7 +10,8 @@ import click
 
 from exporter import __version__
 from exporter.cli.check import check
-from exporter.cli.emulator import demo, emulate
+from exporter.cli.demo import demo
+from exporter.cli.emulator import emulate
 from exporter.cli.serve import serve
 
 

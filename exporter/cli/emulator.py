@@ -1,7 +1,7 @@
-"""`emulate` and `demo`: the built-in TrueConf Room emulator, alone or with the exporter reading it.
+"""`emulate`: the built-in TrueConf Room emulator on its own, misbehaving on request.
 
-The emulator's WebSocket server library is the optional `[emulator]` extra, so it is imported only when one of
-these commands runs; without it the command says in one line how to get it.
+The emulator's WebSocket server library is the optional `[emulator]` extra, so it is imported only when an
+emulator starts (here or in `demo`); without it the command says in one line how to get it.
 """
 
 from __future__ import annotations
@@ -13,19 +13,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from exporter.cli.options import (
-    DEFAULT_TIMEOUT_SECONDS,
-    listen_address_option,
     logging_options,
     option,
     read_pin,
 )
 from exporter.cli.running import run_until_stopped
-from exporter.cli.serve import run_server
 from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import DEMO, ScenarioError
 from exporter.logs import setup_logging
-from exporter.room import parse_target
-from exporter.web.settings import ExporterSettings
 
 if TYPE_CHECKING:
     from exporter.emulator.server import Ports, RunningEmulator
@@ -110,24 +105,12 @@ def emulate(
     run_until_stopped(emulator.serve_forever)
 
 
-@click.command()
-@listen_address_option
-@logging_options
-def demo(listen_address: tuple[str, int], log_level: str, log_format: str) -> None:
-    """A first look: a living emulated Room and the exporter reading it, together. Ctrl-C stops both."""
-    setup_logging(log_level, log_format)
-    emulator, ports = start_emulator(DEMO, websocket_port=0, web_port=0)
-    target = parse_target(f"ws://127.0.0.1:{ports.websocket}")
-    settings = ExporterSettings(target=target, pin=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS)
-
-    def announce(url: str) -> None:
-        click.echo(f"demo: emulated Room at {target}; metrics at {url} (Ctrl-C stops both)")
-        sys.stdout.flush()
-
+def require_emulator_extra() -> None:
+    """The one-line hint, as an error, when the `[emulator]` extra (the `websockets` package) is missing."""
     try:
-        run_server(settings, listen_address, announce=announce)
-    finally:
-        emulator.stop()
+        import websockets  # noqa: F401, PLC0415 - only to learn whether it is installed
+    except ModuleNotFoundError:
+        raise click.ClickException(MISSING_EXTRA) from None
 
 
 def start_emulator(scenario: str, **settings: Any) -> tuple[RunningEmulator, Ports]:
@@ -135,16 +118,13 @@ def start_emulator(scenario: str, **settings: Any) -> tuple[RunningEmulator, Por
 
     One-line errors for a missing `[emulator]` extra, a bad scenario and a port that cannot be bound.
     """
-    try:
-        from exporter.emulator.server import (  # noqa: PLC0415 - the optional extra, only when asked for
-            EmulatorSettings,
-            RunningEmulator,
-            build_room,
-        )
-    except ModuleNotFoundError as error:
-        if (error.name or "").split(".")[0] != "websockets":
-            raise
-        raise click.ClickException(MISSING_EXTRA) from None
+    require_emulator_extra()
+    from exporter.emulator.server import (  # noqa: PLC0415 - the optional extra, only when asked for
+        EmulatorSettings,
+        RunningEmulator,
+        build_room,
+    )
+
     try:
         room_settings = EmulatorSettings(**settings)
         emulator = RunningEmulator(build_room(scenario, room_settings))

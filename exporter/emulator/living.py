@@ -54,6 +54,8 @@ class LivingRoom:
 
     rng: random.Random = field(default_factory=lambda: random.Random(1))
     mean_seconds_between_requests: float = 9.0
+    fates: tuple[tuple[str, float], ...] = FATES
+    """How new requests end, with weights: the demo's failing Room fails most of them."""
     requests: list[LivingRequest] = field(default_factory=list)
     next_creation: float | None = None
 
@@ -81,7 +83,7 @@ class LivingRoom:
         return events
 
     def _create(self, created: float) -> None:
-        fate = self.rng.choices([f for f, _ in FATES], [w for _, w in FATES])[0]
+        fate = self.rng.choices([f for f, _ in self.fates], [w for _, w in self.fates])[0]
         size = int(self.rng.lognormvariate(13, 1.5))
         entry: dict[str, Any] = {
             "fileRequestId": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),

@@ -33,7 +33,10 @@ class Trace:
         self.steps.append(Step(time.monotonic() - self.started, phase, outcome))
 
     def lines(self) -> list[str]:
-        return [f"{s.seconds * 1000:9.1f} ms  {s.phase:<26} {s.outcome}" for s in self.steps]
+        """A header, then one line per step: milliseconds since the start, phase, outcome."""
+        return [f"{'time':>12}  {'phase':<26} outcome"] + [
+            f"{s.seconds * 1000:9.1f} ms  {s.phase:<26} {s.outcome}" for s in self.steps
+        ]
 
 
 def shape(value: Any, depth: int = 0) -> str:

@@ -126,6 +126,5 @@ def debug_probe_page(target: RoomTarget, module: Module, timeout: float, trace: 
         f"Probe of {target} with module {module.name} ({_pin_words(module.pin_source)}), "
         f"deadline {timeout:g}s",
         "",
-        "      time  phase                      outcome",
     ]
     return "\n".join([*header, *trace.lines(), "", "Metrics:", metrics.rstrip(), ""])
