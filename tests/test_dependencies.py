@@ -110,4 +110,4 @@ def test_the_lowest_pins_cover_every_runtime_dependency():
         check=True,
     )
     pins = {line.split("==")[0].lower() for line in result.stdout.split()}
-    assert pins == {"prometheus-client", "websocket-client", "click", "pyyaml", "bcrypt", "websockets"}
+    assert pins == {"prometheus-client", "websocket-client", "click", "pyyaml", "bcrypt", "h11", "websockets"}

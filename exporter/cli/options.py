@@ -17,7 +17,12 @@ from exporter.room.frames import (
     UnsupportedWebSocketClientError,
     check_websocket_client,
 )
-from exporter.web.server import parse_listen_address
+from exporter.web.server import (
+    DEFAULT_MAX_COLLECTIONS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_HEADER_TIMEOUT_SECONDS,
+    parse_listen_address,
+)
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
@@ -137,6 +142,40 @@ def listen_address_option(command: FC) -> FC:
         variable="WEB_LISTEN_ADDRESS",
         help="Address to serve /metrics on.",
     )(command)
+
+
+def web_server_options(command: FC) -> FC:
+    """The HTTP server's bounds: how long a request may take to arrive, how many connections and scrapes."""
+    return apply(
+        command,
+        option(
+            "--web.read-header-timeout",
+            "read_header_timeout",
+            type=click.FloatRange(min=0.5, max=300),
+            default=DEFAULT_READ_HEADER_TIMEOUT_SECONDS,
+            variable="WEB_READ_HEADER_TIMEOUT",
+            help="Seconds a client has to send a whole request head (with TLS, first the handshake, then "
+            "the head again); a slower client is disconnected.",
+        ),
+        option(
+            "--web.max-connections",
+            "max_connections",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_CONNECTIONS,
+            variable="WEB_MAX_CONNECTIONS",
+            help="Connections held at once, one open file each; past them a connection is answered 503 "
+            "(or, past a few more, closed).",
+        ),
+        option(
+            "--web.max-collections",
+            "max_collections",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_COLLECTIONS,
+            variable="WEB_MAX_COLLECTIONS",
+            help="Scrapes of /metrics and /probe in flight at once, one thread each; one more is "
+            "answered 503.",
+        ),
+    )
 
 
 def room_options(command: FC) -> FC:

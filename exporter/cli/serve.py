@@ -18,6 +18,7 @@ from exporter.cli.options import (
     read_pin,
     require_supported_websocket_client,
     room_options,
+    web_server_options,
 )
 from exporter.cli.running import run_until_stopped
 from exporter.fleet.config import ConfigError
@@ -27,7 +28,7 @@ from exporter.room import RoomTarget
 from exporter.room.target import host_port
 from exporter.web.app import ExporterApp
 from exporter.web.config import WebConfigError, WebConfigWatcher
-from exporter.web.server import make_http_server
+from exporter.web.server import ServerLimits, fit_open_file_limit, make_http_server
 from exporter.web.settings import ExporterSettings
 
 log = logging.getLogger("exporter")
@@ -38,6 +39,7 @@ def serve_options(command: Callable[..., None]) -> Callable[..., None]:
         command,
         room_options,
         listen_address_option,
+        web_server_options,
         option(
             "--collector.process/--no-collector.process",
             "process_metrics",
@@ -78,6 +80,9 @@ def serve(
     timeout: float,
     max_message_bytes: int,
     listen_address: tuple[str, int],
+    read_header_timeout: float,
+    max_connections: int,
+    max_collections: int,
     process_metrics: bool,
     config_file: Path | None,
     web_config_file: Path | None,
@@ -96,7 +101,8 @@ def serve(
         process_metrics=process_metrics,
         max_message_bytes=max_message_bytes,
     )
-    run_server(settings, listen_address, config=config, web_config=web_config)
+    limits = ServerLimits(read_header_timeout, max_connections, max_collections)
+    run_server(settings, listen_address, config=config, web_config=web_config, limits=limits)
 
 
 def load_web_config(path: Path | None) -> WebConfigWatcher | None:
@@ -149,11 +155,14 @@ def run_server(
     config: ConfigHolder | None = None,
     web_config: WebConfigWatcher | None = None,
     announce: Callable[[str], None] | None = None,
+    limits: ServerLimits | None = None,
 ) -> None:
     """Serve until SIGTERM or Ctrl-C; `announce` is told the metrics URL once the port is bound."""
     host, port = listen_address
+    limits = limits or ServerLimits()
+    fit_open_file_limit(limits)
     try:
-        server = make_http_server(ExporterApp(settings, config), host, port, web_config)
+        server = make_http_server(ExporterApp(settings, config), host, port, web_config, limits)
     except OSError as error:
         raise click.ClickException(
             f"cannot listen on {host or '*'}:{port}: {error.strerror or error}"

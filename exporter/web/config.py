@@ -19,7 +19,9 @@ accept unverified certificates) are an error too, with a message saying so: neve
 
 Like the Go exporters, the file (and the certificate files it names) is re-read whenever its contents change:
 checked for every connection and every request. If an edit leaves it invalid, requests fail closed (500 or a
-refused TLS handshake) and the error is logged until it is fixed.
+refused TLS handshake) and the error is logged until it is fixed. An edit that switches TLS on or off is
+refused with an error line (the listener is TLS or plain from start-up, so that needs a restart): the running
+web config, TLS settings included, keeps serving.
 """
 
 from __future__ import annotations
@@ -266,7 +268,7 @@ def _http(path: Path, section: Any) -> tuple[tuple[str, str], ...]:
         raise WebConfigError(
             path,
             "http_server_config.http2",
-            "must be true or false (it is accepted and ignored: this exporter serves HTTP/1.0)",
+            "must be true or false (it is accepted and ignored: this exporter serves HTTP/1.1)",
         )
     headers = section.get("headers") or {}
     if not isinstance(headers, dict):
@@ -291,7 +293,8 @@ class WebConfigWatcher:
 
     `current()` reads the few small files and compares a digest, so an edit takes effect on the next
     connection or request. An invalid edit raises WebConfigError from `current()` (fail closed) and is
-    logged once.
+    logged once. An edit that adds or removes tls_server_config is logged once at error level and not
+    applied: the running config stays current until the exporter restarts (or the edit is undone).
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -317,6 +320,15 @@ class WebConfigWatcher:
                     extra={"file": str(self.path), "detail": str(error)},
                 )
                 raise
+            if (config.tls is None) != (self._config.tls is None):
+                self._digest, self._broken = digest, None
+                switch = "off" if config.tls is None else "on"
+                log.error(
+                    f"web config switches TLS {switch}, which needs a restart: the edit is not applied and "
+                    "the running web config keeps serving until the exporter restarts",
+                    extra={"file": str(self.path)},
+                )
+                return self._config
             self._config, self._digest, self._broken = config, self._fingerprint(config), None
             log.info("web config reloaded", extra={"file": str(self.path)})
             return config

@@ -1,85 +1,619 @@
-"""The exporter's HTTP server: one thread per request, optional TLS per connection, and the listen address."""
+"""The exporter's HTTP server: asyncio holds the connections, h11 reads HTTP/1.1, a bounded pool runs the app.
+
+One event-loop thread accepts every connection and reads every request, so an idle or slow client costs a few
+kilobytes and no thread. h11 (python-hyper's HTTP/1.1 state machine) parses strictly: HTTP/0.9, a missing
+`Host` on HTTP/1.1 and a header line without a colon are a 400, and headers past `max_header_bytes` a 431.
+Only a request read whole (head and body) within the read-header timeout reaches the WSGI app, which runs in
+a thread of a bounded pool: `/metrics` and `/probe` in the collection pool (`max_collections` threads; one
+more is a 503), everything else in a small pool of its own, so `/healthz` answers while every collection is
+busy. Past `max_connections`, a connection is answered 503 (within a few refusal slots) or closed.
+
+With TLS, each connection is wrapped with the web config's current SSLContext (renewed certificates apply to
+the next connection), the handshake bounded by the read-header timeout, which then starts again for the
+request. See docs/development.md ("The HTTP server") for why this and not cheroot or waitress.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import email.utils
+import errno
+import http
 import io
 import logging
+import resource
 import socket
-import socketserver
+import threading
+import time
+import traceback
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from exporter.web.app import ExporterApp
+import h11
+
+from exporter.build import server_name
 from exporter.web.auth import WebSecurity
-from exporter.web.config import WebConfigError, WebConfigWatcher
-from exporter.web.tls import TLSRefusedError, accept_tls
+from exporter.web.config import WebConfigWatcher
+from exporter.web.responses import WSGIApp
+from exporter.web.tls import TLSRefusedError, TLSStream, current_context, is_plain_http, is_tls
 
 log = logging.getLogger(__name__)
 
+DEFAULT_READ_HEADER_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_CONNECTIONS = 4096
+"""Prometheus keeps one connection per target open between scrapes: 200 Rooms probed by 2 Prometheus servers
+are about 400, and the rest is room for floods of idle connections (each costs ~3 KiB and one file)."""
+DEFAULT_MAX_COLLECTIONS = 256
+"""Scrapes of /metrics and /probe in flight: 400 probes of Rooms that all time out after 10 s, every 30 s,
+keep about 130 in flight; twice that before a 503. Each in flight is one thread."""
+IDLE_TIMEOUT_SECONDS = 120.0
+"""How long a kept-alive connection may wait for its next request: longer than Prometheus's usual 60 s
+interval, so a scrape every minute reuses its connection."""
+WRITE_TIMEOUT_SECONDS = 30.0
+MAX_HEADER_BYTES = 8 * 1024
+"""The request line and headers together (h11's default limit); Prometheus sends well under 1 KiB."""
+MAX_BODY_BYTES = 64 * 1024
+COLLECTION_PATHS = ("/metrics", "/probe")
+OTHER_WORKERS = 4
+"""Threads for everything but collections: /healthz, /, /-/reload and errors."""
+REFUSAL_SLOTS = 64
+"""Connections past max_connections that are still read and answered 503; past those they are closed."""
+REFUSAL_TIMEOUT_SECONDS = 2.0
+READ_CHUNK_BYTES = 8 * 1024
+LISTEN_BACKLOG = 512
+ACCEPT_BACKOFF_SECONDS = (0.005, 1.0)
+"""accept() failures (EMFILE...) wait this long, doubling from the first figure up to the second."""
+WARNING_INTERVAL_SECONDS = 60.0
+LINGER_SECONDS = 1.0
+"""After a refusal, how long the client's unread bytes are drained, so that closing does not reset the
+answer."""
+SHUTDOWN_GRACE_SECONDS = 2.0
+REFUSAL_TEXTS = {400: "bad request\n", 431: "request headers too large\n"}
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The server's bounds; `serve` sets the first three from flags, tests shrink the others."""
+
+    read_header_timeout: float = DEFAULT_READ_HEADER_TIMEOUT_SECONDS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_collections: int = DEFAULT_MAX_COLLECTIONS
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS
+    write_timeout: float = WRITE_TIMEOUT_SECONDS
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_body_bytes: int = MAX_BODY_BYTES
+
 
 class _ErrorLog(io.StringIO):
-    """Where wsgiref writes the traceback of a request the app failed: it writes, then flushes once.
-
-    Each flush becomes one error-level line of the project's log (logfmt or JSON), never bare stderr.
-    """
+    """`wsgi.errors`: what the app writes there becomes one error-level line of the log at each flush."""
 
     def flush(self) -> None:
         text = self.getvalue().rstrip()
         self.seek(0)
         self.truncate()
         if text:
-            log.error(
-                "request failed inside the exporter; the answer was HTTP 500", extra={"traceback": text}
-            )
+            log.error("the app wrote to wsgi.errors", extra={"detail": text})
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """Request lines go to the debug log and a failed request's traceback to the error log, not to stderr."""
+class _RefusalError(Exception):
+    """A request answered by the server itself (400, 413, 431, 505), then the connection closed."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s", format % args)
-
-    def get_stderr(self) -> io.StringIO:
-        return _ErrorLog()
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status, self.text = status, text
 
 
-class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One thread per request, so a slow Room never holds up other scrapes or /healthz."""
+class _RateLimitedWarning:
+    """One warning line when a condition starts, then at most one per interval with the count in between."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    """Room for a whole fleet's probes arriving at once (Prometheus starts every target's scrape together)."""
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.count = 0
+        self.last = -WARNING_INTERVAL_SECONDS
 
-    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
-        self.address_family = family  # TCPServer.__init__ creates the socket with it, then binds
-        super().__init__(address, _QuietHandler)
+    def __call__(self, **extra: Any) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= WARNING_INTERVAL_SECONDS:
+            log.warning(self.message, extra={**extra, "count": self.count})
+            self.last, self.count = now, 0
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away mid-answer is not worth a traceback on stderr."""
-        log.debug("connection error", extra={"address": str(client_address)}, exc_info=True)
+
+@dataclass
+class _Answer:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
 
 
-class TLSThreadingServer(ThreadingServer):
-    """The same server, each connection wrapped in TLS with the web config's current context."""
+def _plain_answer(status: int, text: str, *headers: tuple[str, str]) -> _Answer:
+    """The server's own answers: plain text that never quotes the request."""
+    phrase = http.HTTPStatus(status).phrase
+    return _Answer(status, phrase, [("Content-Type", "text/plain; charset=utf-8"), *headers], text.encode())
+
+
+class HTTPServer:
+    """Bound at construction (an OSError if the address is taken); `serve_forever` runs the event loop.
+
+    The interface of socketserver's servers that the callers use: `server_address`, `serve_forever`,
+    `shutdown` (from another thread; returns once `serve_forever` has) and `server_close`.
+    """
 
     def __init__(
-        self, address: tuple[str, int], family: socket.AddressFamily, web_config: WebConfigWatcher
+        self,
+        app: WSGIApp,
+        host: str,
+        port: int,
+        web_config: WebConfigWatcher | None = None,
+        limits: ServerLimits | None = None,
     ) -> None:
-        self.web_config = web_config
-        super().__init__(address, family)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            context = self.web_config.current().context
-            if context is None:
-                raise TLSRefusedError("the web config lost tls_server_config; restart to serve plain HTTP")
-            request = accept_tls(request, context)
-        except (TLSRefusedError, WebConfigError) as error:
-            log.debug("TLS connection refused", extra={"address": str(client_address), "detail": str(error)})
-            self.shutdown_request(request)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(LISTEN_BACKLOG)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self.server_address: tuple[str, int] = listener.getsockname()[:2]
+        self.app = app
+        self.web_config = web_config
+        self.tls = web_config is not None and web_config.current().tls is not None
+        self.limits = limits or ServerLimits()
+        self._collect_pool = ThreadPoolExecutor(self.limits.max_collections, thread_name_prefix="collect")
+        self._other_pool = ThreadPoolExecutor(OTHER_WORKERS, thread_name_prefix="http")
+        self._open = 0
+        self._collecting = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._shutdown_requested = False
+        self._done = threading.Event()
+        self._accept_warning = _RateLimitedWarning(
+            "cannot accept connections; retrying with back-off (raise the open-file limit, or lower "
+            "--web.max-connections below it)"
+        )
+        self._accepting = True
+        self._busy_warning = _RateLimitedWarning(
+            "connection limit reached (--web.max-connections): new connections are answered 503 or closed"
+        )
+        self._collect_warning = _RateLimitedWarning(
+            "collection limit reached (--web.max-collections): scrapes are answered 503"
+        )
+
+    # ---- life cycle ----
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until `shutdown()`; `poll_interval` is accepted for socketserver's callers and unused.
+
+        SIGTERM's SystemExit (or Ctrl-C) leaves through here too: every task is cancelled and given
+        SHUTDOWN_GRACE_SECONDS to finish before the loop closes.
+        """
+        del poll_interval
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(loop.create_task(self._serve(loop)))
+        finally:
+            try:
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    loop.run_until_complete(asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS))
+            finally:
+                loop.close()
+                self._done.set()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._shutdown_requested = True
+            loop, stop = self._loop, self._stop
+        if loop is None or stop is None:
             return
-        super().process_request_thread(request, client_address)
+        with contextlib.suppress(RuntimeError):  # the loop has already closed
+            loop.call_soon_threadsafe(stop.set)
+        self._done.wait()
+
+    def server_close(self) -> None:
+        self._listener.close()
+        self._collect_pool.shutdown(wait=False, cancel_futures=True)
+        self._other_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            if self._shutdown_requested:
+                return
+            self._loop, self._stop = loop, asyncio.Event()
+            stop = self._stop
+        accepting = loop.create_task(self._accept_loop())
+        try:
+            await stop.wait()
+        finally:
+            accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await accepting
+
+    # ---- accepting ----
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        first, most = ACCEPT_BACKOFF_SECONDS
+        backoff = 0.0
+        while True:
+            try:
+                sock, address = await loop.sock_accept(self._listener)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue
+            except OSError as error:
+                # Out of files (EMFILE, ENFILE) or memory: the connection waits in the backlog. Go's servers
+                # back off the same way; retrying at once would spin a core and change nothing.
+                backoff = min(most, backoff * 2 or first)
+                self._accepting = False
+                self._accept_warning(
+                    detail=f"{errno.errorcode.get(error.errno or 0, 'error')}: {error.strerror or error}"
+                )
+                await asyncio.sleep(backoff)
+                continue
+            if not self._accepting:
+                self._accepting = True
+                log.info("accepting connections again")
+            backoff = 0.0
+            self._admit(sock, address)
+
+    def _admit(self, sock: socket.socket, address: Any) -> None:
+        if self._open >= self.limits.max_connections + REFUSAL_SLOTS:
+            self._busy_warning(open=self._open)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # reset, no wait
+            sock.close()
+            return
+        busy = self._open >= self.limits.max_connections
+        if busy:
+            self._busy_warning(open=self._open)
+        self._open += 1
+        task = asyncio.get_running_loop().create_task(self._connection(sock, address, busy))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- one connection ----
+
+    async def _connection(self, sock: socket.socket, address: Any, busy: bool) -> None:
+        peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        timeout = self.limits.read_header_timeout
+        if busy:
+            timeout = min(timeout, REFUSAL_TIMEOUT_SECONDS)
+        stream: _PlainStream | TLSStream | None = None
+        writer: asyncio.StreamWriter | None = None
+        clean = False
+        try:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader, writer = await self._streams(sock)
+            stream = _PlainStream(reader, writer)
+            plain_to_tls_port = False
+            if self.tls:
+                assert self.web_config is not None
+                async with asyncio.timeout(timeout):  # the handshake has the read-header timeout
+                    first = await reader.read(READ_CHUNK_BYTES)
+                    if is_tls(first):
+                        stream = TLSStream(reader, writer, current_context(self.web_config), first)
+                        await stream.handshake()
+                    elif is_plain_http(first):
+                        stream, plain_to_tls_port = _PlainStream(reader, writer, first), True
+                    else:
+                        raise TLSRefusedError("not a TLS handshake" if first else "closed before a handshake")
+            connection = _Connection(self, stream, writer, peer, busy, plain_to_tls_port, timeout)
+            await connection.serve()  # for TLS, the read-header timeout starts again after the handshake
+            clean = True
+        except TimeoutError:
+            log.debug("connection timed out", extra={"address": peer})
+        except (OSError, TLSRefusedError, h11.ProtocolError) as error:
+            log.debug("connection closed", extra={"address": peer, "detail": str(error) or repr(error)})
+        finally:
+            self._open -= 1
+            if writer is None:
+                sock.close()
+            elif clean and stream is not None:
+                stream.close()  # everything written has been drained to the kernel
+            else:
+                writer.transport.abort()
+
+    async def _streams(self, sock: socket.socket) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+        transport.set_write_buffer_limits(high=0)  # drain() returns only once every byte is with the kernel
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    # ---- running the app ----
+
+    async def run_app(self, environ: dict[str, Any]) -> _Answer:
+        """The app's answer, from a pool thread; 503 when every collection slot is taken."""
+        loop = asyncio.get_running_loop()
+        if environ["PATH_INFO"] not in COLLECTION_PATHS:
+            return await loop.run_in_executor(self._other_pool, self._call_app, environ)
+        if self._collecting >= self.limits.max_collections:
+            self._collect_warning(collecting=self._collecting)
+            return _plain_answer(
+                503,
+                "too many scrapes in flight; try again later\n",
+                ("Retry-After", "1"),
+            )
+        self._collecting += 1
+        try:
+            return await loop.run_in_executor(self._collect_pool, self._call_app, environ)
+        finally:
+            self._collecting -= 1
+
+    def _call_app(self, environ: dict[str, Any]) -> _Answer:
+        """Call the WSGI app and collect its whole answer; a failure is a 500 and one error line."""
+        started: list[Any] = []
+        chunks: list[bytes] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started[:] = [status, list(headers)]  # nothing is sent before the app returns: always replaceable
+            return chunks.append
+
+        try:
+            result = self.app(environ, start_response)
+            try:
+                chunks.extend(result)
+            finally:
+                close: Callable[[], None] | None = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            if not started:
+                raise RuntimeError("the app returned without calling start_response")
+            code, _, reason = started[0].partition(" ")
+            return _Answer(int(code), reason, started[1], b"".join(chunks))
+        except Exception:  # noqa: BLE001 - the last resort: whatever the app raised is one log line and a 500
+            log.error(
+                "request failed inside the exporter; the answer was HTTP 500",
+                extra={"traceback": traceback.format_exc().rstrip()},
+            )
+            return _plain_answer(500, "internal error; see the exporter's log\n")
+
+
+class _PlainStream:
+    """The connection's bytes as they come; `first` is what was already read (to tell TLS from HTTP)."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes = b""
+    ) -> None:
+        self._reader, self._writer, self._first = reader, writer, first
+
+    async def read(self, size: int) -> bytes:
+        if self._first:
+            first, self._first = self._first, b""
+            return first
+        return await self._reader.read(size)
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _Connection:
+    """The HTTP/1.1 conversation on one connection: requests read by h11, answered in turn (keep-alive)."""
+
+    def __init__(
+        self,
+        server: HTTPServer,
+        stream: _PlainStream | TLSStream,
+        writer: asyncio.StreamWriter,
+        peer: str,
+        busy: bool,
+        plain_to_tls_port: bool,
+        timeout: float,
+    ) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.stream, self.writer = stream, writer
+        self.peer = peer
+        self.busy = busy
+        self.plain_to_tls_port = plain_to_tls_port
+        self.timeout = timeout
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+        self.scheme = "https" if isinstance(stream, TLSStream) else "http"
+
+    async def serve(self) -> None:
+        first = True
+        while True:
+            if not first and not self.h11.trailing_data[0]:
+                # Kept alive: wait for the next request's first bytes, then give it the header timeout.
+                async with asyncio.timeout(self.limits.idle_timeout):
+                    data = await self.stream.read(READ_CHUNK_BYTES)
+                if not data:
+                    return
+                self.h11.receive_data(data)
+            first = False
+            try:
+                async with asyncio.timeout(self.timeout):
+                    request = await self._read_request()
+            except h11.RemoteProtocolError as error:
+                log.debug("bad request", extra={"address": self.peer, "detail": str(error)})
+                status = error.error_status_hint
+                await self._refuse(_RefusalError(status, REFUSAL_TEXTS.get(status, "bad request\n")))
+                return
+            except _RefusalError as refusal:
+                await self._refuse(refusal)
+                return
+            if request is None:
+                return
+            await self._answer(*request)
+            if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+                return
+            self.h11.start_next_cycle()
+
+    async def _read_request(self) -> tuple[h11.Request, bytes] | None:
+        """The next whole request (head and body), None when the client closed between requests."""
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                if self.h11.they_are_waiting_for_100_continue:
+                    await self._write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+                self.h11.receive_data(await self.stream.read(READ_CHUNK_BYTES))
+            elif isinstance(event, h11.Request):
+                self._check_head(event)
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self.limits.max_body_bytes:
+                    raise _RefusalError(413, "request body too large\n")
+            elif isinstance(event, h11.EndOfMessage):
+                assert request is not None
+                return request, bytes(body)
+            else:  # ConnectionClosed before a request began
+                return None
+
+    def _check_head(self, request: h11.Request) -> None:
+        if request.http_version not in (b"1.0", b"1.1"):
+            raise _RefusalError(505, "only HTTP/1.0 and HTTP/1.1 are served\n")
+        size = len(request.method) + len(request.target) + 11
+        size += sum(len(name) + len(value) + 4 for name, value in request.headers)
+        if size > self.limits.max_header_bytes:  # complete in one read, so h11's own limit did not see it
+            raise _RefusalError(431, REFUSAL_TEXTS[431])
+        for name, value in request.headers:
+            if name == b"content-length" and int(value) > self.limits.max_body_bytes:
+                raise _RefusalError(413, "request body too large\n")
+
+    async def _answer(self, request: h11.Request, body: bytes) -> None:
+        method = request.method.decode("ascii")
+        head = method == "HEAD"
+        if self.plain_to_tls_port:
+            answer = _plain_answer(400, "Client sent an HTTP request to an HTTPS server.\n")
+            answer.headers.append(("Connection", "close"))
+        elif self.busy:
+            answer = _plain_answer(
+                503,
+                "too many connections; try again later\n",
+                ("Retry-After", "1"),
+                ("Connection", "close"),
+            )
+        else:
+            environ = self._environ(request, body, "GET" if head else method)
+            answer = await self.server.run_app(environ)
+        await self._send(answer, head)
+        line = f"{method} {request.target.decode('latin-1')} HTTP/{request.http_version.decode('ascii')}"
+        log.debug(f'http "{line}" {answer.status} {len(answer.body)}', extra={"address": self.peer})
+
+    def _environ(self, request: h11.Request, body: bytes, method: str) -> dict[str, Any]:
+        """The WSGI environ (PEP 3333) of a request; HEAD is shown to the app as the GET it answers like."""
+        target = request.target.decode("latin-1")
+        if "://" in target.partition("?")[0]:  # absolute form: the path and query are what count
+            parts = urllib.parse.urlsplit(target)
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+        path, _, query = target.partition("?")
+        server_host, server_port = self.writer.get_extra_info("sockname")[:2]
+        remote_host, _, remote_port = self.peer.rpartition(":")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": urllib.parse.unquote(path, "latin-1"),
+            "QUERY_STRING": query,
+            "SERVER_NAME": str(server_host),
+            "SERVER_PORT": str(server_port),
+            "SERVER_PROTOCOL": f"HTTP/{request.http_version.decode('ascii')}",
+            "SERVER_SOFTWARE": server_name(),
+            "REMOTE_ADDR": remote_host,
+            "REMOTE_PORT": remote_port,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": self.scheme,
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": _ErrorLog(),
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        for raw_name, raw_value in request.headers:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            if "_" in name:  # as wsgiref: X_Foo would pass for X-Foo once both are HTTP_X_FOO
+                continue
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = f"HTTP_{key}"
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        return environ
+
+    async def _send(self, answer: _Answer, head: bool = False) -> None:
+        names = {name.lower() for name, _ in answer.headers}
+        headers = list(answer.headers)
+        if "content-length" not in names:
+            headers.append(("Content-Length", str(len(answer.body))))
+        if "x-content-type-options" not in names:
+            headers.append(("X-Content-Type-Options", "nosniff"))
+        headers += [("Date", email.utils.formatdate(usegmt=True)), ("Server", server_name())]
+        data = self.h11.send(
+            h11.Response(status_code=answer.status, reason=answer.reason.encode("latin-1"), headers=headers)
+        )
+        if answer.body and not head:
+            data += self.h11.send(h11.Data(data=answer.body)) or b""
+        data += self.h11.send(h11.EndOfMessage()) or b""
+        await self._write(data or b"")
+
+    async def _write(self, data: bytes | None) -> None:
+        self.stream.write(data or b"")
+        async with asyncio.timeout(self.limits.write_timeout):
+            await self.stream.drain()
+
+    async def _refuse(self, refusal: _RefusalError) -> None:
+        """Answer a request the server refuses, then close after draining what the client still sends."""
+        log.debug("request refused", extra={"address": self.peer, "status": refusal.status})
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        answer = _plain_answer(refusal.status, refusal.text, ("Connection", "close"))
+        await self._send(answer)
+        if isinstance(self.stream, _PlainStream):  # TLS has no half-close; its close_notify comes at the end
+            self.writer.write_eof()
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(LINGER_SECONDS):
+                drained = 0
+                while drained < 4 * READ_CHUNK_BYTES and (data := await self.stream.read(READ_CHUNK_BYTES)):
+                    drained += len(data)
+
+
+FILES_BESIDES_CONNECTIONS = 64
+"""Open files the process needs besides connections and collections: the listener, logs, config files."""
+
+
+def fit_open_file_limit(limits: ServerLimits) -> None:
+    """Raise the process's soft open-file limit to what `limits` need, within the hard limit (as Go does).
+
+    Systemd's and some container runtimes' soft limit is 1024, below the default --web.max-connections; a
+    hard limit that is lower than needed is a warning: past it, connections wait in the listen backlog.
+    """
+    needed = limits.max_connections + REFUSAL_SLOTS + 2 * limits.max_collections + FILES_BESIDES_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    wanted = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    if wanted > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    if soft < needed:
+        log.warning(
+            "the open-file limit is below what --web.max-connections and --web.max-collections need; "
+            "past it, new connections wait until others close",
+            extra={"limit": soft, "needed": needed},
+        )
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -92,18 +626,16 @@ def parse_listen_address(text: str) -> tuple[str, int]:
 
 
 def make_http_server(
-    app: ExporterApp, host: str, port: int, web_config: WebConfigWatcher | None = None
-) -> WSGIServer:
+    app: WSGIApp,
+    host: str,
+    port: int,
+    web_config: WebConfigWatcher | None = None,
+    limits: ServerLimits | None = None,
+) -> HTTPServer:
     """Bind the app; IPv6 hosts get an IPv6 socket, an empty host listens on every IPv4 address.
 
     With a web config, every request passes its basic auth, and TLS is on when the config has
     tls_server_config at start-up (certificates and settings may change later; TLS on/off needs a restart).
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server: ThreadingServer
-    if web_config is not None and web_config.current().tls is not None:
-        server = TLSThreadingServer((host, port), family, web_config)
-    else:
-        server = ThreadingServer((host, port), family)
-    server.set_app(app if web_config is None else WebSecurity(app, web_config))
-    return server
+    wrapped = app if web_config is None else WebSecurity(app, web_config)
+    return HTTPServer(wrapped, host, port, web_config, limits)
