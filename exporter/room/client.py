@@ -1,193 +1,73 @@
-"""One conversation with a TrueConf Room over its WebSocket JSON API, bounded by one deadline.
+"""What one scrape asks a TrueConf Room, in one round trip, within one deadline.
 
-look the host up once -> (discovery) -> connect -> `auth` -> wait for its reply -> one request -> read until
-its reply -> close. Every connection goes to an address of that one lookup (room.connect). Notifications and
-unrelated replies that arrive in between are skipped, however many. Every failure leaves as a
+With a SessionPool, the Room's open session is reused (no `auth`), or opened when there is none; a session
+found dead (the Room restarted, reset or went silent) is replaced within the same scrape and deadline. Without
+a pool, every scrape opens and closes its own connection. Either way all of a scrape's requests go out in one
+write and the replies are matched by `requestId`. Only getOutgoingFilesRequests is required; an optional
+method the Room never answers is remembered and not asked again of that Room. Every failure leaves as a
 CollectionError with one of the fixed reasons, and its text never contains the PIN.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import os
-import socket
-from http import HTTPStatus
+from dataclasses import dataclass
 from typing import Any
 
-import websocket
-
 from exporter.room import protocol
-from exporter.room.connect import addresses_for, open_tcp
-from exporter.room.deadline import Deadline, SocketWatchdog
-from exporter.room.discovery import discover_websocket_port
-from exporter.room.errors import CollectionError, Reason, describe
-from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES, BoundedWebSocket
-from exporter.room.target import RoomTarget, host_port
+from exporter.room.connection import Exchange, RoomConnection, SessionLostError
+from exporter.room.deadline import Deadline
+from exporter.room.errors import CollectionError, Reason
+from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.room.sessions import RoomSlot, SessionPool
+from exporter.room.target import RoomTarget
 from exporter.room.trace import Trace, shape
 
 OUTGOING_METHOD = "getOutgoingFilesRequests"
-CLOSE_WAIT_SECONDS = 0.25
-"""How long a finished collection waits for the Room to acknowledge the close; the data is already in."""
-
-_request_ids = itertools.count(1)
-_id_prefix = f"tcx{os.getpid()}-"
-
-
-def _next_request_id() -> str:
-    """A request id unique within this process, so replies are never matched to another scrape's request."""
-    return f"{_id_prefix}{next(_request_ids)}"
+SYSTEM_INFO_METHOD = "getSystemInfo"
+REUSE_PATIENCE_SHARE = 0.5
+"""A reused session gets this share of the time left to say anything at all; past it, it is taken as dead
+(half-open) and replaced with the rest."""
 
 
-class RoomSession:
-    """An open WebSocket to a Room, with the deadline every call on it shares; `_converse` opens it."""
+@dataclass(frozen=True)
+class RoomReplies:
+    """What a scrape asked and what the Room answered."""
 
-    def __init__(self, ws: BoundedWebSocket, deadline: Deadline) -> None:
-        self._ws = ws
-        self._deadline = deadline
-
-    def call(self, method: str, phase: str, **params: Any) -> dict[str, Any]:
-        """Send one request and return its reply (successful or not) once it arrives."""
-        request_id = _next_request_id()
-        self._ws.settimeout(self._deadline.remaining(phase))
-        self._ws.send(protocol.request(method, request_id, **params))
-        while True:
-            message = self._receive(phase)
-            if protocol.is_reply_to(message, method, request_id):
-                return message
-
-    def _receive(self, phase: str) -> dict[str, Any]:
-        self._ws.settimeout(self._deadline.remaining(phase))
-        opcode, data = self._ws.recv_message()
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            raise CollectionError(Reason.PROTOCOL, f"the Room closed the connection during {phase}")
-        if opcode != websocket.ABNF.OPCODE_TEXT:
-            raise CollectionError(Reason.PROTOCOL, f"the Room sent a binary frame during {phase}")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CollectionError(
-                Reason.PROTOCOL, f"the Room sent text that is not UTF-8 during {phase}"
-            ) from None
-        return protocol.decode(text)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._ws.close(timeout=max(0.0, min(self._deadline.left(), CLOSE_WAIT_SECONDS)))
+    asked: tuple[str, ...]
+    replies: dict[str, dict[str, Any]]
+    """Each asked method's reply (successful or not) that arrived in time; the outgoing one always."""
+    system_info: dict[str, Any] | None = None
+    """The session's `getSystemInfo` reply, this scrape's or an earlier one of the same session."""
 
 
-def _handshake(url: str, sock: socket.socket, deadline: Deadline, max_message_bytes: int) -> BoundedWebSocket:
-    """The WebSocket upgrade on `sock`, the one connection this collection opened, and nowhere else.
-
-    websocket-client follows up to 3 redirects by default, each on a new connection of its own (past the
-    allow-list, the watchdog and any proxy rule): `redirect_limit=0` keeps a 3xx as the answer, and any
-    answer other than 101 is a `connect` failure naming its status.
-    """
-    # RoomSession decodes every text message itself (C speed); websocket-client's pure-Python UTF-8 check of
-    # the same bytes costs ~0.4 s per MiB of CPU that no deadline can interrupt.
-    ws = BoundedWebSocket(
-        max_message_bytes=max_message_bytes, enable_multithread=False, skip_utf8_validation=True
-    )
-    try:
-        ws.settimeout(deadline.remaining("handshake"))
-        # websocket-client leaves WebSocket.connect unannotated
-        ws.connect(url, socket=sock, suppress_origin=True, redirect_limit=0)  # type: ignore[no-untyped-call]
-    except CollectionError:
-        raise
-    except websocket.WebSocketBadStatusException as error:
-        raise CollectionError(
-            Reason.CONNECT, f"{url} answered HTTP {error.status_code} instead of a WebSocket upgrade"
-        ) from None
-    except (TimeoutError, websocket.WebSocketTimeoutException):
-        raise CollectionError(
-            Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time"
-        ) from None
-    except (OSError, websocket.WebSocketException, ValueError) as error:
-        # websocket-client 1.9 raises on a redirect it may not follow; 1.7 and 1.8 return with the 3xx.
-        raise _refused_upgrade(ws, url) or deadline.failure(
-            Reason.CONNECT,
-            f"WebSocket handshake with {url} failed: {describe(error)}",
-            f"WebSocket handshake with {url} did not complete in time",
-        ) from None
-    refused = _refused_upgrade(ws, url)
-    if refused is not None:
-        raise refused
-    return ws
-
-
-def _refused_upgrade(ws: BoundedWebSocket, url: str) -> CollectionError | None:
-    """A `connect` failure naming the status when the Room answered the upgrade with anything but 101."""
-    status = ws.getstatus()
-    if status is None or status == HTTPStatus.SWITCHING_PROTOCOLS:
-        return None
-    where = (ws.getheaders() or {}).get("location")
-    redirect = f" (a redirect to {where!r}, not followed)" if where else ""
-    return CollectionError(
-        Reason.CONNECT, f"{url} answered HTTP {status} instead of a WebSocket upgrade{redirect}"
-    )
-
-
-def _authorise(session: RoomSession, pin: str | None) -> None:
-    params = {"type": "secured", "credentials": pin} if pin is not None else {"type": "unsecured"}
-    reply = session.call("auth", "auth", **params)
-    failure = protocol.failure_text(reply)
-    if failure is not None:
-        raise CollectionError(Reason.AUTH, f"the Room refused {_auth_kind(pin)} authorisation: {failure}")
-
-
-def _auth_kind(pin: str | None) -> str:
-    return "secured (PIN)" if pin is not None else "unsecured (no PIN)"
-
-
-def _converse(
+def fetch_room(
     target: RoomTarget,
     pin: str | None,
     deadline: Deadline,
-    method: str,
-    max_message_bytes: int,
-    trace: Trace,
-) -> dict[str, Any]:
-    addresses = addresses_for(target, deadline)  # the one lookup: every connection below goes to these
-    trace.step("lookup", ", ".join(map(str, addresses)))
-    port = target.port
-    if target.discover:
-        port, answered = discover_websocket_port(target, addresses, deadline)
-        addresses = (answered,)
-        trace.step("discovery", f"config.json from {answered} names WebSocket port {port}")
-    url = target.websocket_url(port)
-    sock, address = open_tcp(target.host, addresses, port, deadline, "connect")
-    trace.step("connect", f"TCP to {host_port(str(address), port)}")
+    methods: tuple[str, ...] = (OUTGOING_METHOD,),
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    trace: Trace | None = None,
+    pool: SessionPool | None = None,
+) -> RoomReplies:
+    """Ask the Room `methods` (getOutgoingFilesRequests first): the replies, or CollectionError.
+
+    Any one message larger than `max_message_bytes` is refused (reason `protocol`) before it is read.
+    """
+    trace = trace or Trace(deadline.started)
     try:
-        with SocketWatchdog(deadline, sock):
-            session = RoomSession(_handshake(url, sock, deadline, max_message_bytes), deadline)
-            trace.step("upgrade", "HTTP 101 Switching Protocols")
-            try:
-                _authorise(session, pin)
-                trace.step(
-                    "auth", "accepted, " + ("secured (PIN)" if pin is not None else "unsecured (no PIN)")
-                )
-                reply = session.call(method, "request")
-                trace.step(method, f"reply {shape(reply)}")
-            finally:
-                session.close()
-    except CollectionError:
+        if pool is None:
+            result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace)
+        else:
+            result = _session(target, pin, deadline, methods, max_message_bytes, trace, pool)
+    except CollectionError as error:
+        if pin and pin in error.message:
+            raise CollectionError(error.reason, error.message.replace(pin, "<pin>")) from None
         raise
-    except (TimeoutError, websocket.WebSocketTimeoutException):
-        raise CollectionError(
-            Reason.TIMEOUT, f"{target} did not answer within {deadline.seconds:g}s"
-        ) from None
-    except (OSError, websocket.WebSocketException) as error:
-        raise deadline.failure(
-            Reason.PROTOCOL,
-            f"the connection to {target} broke mid-way: {describe(error)}",
-            f"{target} did not answer within {deadline.seconds:g}s",
-        ) from None
-    finally:
-        sock.close()
-    failure = protocol.failure_text(reply)
+    outgoing = result.replies[OUTGOING_METHOD]
+    failure = protocol.failure_text(outgoing)
     if failure is not None:
-        raise CollectionError(Reason.API, f"the Room refused {method}: {failure}")
-    return reply
+        raise CollectionError(Reason.API, f"the Room refused {OUTGOING_METHOD}: {failure}")
+    return result
 
 
 def fetch_outgoing_requests(
@@ -196,17 +76,124 @@ def fetch_outgoing_requests(
     deadline: Deadline,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     trace: Trace | None = None,
+    pool: SessionPool | None = None,
 ) -> dict[str, Any]:
-    """The successful `getOutgoingFilesRequests` reply of the Room at `target`, within `deadline`.
+    """The successful `getOutgoingFilesRequests` reply of the Room at `target`, within `deadline`."""
+    replies = fetch_room(target, pin, deadline, (OUTGOING_METHOD,), max_message_bytes, trace, pool)
+    return replies.replies[OUTGOING_METHOD]
 
-    Any one message larger than `max_message_bytes` is refused (reason `protocol`) before it is read.
-    `trace`, when given, records each phase as it completes.
-    """
+
+def _one_connection(
+    target: RoomTarget,
+    pin: str | None,
+    deadline: Deadline,
+    methods: tuple[str, ...],
+    max_message_bytes: int,
+    trace: Trace,
+) -> RoomReplies:
+    connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace)
     try:
-        return _converse(
-            target, pin, deadline, OUTGOING_METHOD, max_message_bytes, trace or Trace(deadline.started)
+        exchange = _exchange(connection, methods, deadline, trace)
+    except SessionLostError as lost:
+        raise _broken(target, lost) from None
+    finally:
+        connection.close(deadline)
+    _require_outgoing(target, exchange.replies, deadline)
+    return RoomReplies(methods, exchange.replies, exchange.replies.get(SYSTEM_INFO_METHOD))
+
+
+def _session(
+    target: RoomTarget,
+    pin: str | None,
+    deadline: Deadline,
+    methods: tuple[str, ...],
+    max_message_bytes: int,
+    trace: Trace,
+    pool: SessionPool,
+) -> RoomReplies:
+    slot = pool.slot(pool.key(str(target), pin))
+    if not slot.lock.acquire(timeout=max(0.0, deadline.left())):
+        raise CollectionError(
+            Reason.TIMEOUT, f"another scrape of {target} held its session for the whole {deadline.seconds:g}s"
         )
-    except CollectionError as error:
-        if pin and pin in error.message:
-            raise CollectionError(error.reason, error.message.replace(pin, "<pin>")) from None
+    try:
+        return _on_slot(slot, target, pin, deadline, methods, max_message_bytes, trace, pool)
+    except BaseException:
+        slot.drop_connection()  # in an unknown state: never reused
         raise
+    finally:
+        slot.last_used = deadline.started
+        slot.lock.release()
+
+
+def _on_slot(
+    slot: RoomSlot,
+    target: RoomTarget,
+    pin: str | None,
+    deadline: Deadline,
+    methods: tuple[str, ...],
+    max_message_bytes: int,
+    trace: Trace,
+    pool: SessionPool,
+) -> RoomReplies:
+    asked = tuple(
+        method
+        for method in methods
+        if method not in slot.silent_methods and not (method == SYSTEM_INFO_METHOD and slot.system_info)
+    )
+    exchange = None
+    if slot.connection is not None:
+        trace.step("session", f"reusing the open session ({slot.connection.exchanges} scrapes so far)")
+        try:
+            exchange = _exchange(
+                slot.connection,
+                asked,
+                deadline,
+                trace,
+                first_reply_within=deadline.left() * REUSE_PATIENCE_SHARE,
+            )
+        except SessionLostError as lost:
+            trace.step("session", f"lost ({lost}): opening a new one")
+            slot.drop_connection()
+    if exchange is None:
+        slot.connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace)
+        pool.logged_in()
+        try:
+            exchange = _exchange(slot.connection, asked, deadline, trace)
+        except SessionLostError as lost:
+            raise _broken(target, lost) from None
+    if not exchange.complete:
+        missing = set(asked) - set(exchange.replies) - {OUTGOING_METHOD}
+        slot.silent_methods |= missing
+        trace.step("session", f"closed: no reply in time to {', '.join(sorted(missing)) or OUTGOING_METHOD}")
+        slot.drop_connection()
+    _require_outgoing(target, exchange.replies, deadline)
+    if (
+        SYSTEM_INFO_METHOD in exchange.replies
+        and protocol.failure_text(exchange.replies[SYSTEM_INFO_METHOD]) is None
+    ):
+        slot.system_info = exchange.replies[SYSTEM_INFO_METHOD]
+    return RoomReplies(asked, exchange.replies, slot.system_info)
+
+
+def _exchange(
+    connection: RoomConnection,
+    methods: tuple[str, ...],
+    deadline: Deadline,
+    trace: Trace,
+    first_reply_within: float | None = None,
+) -> Exchange:
+    exchange = connection.exchange(methods, deadline, first_reply_within=first_reply_within)
+    for method in methods:
+        reply = exchange.replies.get(method)
+        trace.step(method, "no reply in time" if reply is None else f"reply {shape(reply)}")
+    return exchange
+
+
+def _broken(target: RoomTarget, lost: SessionLostError) -> CollectionError:
+    return CollectionError(Reason.PROTOCOL, f"the connection to {target} broke mid-way: {lost}")
+
+
+def _require_outgoing(target: RoomTarget, replies: dict[str, dict[str, Any]], deadline: Deadline) -> None:
+    if OUTGOING_METHOD not in replies:
+        raise CollectionError(Reason.TIMEOUT, f"{target} did not answer within {deadline.seconds:g}s")

@@ -1,0 +1,248 @@
+"""One authorised WebSocket to a TrueConf Room: opened once (lookup, discovery, TCP, upgrade, `auth`), then
+used for any number of exchanges, each a batch of requests sent in one write and their replies read back.
+
+The Room may send notifications at any time, between scrapes too: they wait in the socket's buffer (bounded
+by the kernel) and are read and skipped at the next exchange. Replies are matched by `requestId` (unique in
+this process), falling back to the method when the Room leaves it empty (reference §2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import websocket
+
+from exporter.room import protocol
+from exporter.room.connect import addresses_for, open_tcp
+from exporter.room.deadline import Deadline, SocketWatchdog
+from exporter.room.discovery import discover_websocket_port
+from exporter.room.errors import CollectionError, Reason, describe
+from exporter.room.frames import BoundedWebSocket
+from exporter.room.target import RoomTarget, host_port
+from exporter.room.trace import Trace
+
+CLOSE_WAIT_SECONDS = 0.25
+"""How long closing waits for the Room to acknowledge; the data is already in."""
+
+_request_ids = itertools.count(1)
+_id_prefix = f"tcx{os.getpid()}-"
+
+
+def next_request_id() -> str:
+    """A request id unique within this process, so replies are never matched to another scrape's request."""
+    return f"{_id_prefix}{next(_request_ids)}"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    replies: dict[str, dict[str, Any]]
+    """Each method's reply, successful or not, that arrived in time."""
+    complete: bool
+    """False when a reply is still pending: the connection must not be used again."""
+
+
+class SessionLostError(Exception):
+    """The Room closed or reset a connection that was open: a restart, or a peer that forgot us."""
+
+
+class RoomConnection:
+    """An open, authorised WebSocket to one Room. Not thread-safe: one exchange at a time (sessions.py)."""
+
+    def __init__(self, target: RoomTarget, ws: BoundedWebSocket, sock: socket.socket) -> None:
+        self.target = target
+        self._ws = ws
+        self._sock = sock
+        self.opened_at = time.monotonic()
+        self.exchanges = 0
+
+    @classmethod
+    def open(
+        cls, target: RoomTarget, pin: str | None, deadline: Deadline, max_message_bytes: int, trace: Trace
+    ) -> RoomConnection:
+        """Look the Room up once, connect to exactly those addresses, upgrade and authorise, in `deadline`."""
+        addresses = addresses_for(target, deadline)  # the one lookup: every connection below goes to these
+        trace.step("lookup", ", ".join(map(str, addresses)))
+        port = target.port
+        if target.discover:
+            port, answered = discover_websocket_port(target, addresses, deadline)
+            addresses = (answered,)
+            trace.step("discovery", f"config.json from {answered} names WebSocket port {port}")
+        url = target.websocket_url(port)
+        sock, address = open_tcp(target.host, addresses, port, deadline, "connect")
+        trace.step("connect", f"TCP to {host_port(str(address), port)}")
+        try:
+            with SocketWatchdog(deadline, sock):
+                connection = cls(target, _handshake(url, sock, deadline, max_message_bytes), sock)
+                trace.step("upgrade", "HTTP 101 Switching Protocols")
+                connection._authorise(pin, deadline)
+                trace.step("auth", f"accepted, {_auth_kind(pin)}")
+        except SessionLostError as error:
+            sock.close()
+            raise CollectionError(
+                Reason.PROTOCOL, f"the Room broke the connection during auth: {error}"
+            ) from None
+        except BaseException:
+            sock.close()
+            raise
+        return connection
+
+    def _authorise(self, pin: str | None, deadline: Deadline) -> None:
+        """Send nothing else until `auth` is answered (reference §3)."""
+        params = {"type": "secured", "credentials": pin} if pin is not None else {"type": "unsecured"}
+        reply = self.exchange(("auth",), deadline, params={"auth": params}, phase="auth").replies["auth"]
+        failure = protocol.failure_text(reply)
+        if failure is not None:
+            raise CollectionError(Reason.AUTH, f"the Room refused {_auth_kind(pin)} authorisation: {failure}")
+
+    def exchange(
+        self,
+        methods: tuple[str, ...],
+        deadline: Deadline,
+        params: dict[str, dict[str, Any]] | None = None,
+        phase: str = "request",
+        first_reply_within: float | None = None,
+    ) -> Exchange:
+        """Send one request per method in one write, and read until every reply is in or the deadline passes.
+
+        `first_reply_within` bounds the wait for the first message of all: a reused connection silent that
+        long is taken as dead. Raises SessionLostError when the Room closed, reset or ignored an open
+        connection, CollectionError (timeout) when nothing was answered in time, CollectionError for a
+        broken message. An exchange that ends with replies missing leaves them pending: the caller closes
+        such a connection, so a late reply can never be taken as a later scrape's answer.
+        """
+        pending = {next_request_id(): method for method in methods}
+        frames = b"".join(
+            websocket.ABNF.create_frame(
+                protocol.request(method, request_id, **(params or {}).get(method, {})),
+                websocket.ABNF.OPCODE_TEXT,
+            ).format()
+            for request_id, method in pending.items()
+        )
+        replies: dict[str, dict[str, Any]] = {}
+        self.exchanges += 1
+        with SocketWatchdog(deadline, self._sock):
+            try:
+                self._sock.settimeout(deadline.remaining(phase))
+                self._sock.sendall(frames)
+                patience = first_reply_within
+                while pending and deadline.left() > 0:
+                    left = deadline.left()
+                    self._ws.settimeout(left if patience is None else min(patience, left))
+                    try:
+                        message = self._receive(phase)
+                    except (TimeoutError, websocket.WebSocketTimeoutException):
+                        if patience is not None:
+                            raise SessionLostError(
+                                f"{self.target} sent nothing for {patience:.2f}s"
+                            ) from None
+                        break
+                    patience = None
+                    method = _match(message, pending)
+                    if method is not None:
+                        replies[method] = message
+            except (OSError, websocket.WebSocketConnectionClosedException) as error:
+                if not deadline.expired():
+                    raise SessionLostError(describe(error)) from None
+        if pending and not replies:
+            raise CollectionError(
+                Reason.TIMEOUT, f"{self.target} did not answer within {deadline.seconds:g}s"
+            )
+        return Exchange(replies, complete=not pending)
+
+    def _receive(self, phase: str) -> dict[str, Any]:
+        opcode, data = self._ws.recv_message()
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            raise SessionLostError(f"the Room closed the connection during {phase}")
+        if opcode != websocket.ABNF.OPCODE_TEXT:
+            raise CollectionError(Reason.PROTOCOL, f"the Room sent a binary frame during {phase}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CollectionError(
+                Reason.PROTOCOL, f"the Room sent text that is not UTF-8 during {phase}"
+            ) from None
+        return protocol.decode(text)
+
+    def close(self, deadline: Deadline | None = None) -> None:
+        """Close politely when there is time left, at once otherwise; never raises."""
+        wait = CLOSE_WAIT_SECONDS if deadline is None else max(0.0, min(deadline.left(), CLOSE_WAIT_SECONDS))
+        with contextlib.suppress(Exception):
+            self._ws.close(timeout=wait)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+def _handshake(url: str, sock: socket.socket, deadline: Deadline, max_message_bytes: int) -> BoundedWebSocket:
+    """The WebSocket upgrade on `sock`, the one connection this collection opened, and nowhere else.
+
+    websocket-client follows up to 3 redirects by default, each on a new connection of its own (past the
+    allow-list, the watchdog and any proxy rule): `redirect_limit=0` keeps a 3xx as the answer, and any
+    answer other than 101 is a `connect` failure naming its status.
+    """
+    # RoomSession decodes every text message itself (C speed); websocket-client's pure-Python UTF-8 check of
+    # the same bytes costs ~0.4 s per MiB of CPU that no deadline can interrupt.
+    ws = BoundedWebSocket(
+        max_message_bytes=max_message_bytes, enable_multithread=False, skip_utf8_validation=True
+    )
+    try:
+        ws.settimeout(deadline.remaining("handshake"))
+        # websocket-client leaves WebSocket.connect unannotated
+        ws.connect(url, socket=sock, suppress_origin=True, redirect_limit=0)  # type: ignore[no-untyped-call]
+    except CollectionError:
+        raise
+    except websocket.WebSocketBadStatusException as error:
+        raise CollectionError(
+            Reason.CONNECT, f"{url} answered HTTP {error.status_code} instead of a WebSocket upgrade"
+        ) from None
+    except (TimeoutError, websocket.WebSocketTimeoutException):
+        raise CollectionError(
+            Reason.TIMEOUT, f"WebSocket handshake with {url} did not complete in time"
+        ) from None
+    except (OSError, websocket.WebSocketException, ValueError) as error:
+        # websocket-client 1.9 raises on a redirect it may not follow; 1.7 and 1.8 return with the 3xx.
+        raise _refused_upgrade(ws, url) or deadline.failure(
+            Reason.CONNECT,
+            f"WebSocket handshake with {url} failed: {describe(error)}",
+            f"WebSocket handshake with {url} did not complete in time",
+        ) from None
+    refused = _refused_upgrade(ws, url)
+    if refused is not None:
+        raise refused
+    return ws
+
+
+def _refused_upgrade(ws: BoundedWebSocket, url: str) -> CollectionError | None:
+    """A `connect` failure naming the status when the Room answered the upgrade with anything but 101."""
+    status = ws.getstatus()
+    if status is None or status == HTTPStatus.SWITCHING_PROTOCOLS:
+        return None
+    where = (ws.getheaders() or {}).get("location")
+    redirect = f" (a redirect to {where!r}, not followed)" if where else ""
+    return CollectionError(
+        Reason.CONNECT, f"{url} answered HTTP {status} instead of a WebSocket upgrade{redirect}"
+    )
+
+
+def _match(message: dict[str, Any], pending: dict[str, str]) -> str | None:
+    """The method `message` answers, taken off `pending`; None for a notification or a stray reply."""
+    if protocol.is_notification(message):
+        return None
+    echoed = message.get("requestId")
+    if echoed not in (None, ""):
+        return pending.pop(str(echoed), None)
+    for request_id, method in pending.items():
+        if message.get("method") == method:
+            del pending[request_id]
+            return method
+    return None
+
+
+def _auth_kind(pin: str | None) -> str:
+    return "secured (PIN)" if pin is not None else "unsecured (no PIN)"

@@ -1,0 +1,123 @@
+"""Room sessions kept open between scrapes: one authorised WebSocket per Room and credentials, so a Room sees
+one `auth` per session instead of one per scrape (reference §7: each `auth` issues tokens).
+
+Collection stays scrape-triggered: nothing is ever sent to a Room between scrapes. Bounds:
+- a session not used for `idle_seconds` is closed by one shared sweeper thread;
+- at most `max_sessions` are open; the least recently used is closed first;
+- scrapes of one Room (an HA pair of Prometheus servers) take turns on its session, never logging in twice;
+- a session whose exchange ended with a reply still pending is closed at once, never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.room.connection import RoomConnection
+
+DEFAULT_IDLE_SECONDS = 300.0
+DEFAULT_MAX_SESSIONS = 1000
+
+
+@dataclass
+class RoomSlot:
+    """What the pool keeps for one Room and one set of credentials."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    connection: RoomConnection | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    silent_methods: set[str] = field(default_factory=set)
+    """Optional methods this Room never answered: not asked again (a Room restart forgets nothing here)."""
+    system_info: dict[str, Any] | None = None
+    """The `getSystemInfo` reply of the open session: the version is asked once per session."""
+
+    def drop_connection(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        self.connection = None
+        self.system_info = None
+
+
+class SessionPool:
+    """Thread-safe: any number of scrapes use it at once."""
+
+    def __init__(
+        self, idle_seconds: float = DEFAULT_IDLE_SECONDS, max_sessions: int = DEFAULT_MAX_SESSIONS
+    ) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_sessions = max_sessions
+        self._slots: OrderedDict[str, RoomSlot] = OrderedDict()
+        self._lock = threading.Lock()
+        self._logins = 0
+        self._sweeper: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    @staticmethod
+    def key(target: str, pin: str | None) -> str:
+        """A Room and its credentials; the PIN only as a digest, so the key can be shown without it."""
+        digest = hashlib.sha256((pin if pin is not None else "\0no-pin").encode()).hexdigest()[:16]
+        return f"{target} {digest}"
+
+    def slot(self, key: str) -> RoomSlot:
+        """The slot of `key`, made most recently used; least recently used sessions past the bound close."""
+        with self._lock:
+            slot = self._slots.pop(key, None) or RoomSlot()
+            self._slots[key] = slot
+            self._start_sweeper()
+            excess = [s for s in self._slots.values() if s.connection is not None]
+            for old in excess[: max(0, len(excess) - self.max_sessions)]:
+                if old is not slot and old.lock.acquire(blocking=False):
+                    try:
+                        old.drop_connection()
+                    finally:
+                        old.lock.release()
+        return slot
+
+    def logged_in(self) -> None:
+        with self._lock:
+            self._logins += 1
+
+    @property
+    def logins(self) -> int:
+        """Logins (`auth` requests that succeeded) since the process started."""
+        return self._logins
+
+    def open_sessions(self) -> int:
+        with self._lock:
+            return sum(1 for slot in self._slots.values() if slot.connection is not None)
+
+    def close_all(self) -> None:
+        """Close every session (a reload changed credentials); the next scrape of each Room logs in again."""
+        with self._lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in slots:
+            with slot.lock:
+                slot.drop_connection()
+
+    def sweep(self, now: float | None = None) -> None:
+        """Close the sessions idle longer than `idle_seconds`, and forget slots with nothing to remember."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            for key, slot in list(self._slots.items()):
+                if now - slot.last_used <= self.idle_seconds or not slot.lock.acquire(blocking=False):
+                    continue
+                try:
+                    slot.drop_connection()
+                    if not slot.silent_methods:
+                        del self._slots[key]
+                finally:
+                    slot.lock.release()
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep_forever, name="session-sweeper", daemon=True)
+            self._sweeper.start()
+
+    def _sweep_forever(self) -> None:
+        while not self._closed.wait(max(1.0, self.idle_seconds / 4)):
+            self.sweep()
