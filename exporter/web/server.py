@@ -318,6 +318,11 @@ class HTTPServer:
             log.debug("connection timed out", extra={"address": peer})
         except (OSError, TLSRefusedError, h11.ProtocolError) as error:
             log.debug("connection closed", extra={"address": peer, "detail": str(error) or repr(error)})
+        except Exception:  # noqa: BLE001 - a bug here closes one connection, logged once, never the server
+            log.error(
+                "connection failed inside the HTTP server; it was closed",
+                extra={"address": peer, "traceback": traceback.format_exc().rstrip()},
+            )
         finally:
             self._open -= 1
             if writer is None:
