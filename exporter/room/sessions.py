@@ -68,9 +68,9 @@ class SessionPool:
             slot = self._slots.pop(key, None) or RoomSlot()
             self._slots[key] = slot
             self._start_sweeper()
-            excess = [s for s in self._slots.values() if s.connection is not None]
-            for old in excess[: max(0, len(excess) - self.max_sessions)]:
-                if old is not slot and old.lock.acquire(blocking=False):
+            others = [s for s in self._slots.values() if s.connection is not None and s is not slot]
+            for old in others[: max(0, len(others) - (self.max_sessions - 1))]:  # room for this one
+                if old.lock.acquire(blocking=False):
                     try:
                         old.drop_connection()
                     finally:

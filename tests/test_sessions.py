@@ -1,0 +1,137 @@
+"""Room sessions against the emulator over real sockets: one login per Room, a Room restart costing no failed
+scrape, concurrent scrapes sharing one session, and every bound (idle time, count, pending replies)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from exporter.emulator.faults import Fault
+from exporter.emulator.scenario import load_scenario
+from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
+from exporter.room import CollectionError, Deadline, Reason, parse_target
+from exporter.room.client import OUTGOING_METHOD, fetch_room
+from exporter.room.sessions import SessionPool
+from exporter.room.trace import Trace
+
+PIN = "31415926"
+
+
+def fetch(
+    pool: SessionPool, port: int, pin: str | None = PIN, timeout: float = 3.0, trace: Trace | None = None
+):
+    return fetch_room(parse_target(f"127.0.0.1:{port}"), pin, Deadline(timeout), trace=trace, pool=pool)
+
+
+@pytest.fixture
+def pool(room):
+    """A session pool closed before the emulated Rooms stop (they would wait for the open sessions)."""
+    sessions = SessionPool()
+    yield sessions
+    sessions.close_all()
+
+
+def test_many_scrapes_one_login(room, pool):
+    emulator = room("doc-example", pin=PIN)
+    for _ in range(5):
+        replies = fetch(pool, emulator.ports.websocket)
+        assert len(replies.replies[OUTGOING_METHOD]["outgoingFilesRequests"]) == 2
+    assert pool.logins == 1
+    assert pool.open_sessions() == 1
+    assert len(emulator.room.connections) == 1
+
+
+def test_without_a_pool_every_scrape_logs_in(room):
+    emulator = room("doc-example", pin=PIN)
+    for _ in range(3):
+        fetch_room(parse_target(f"127.0.0.1:{emulator.ports.websocket}"), PIN, Deadline(3.0))
+    time.sleep(0.1)
+    assert len(emulator.room.connections) == 0, "each scrape closed its connection"
+
+
+def test_a_room_restart_costs_no_failed_scrape(room):
+    first = room("doc-example", pin=PIN)
+    port = first.ports.websocket
+    pool = SessionPool()
+    fetch(pool, port)
+    first.stop()
+    again = RunningEmulator(
+        EmulatedRoom(EmulatorSettings(websocket_port=port, pin=PIN), scenario=load_scenario("doc-example"))
+    )
+    again.start()
+    try:
+        trace = Trace()
+        replies = fetch(pool, port, trace=trace)
+        assert OUTGOING_METHOD in replies.replies
+        assert [s.phase for s in trace.steps][:2] == ["session", "session"], trace.lines()
+        assert "opening a new one" in trace.steps[1].outcome
+        assert pool.logins == 2
+    finally:
+        pool.close_all()
+        again.stop()
+
+
+def test_concurrent_scrapes_of_one_room_share_its_session(room, pool):
+    emulator = room("doc-example", pin=PIN)
+    results: list[object] = []
+
+    def scrape() -> None:
+        try:
+            results.append(fetch(pool, emulator.ports.websocket, timeout=5.0))
+        except CollectionError as error:
+            results.append(error)
+
+    threads = [threading.Thread(target=scrape) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(results) == 8
+    assert all(not isinstance(result, CollectionError) for result in results), results
+    assert pool.logins == 1
+
+
+def test_a_request_left_unanswered_closes_the_session(room, pool):
+    emulator = room("doc-example", pin=PIN, fault=Fault.SLOW_REPLY, slow_reply_seconds=0.8)
+    with pytest.raises(CollectionError) as caught:
+        fetch(pool, emulator.ports.websocket, timeout=0.3)
+    assert caught.value.reason is Reason.TIMEOUT
+    assert pool.open_sessions() == 0, "a session with a reply pending is never reused"
+    time.sleep(0.8)  # the late reply arrives now, on a connection that is gone
+    replies = fetch(pool, emulator.ports.websocket, timeout=3.0)
+    assert OUTGOING_METHOD in replies.replies
+
+
+def test_idle_sessions_are_closed_and_the_count_is_bounded(room, pool):
+    rooms = [room("doc-example", pin=PIN) for _ in range(3)]
+    pool.idle_seconds, pool.max_sessions = 60, 2
+    for emulator in rooms:
+        fetch(pool, emulator.ports.websocket)
+    assert pool.open_sessions() == 2, "the least recently used session was closed"
+    pool.sweep(now=time.monotonic() + 61)
+    assert pool.open_sessions() == 0
+
+
+def test_credentials_are_part_of_the_session(room, pool):
+    emulator = room("doc-example", pin=PIN)
+    fetch(pool, emulator.ports.websocket)
+    with pytest.raises(CollectionError) as caught:
+        fetch(pool, emulator.ports.websocket, pin="00000000")
+    assert caught.value.reason is Reason.AUTH
+    assert "00000000" not in caught.value.message
+
+
+def test_close_all_closes_every_session(room, pool):
+    emulator = room("doc-example", pin=PIN)
+    fetch(pool, emulator.ports.websocket)
+    pool.close_all()
+    assert pool.open_sessions() == 0
+    fetch(pool, emulator.ports.websocket)
+    assert pool.logins == 2
+
+
+def test_the_pool_key_never_holds_the_pin():
+    assert PIN not in SessionPool.key("ws://10.0.0.1:8765", PIN)
+    assert SessionPool.key("ws://10.0.0.1:8765", PIN) != SessionPool.key("ws://10.0.0.1:8765", None)
