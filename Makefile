@@ -64,7 +64,7 @@ test-min: $(BIN)/.installed
 	$(MIN_BIN)/python -m pip install --quiet --upgrade pip
 	$(MIN_BIN)/python -m pip install --quiet -c $(MIN_VENV)/lowest.txt -e '.[test,emulator]'
 	@echo "lowest versions under test:" && $(MIN_BIN)/python -m pip list 2>/dev/null \
-	  | grep -iE '^(prometheus.client|websocket.client|websockets|click|pyyaml|bcrypt) '
+	  | grep -iE '^(prometheus.client|websocket.client|websockets|click|pyyaml|bcrypt|h11) '
 	$(MIN_BIN)/python -m pytest -p no:cacheprovider -m "($(FAST)) or smoke"
 
 ## test: the whole suite, as CI runs it: lint, every test, then the lowest dependency versions

@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,25 @@ def test_sighup_without_a_config_file_is_logged_and_ignored(processes):
     status, _, body = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")
     assert status == 200 and value(body.decode(), "trueconf_up") == 1
     assert exporter.alive()
+
+
+def test_sigterm_lets_a_scrape_in_progress_finish(processes):
+    """A rolling restart must not cut the scrape that is waiting on a slow Room."""
+    room = processes["emulator"](
+        "--scenario", "doc-example", "--fault", "slow-reply", "--slow-reply-seconds", "1.5"
+    )
+    exporter = processes["exporter"](
+        "--target", f"ws://127.0.0.1:{room.ports['websocket']}", "--timeout", "5"
+    )
+    answer: list[tuple[int, dict[str, str], bytes]] = []
+    scrape = threading.Thread(
+        target=lambda: answer.append(http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics"))
+    )
+    scrape.start()
+    time.sleep(0.5)  # the scrape is now waiting for the Room's reply
+    exporter.popen.send_signal(signal.SIGTERM)
+    scrape.join(10)
+    assert answer, "the scrape got an answer"
+    status, _, body = answer[0]
+    assert status == 200 and value(body.decode(), "trueconf_up") == 1
+    assert exporter.popen.wait(10) == 0

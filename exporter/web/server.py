@@ -72,6 +72,9 @@ LINGER_SECONDS = 1.0
 """After a refusal, how long the client's unread bytes are drained, so that closing does not reset the
 answer."""
 SHUTDOWN_GRACE_SECONDS = 2.0
+SHUTDOWN_DRAIN_SECONDS = 10.0
+"""On SIGTERM, how long answers already being computed (a scrape waiting on a slow Room) may still take to go
+out; no new connection is accepted meanwhile. Well inside systemd's and Kubernetes' stop timeouts."""
 REFUSAL_TEXTS = {400: "bad request\n", 431: "request headers too large\n"}
 
 
@@ -172,6 +175,9 @@ class HTTPServer:
         self._other_pool = ThreadPoolExecutor(OTHER_WORKERS, thread_name_prefix="http")
         self._open = 0
         self._collecting = 0
+        self._answering = 0
+        """Requests whose answer is being computed or sent: what a SIGTERM lets finish."""
+        self._accepting_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,6 +210,7 @@ class HTTPServer:
             loop.run_until_complete(loop.create_task(self._serve(loop)))
         finally:
             try:
+                loop.run_until_complete(self._finish_answers(SHUTDOWN_DRAIN_SECONDS))
                 tasks = asyncio.all_tasks(loop)
                 for task in tasks:
                     task.cancel()
@@ -212,6 +219,19 @@ class HTTPServer:
             finally:
                 loop.close()
                 self._done.set()
+
+    async def _finish_answers(self, seconds: float) -> None:
+        """Stop accepting, then give the answers in progress up to `seconds` to go out (SIGTERM, Ctrl-C)."""
+        if self._accepting_task is not None:
+            self._accepting_task.cancel()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        if self._answering:
+            log.info(
+                "stopping: letting the scrapes in progress finish", extra={"detail": f"{self._answering}"}
+            )
+        while self._answering and loop.time() < until:
+            await asyncio.sleep(0.02)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -234,7 +254,7 @@ class HTTPServer:
                 return
             self._loop, self._stop = loop, asyncio.Event()
             stop = self._stop
-        accepting = loop.create_task(self._accept_loop())
+        accepting = self._accepting_task = loop.create_task(self._accept_loop())
         try:
             await stop.wait()
         finally:
@@ -502,20 +522,24 @@ class _Connection:
     async def _answer(self, request: h11.Request, body: bytes) -> None:
         method = request.method.decode("ascii")
         head = method == "HEAD"
-        if self.plain_to_tls_port:
-            answer = _plain_answer(400, "Client sent an HTTP request to an HTTPS server.\n")
-            answer.headers.append(("Connection", "close"))
-        elif self.busy:
-            answer = _plain_answer(
-                503,
-                "too many connections; try again later\n",
-                ("Retry-After", "1"),
-                ("Connection", "close"),
-            )
-        else:
-            environ = self._environ(request, body, "GET" if head else method)
-            answer = await self.server.run_app(environ)
-        await self._send(answer, head)
+        self.server._answering += 1  # a SIGTERM now lets this answer go out (HTTPServer._finish_answers)
+        try:
+            if self.plain_to_tls_port:
+                answer = _plain_answer(400, "Client sent an HTTP request to an HTTPS server.\n")
+                answer.headers.append(("Connection", "close"))
+            elif self.busy:
+                answer = _plain_answer(
+                    503,
+                    "too many connections; try again later\n",
+                    ("Retry-After", "1"),
+                    ("Connection", "close"),
+                )
+            else:
+                environ = self._environ(request, body, "GET" if head else method)
+                answer = await self.server.run_app(environ)
+            await self._send(answer, head)
+        finally:
+            self.server._answering -= 1
         line = f"{method} {request.target.decode('latin-1')} HTTP/{request.http_version.decode('ascii')}"
         log.debug(f'http "{line}" {answer.status} {len(answer.body)}', extra={"address": self.peer})
 
