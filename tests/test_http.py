@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import platform
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +15,7 @@ from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import load_scenario
 from exporter.room import parse_target
 from exporter.web.app import ExporterApp, effective_timeout
-from exporter.web.server import make_http_server, parse_listen_address
+from exporter.web.server import parse_listen_address
 from exporter.web.settings import ExporterSettings
 from tests.exposition import names, samples, value
 from tests.processes import http_get
@@ -30,23 +29,15 @@ REQUEST_GAUGES = {
 
 
 @pytest.fixture
-def exporter():
+def exporter(serve_app):
     """Serve ExporterApp for the given target on a free loopback port; returns its base URL."""
-    servers = []
 
     def start(
         target: str, pin: str | None = None, timeout: float = 5.0, process_metrics: bool = False
     ) -> str:
-        settings = ExporterSettings(parse_target(target), pin, timeout, process_metrics)
-        server = make_http_server(ExporterApp(settings), "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return serve_app(ExporterApp(ExporterSettings(parse_target(target), pin, timeout, process_metrics)))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 def scrape(url: str, **headers: str) -> str:
@@ -95,7 +86,15 @@ def test_metrics_of_a_room_that_answers(room, exporter):
 def test_no_label_carries_a_file_name_peer_or_request_id(room, exporter):
     text = scrape(exporter(f"ws://127.0.0.1:{room('doc-example').ports.websocket}"))
     label_names = {name for _, labels in samples(text) for name, _ in labels}
-    assert label_names == {"status", "destination", "reason", "version", "revision", "python_version"}
+    assert label_names == {
+        "status",
+        "destination",
+        "reason",
+        "version",
+        "revision",
+        "python_version",
+        "method",
+    }
     for word in ("2.jpg", "820_1", "0d99602a", "some.server", "346234218"):
         assert word not in text
 

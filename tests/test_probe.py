@@ -33,23 +33,16 @@ def write_config(path: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def fleet_exporter(tmp_path):
+def fleet_exporter(tmp_path, serve_app):
     """Serve ExporterApp in multi-target mode for a config text; returns (base URL, ConfigHolder)."""
-    servers = []
 
     def start(config_text: str) -> tuple[str, ConfigHolder]:
         (tmp_path / "pin").write_text(ROOM_PIN)
         holder = ConfigHolder(write_config(tmp_path / "config.yml", config_text), default_timeout=5.0)
         settings = ExporterSettings(parse_target("ws://127.0.0.1:1"), None, 5.0)
-        server = make_http_server(ExporterApp(settings, holder), "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}", holder
+        return serve_app(ExporterApp(settings, holder)), holder
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 CONFIG = """
