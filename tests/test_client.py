@@ -14,7 +14,7 @@ from exporter.emulator.scenario import Scenario, load_scenario
 from exporter.room import Deadline, Reason, fetch_outgoing_requests, parse_target
 from exporter.room.errors import CollectionError
 from tests import raw_servers
-from tests.fault_reasons import FAULTS, SLOW_OR_HUGE
+from tests.fault_reasons import FAULTS, SLOW_OR_HUGE, TOLERATED
 
 DEADLINE_SLACK_SECONDS = 1.0
 """How far past its deadline a collection may return on a loaded CI machine (scheduling, not waiting)."""
@@ -110,6 +110,14 @@ def test_wrong_or_missing_pin_is_auth(room, given):
 )
 def test_misbehaving_room_gives_its_reason(room, fault, reason):
     assert reason_of(collect(ws(room("doc-example", fault=fault)), timeout=3)) is reason
+
+
+@pytest.mark.parametrize("fault", TOLERATED, ids=str)
+def test_a_tolerated_fault_is_up_with_zero_requests(room, fault):
+    collection = collect(ws(room("doc-example", fault=fault)), timeout=3)
+    assert collection.up
+    assert collection.snapshot.total == 0
+    assert collection.snapshot.malformed == 0
 
 
 @pytest.mark.parametrize("fault", [Fault.SILENT, Fault.NO_AUTH_REPLY, Fault.SLOW_REPLY])

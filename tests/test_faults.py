@@ -36,7 +36,7 @@ from exporter.room.errors import CollectionError
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from tests import raw_servers
 from tests.exposition import value
-from tests.fault_reasons import FAULTS
+from tests.fault_reasons import FAULTS, TOLERATED
 from tests.processes import Process, exporter_command, http_get, start_emulator, start_exporter
 
 pytestmark = pytest.mark.process
@@ -221,9 +221,26 @@ def test_ten_thousand_notifications_before_the_reply_are_skipped(rig: Rig) -> No
     assert rig.direct.alive()
 
 
+@pytest.mark.parametrize("fault", TOLERATED, ids=str)
+def test_a_tolerated_fault_is_up_with_zero_requests(rig: Rig, fault: Fault) -> None:
+    """What a real Room may send (reference §7) never makes it look down: a successful reply without its
+    list is zero requests, every label pair present."""
+    rig.settings.fault = fault
+    try:
+        text, _ = scrape(rig.url(rig.direct))
+    finally:
+        rig.settings.fault = Fault.NONE
+    assert value(text, "trueconf_up") == 1, text
+    assert value(text, "trueconf_scrape_error", reason="protocol") == 0
+    assert value(text, "trueconf_outgoing_file_requests", status="downloading", destination="peer") == 0
+    assert value(text, "trueconf_outgoing_file_requests_malformed") == 0
+    assert_doc_example(scrape(rig.url(rig.direct))[0])
+
+
 def test_every_fault_mode_of_the_emulator_is_covered() -> None:
     """A new fault mode must get its row here (or a test of its own), so none goes unproven."""
     covered = {fault for fault, _ in FAULTS} | {Fault.NONE, Fault.BAD_CONFIG_JSON, Fault.NOTIFICATION_FLOOD}
+    covered |= set(TOLERATED)
     assert set(Fault) == covered
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from importlib import resources
 
 import pytest
@@ -11,7 +12,10 @@ from exporter.room.file_requests import (
     DESTINATIONS,
     STATUSES,
     ReplyShapeError,
+    Snapshot,
+    aggregate,
     parse_entry,
+    parse_incoming_reply,
     parse_outgoing_reply,
 )
 
@@ -172,12 +176,97 @@ def test_a_room_clock_ahead_of_ours_never_gives_a_negative_age():
 @pytest.mark.parametrize(
     "reply",
     [
-        {"result": True},
-        {"result": True, "outgoingFilesRequests": None},
         {"result": True, "outgoingFilesRequests": {"a": 1}},
         {"result": True, "outgoingFilesRequests": "[]"},
+        {"result": True, "outgoingFilesRequests": 0},
+        {"result": True, "outgoingFilesRequests": False},
     ],
 )
-def test_a_reply_without_a_list_is_a_shape_error_not_zero_requests(reply):
-    with pytest.raises(ReplyShapeError):
+def test_a_list_that_is_not_a_list_is_a_shape_error_not_zero_requests(reply):
+    with pytest.raises(ReplyShapeError, match="not a list"):
         parse_outgoing_reply(reply)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"method": "getOutgoingFilesRequests", "result": True},
+        {"method": "getOutgoingFilesRequests", "result": True, "outgoingFilesRequests": None},
+    ],
+    ids=["missing", "null"],
+)
+def test_a_null_or_missing_list_on_a_success_is_zero_requests_logged_at_debug(reply, caplog):
+    """Reference §7: an idle Room may send its empty list so; it must not look down."""
+    with caplog.at_level(logging.DEBUG, logger="exporter.room.file_requests"):
+        snapshot = parse_outgoing_reply(reply)
+    assert snapshot == Snapshot()
+    assert snapshot.total == snapshot.entries == snapshot.malformed == 0
+    assert set(snapshot.counts) == {(s, d) for s in STATUSES for d in DESTINATIONS}
+    [record] = caplog.records
+    assert record.levelno == logging.DEBUG
+    assert "outgoingFilesRequests" in record.detail  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("entry", "size", "malformed"),
+    [
+        ({"status": 1, "fileSize": 700, "timestamp": 1659251271}, 700, False),
+        ({"status": 1, "size": None, "fileSize": 700, "timestamp": 1659251271}, 700, False),
+        ({"status": 1, "size": 5, "fileSize": 700, "timestamp": 1659251271}, 5, False),  # size wins
+        ({"status": 1, "size": "x", "fileSize": 700, "timestamp": 1659251271}, None, True),  # no fallback
+        ({"status": 1, "fileSize": "700", "timestamp": 1659251271}, None, True),
+    ],
+)
+def test_a_missing_size_falls_back_to_file_size(entry, size, malformed):
+    """Reference §6 and §7: `size` in the lists, `fileSize` everywhere else; read `size`, then `fileSize`."""
+    request = parse_entry(entry)
+    assert (request.size_bytes, request.malformed) == (size, malformed)
+    snapshot = aggregate([entry])
+    assert snapshot.size_bytes[("waiting", "peer")] == (size or 0)
+    assert snapshot.malformed == int(malformed)
+
+
+def test_incoming_requests_are_read_by_the_same_rules_with_milliseconds():
+    """Reference §5: entries like the outgoing ones, timestamps in milliseconds, no fileId."""
+    snapshot = parse_incoming_reply(
+        {
+            "method": "getIncomingFilesRequests",
+            "result": True,
+            "incomingFilesRequests": [
+                {"fileRequestId": "a", "fileName": "1.jpg", "status": 1, "size": 500,
+                 "timestamp": 1659251271123, "peerId": "820_1@some.server", "peerDn": "820_1"},
+                {"fileRequestId": "b", "fileName": "2.jpg", "status": 2, "size": 3200,
+                 "timestamp": 1659251384000, "confId": "000001703e81e38e@some.server#vcs"},
+            ],
+        }
+    )  # fmt: skip
+    assert snapshot.counts[("waiting", "peer")] == 1
+    assert snapshot.counts[("downloading", "conference")] == 1
+    assert snapshot.size_bytes[("downloading", "conference")] == 3200
+    assert snapshot.oldest_pending_created_at == {
+        "waiting": pytest.approx(1659251271.123),
+        "downloading": pytest.approx(1659251384.0),
+    }
+    assert parse_incoming_reply({"result": True}).total == 0
+    with pytest.raises(ReplyShapeError):
+        parse_incoming_reply({"result": True, "incomingFilesRequests": {}})
+
+
+def reference(entries: list) -> Snapshot:
+    """The per-entry rules applied one entry at a time: what `aggregate` must always equal."""
+    snapshot = Snapshot()
+    for entry in entries:
+        snapshot.add(parse_entry(entry))
+    return snapshot
+
+
+def test_the_fast_path_agrees_with_the_per_entry_rules_on_every_odd_value():
+    odd = [None, True, False, -1, 0, 1, 2, 3, 4, 2.0, 2.5, "2", 10**400, float("nan"), float("inf"), -(2**63)]
+    odd += [2**63 - 1, 2**63, 1e11, 1e11 + 1, 10**11 + 1, 1659251271, 1659251271123, "", [], {}]
+    entries = [{"status": v, "size": 1, "timestamp": 1000} for v in odd]
+    entries += [{"status": 1, "size": v, "timestamp": 1000} for v in odd]
+    entries += [{"status": 1, "fileSize": v, "timestamp": 1000} for v in odd]
+    entries += [{"status": 2, "size": 1, "timestamp": v} for v in odd]
+    entries += [{"status": 1, "size": 1, "timestamp": 5, "confId": v} for v in odd]
+    entries += [*odd, "entry", [1]]
+    assert aggregate(entries) == reference(entries)

@@ -1,15 +1,23 @@
-"""The model of an outgoing file request and the pure parsing of a Room's reply into a snapshot.
+"""The model of a file request and the pure parsing of a Room's list reply into a snapshot.
 
-No I/O happens here, so every quirk of the Room API (reference §4 and §6) is testable in microseconds:
-seconds-or-milliseconds timestamps, a missing `status` or `size`, a conference entry without `peerId`,
-entries that are not objects at all. Entries are independent: one bad entry never spoils the others.
+No I/O happens here, so every quirk of the Room API (reference §4 to §7) is testable in microseconds:
+seconds-or-milliseconds timestamps, a missing `status` or `size` (or a size sent as `fileSize`), a conference
+entry without `peerId`, entries that are not objects at all, a null or missing list on a successful reply.
+Entries are independent: one bad entry never spoils the others. The same rules serve the outgoing list
+(`getOutgoingFilesRequests`) and the incoming one (`getIncomingFilesRequests`, reference §5).
+
+`parse_entry` states the rules for one entry; `aggregate` applies the same rules to a whole list without
+building an object per entry, because on a large reply that per-entry work is most of a scrape's cost.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 STATUSES: tuple[str, ...] = ("failed", "waiting", "downloading", "processed", "unknown")
 """Every value of the `status` label, in the Room's numeric order, `unknown` last."""
@@ -18,7 +26,10 @@ PENDING_STATUSES: tuple[str, ...] = ("waiting", "downloading")
 """Statuses in which a transfer is still open (reference §4: status 1 or 2)."""
 
 DESTINATIONS: tuple[str, ...] = ("peer", "conference")
-"""Every value of the `destination` label."""
+"""Every value of the `destination` label (outgoing requests)."""
+
+SOURCES: tuple[str, ...] = DESTINATIONS
+"""Every value of the `source` label (incoming requests): the same two sides, seen from the receiving end."""
 
 _STATUS_BY_CODE: dict[int, str] = {0: "failed", 1: "waiting", 2: "downloading", 3: "processed"}
 
@@ -30,15 +41,19 @@ MAX_NUMBER = 2**63
 float range (or a sum of such) would make the whole exposition fail, so it counts as a defect instead."""
 
 REPLY_LIST_KEY = "outgoingFilesRequests"
+INCOMING_LIST_KEY = "incomingFilesRequests"
 
 
 class ReplyShapeError(ValueError):
-    """The reply has no list of requests where the reference says one must be."""
+    """The reply's list of requests is something other than a list (an object, a string, a number).
+
+    A null or missing list is not this error: a successful reply without one means zero requests (§7).
+    """
 
 
 @dataclass(frozen=True)
 class FileRequest:
-    """One entry of `getOutgoingFilesRequests`, reduced to what the metrics need.
+    """One entry of a request list, reduced to what the metrics need.
 
     `size_bytes` and `created_at` are None when the Room sent no usable value; `malformed` records that an
     entry had a defect, so the exporter can count defects without dropping the entry.
@@ -46,6 +61,7 @@ class FileRequest:
 
     status: str
     destination: str
+    """`peer` or `conference`: the recipient of an outgoing request, the source of an incoming one."""
     size_bytes: int | None
     created_at: float | None
     malformed: bool
@@ -53,7 +69,8 @@ class FileRequest:
 
 @dataclass
 class Snapshot:
-    """What one reply says, aggregated by (status, destination) with every label pair present."""
+    """What one reply says, aggregated by (status, side) with every label pair present; the side is `peer` or
+    `conference` (the destination of an outgoing request, the source of an incoming one)."""
 
     counts: dict[tuple[str, str], int] = field(
         default_factory=lambda: {(s, d): 0 for s in STATUSES for d in DESTINATIONS}
@@ -150,11 +167,13 @@ def parse_timestamp(value: Any) -> tuple[float | None, bool]:
 
 
 def parse_entry(entry: Any) -> FileRequest | None:
-    """One list entry, or None when it is not a JSON object."""
+    """One list entry, or None when it is not a JSON object. A `size` that is missing or null falls back to
+    `fileSize` (the key of the history and of every file notification, reference §6)."""
     if not isinstance(entry, dict):
         return None
     status, bad_status = parse_status(entry.get("status"))
-    size_bytes, bad_size = parse_size(entry.get("size"))
+    size = entry.get("size")
+    size_bytes, bad_size = parse_size(entry.get("fileSize") if size is None else size)
     created_at, bad_timestamp = parse_timestamp(entry.get("timestamp"))
     destination = "conference" if entry.get("confId") not in (None, "") else "peer"
     return FileRequest(
@@ -166,16 +185,109 @@ def parse_entry(entry: Any) -> FileRequest | None:
     )
 
 
-def parse_outgoing_reply(reply: dict[str, Any]) -> Snapshot:
-    """Aggregate a successful `getOutgoingFilesRequests` reply.
+_STATUS_INDEX: dict[str, int] = {status: index for index, status in enumerate(STATUSES)}
+_SIDES = len(DESTINATIONS)
+_WAITING = _STATUS_INDEX["waiting"]
+_DOWNLOADING = _STATUS_INDEX["downloading"]
+# The fast path takes a status code as its index into STATUSES: code n must be STATUSES[n].
+assert all(STATUSES[code] == label for code, label in _STATUS_BY_CODE.items())
+assert set(_STATUS_BY_CODE) == set(range(len(_STATUS_BY_CODE)))
+assert (STATUSES[_WAITING], STATUSES[_DOWNLOADING]) == PENDING_STATUSES
 
-    Raises ReplyShapeError when the list is missing or is not a list: that is a protocol fault, not zero
-    requests.
+
+def aggregate(entries: list[Any]) -> Snapshot:
+    """The snapshot of a list of entries: exactly what `Snapshot.add(parse_entry(e))` for each entry gives.
+
+    The documented shapes (an integer status 0..3, a non-negative integer size, an integer timestamp in
+    seconds or milliseconds) take a fast path of a few comparisons on local variables; anything else goes
+    through the parse_* functions, so the two paths cannot disagree on an odd value. Tallies are kept in
+    flat lists indexed by status * 2 + side and turned into the snapshot's dictionaries once at the end.
     """
-    entries = reply.get(REPLY_LIST_KEY)
-    if not isinstance(entries, list):
-        raise ReplyShapeError(f"reply has no {REPLY_LIST_KEY!r} list")
-    snapshot = Snapshot()
+    cells = len(STATUSES) * _SIDES
+    counts = [0] * cells
+    sizes = [0] * cells
+    oldest_waiting = math.inf
+    oldest_downloading = math.inf
+    malformed = 0
+    largest_code = len(_STATUS_BY_CODE) - 1
     for entry in entries:
-        snapshot.add(parse_entry(entry))
-    return snapshot
+        if type(entry) is not dict and not isinstance(entry, dict):
+            malformed += 1
+            continue
+        get = entry.get
+        status = get("status")
+        if type(status) is int and 0 <= status <= largest_code:
+            defect = False
+        else:
+            label, defect = parse_status(status)
+            status = _STATUS_INDEX[label]
+        size = get("size")
+        if size is None:
+            size = get("fileSize")
+        if type(size) is not int or not 0 <= size < MAX_NUMBER:
+            size, bad = parse_size(size)
+            defect = defect or bad
+            size = size or 0
+        timestamp = get("timestamp")
+        if type(timestamp) is int and 0 < timestamp < MAX_NUMBER:
+            created: float | None = timestamp / 1000.0 if timestamp > MILLISECONDS_THRESHOLD else timestamp
+        else:
+            created, bad = parse_timestamp(timestamp)
+            defect = defect or bad
+        conference = get("confId")
+        cell = status * _SIDES + (conference is not None and conference != "")
+        counts[cell] += 1
+        sizes[cell] += size
+        if defect:
+            malformed += 1
+        if created is not None:
+            if status == _WAITING and created < oldest_waiting:
+                oldest_waiting = created
+            elif status == _DOWNLOADING and created < oldest_downloading:
+                oldest_downloading = created
+    keys = [(status, side) for status in STATUSES for side in DESTINATIONS]
+    return Snapshot(
+        counts=dict(zip(keys, counts, strict=True)),
+        size_bytes=dict(zip(keys, sizes, strict=True)),
+        oldest_pending_created_at={
+            STATUSES[_WAITING]: None if oldest_waiting == math.inf else float(oldest_waiting),
+            STATUSES[_DOWNLOADING]: None if oldest_downloading == math.inf else float(oldest_downloading),
+        },
+        malformed=malformed,
+        entries=len(entries),
+    )
+
+
+def parse_list_reply(reply: dict[str, Any], key: str) -> Snapshot:
+    """Aggregate the list under `key` of a successful reply (the caller has checked `result`).
+
+    A null or missing list is zero entries (reference §7: an idle Room may send an empty list so), logged at
+    debug. Raises ReplyShapeError when the list is there but is not a list: that is a protocol fault, not
+    zero requests.
+    """
+    entries = reply.get(key)
+    if entries is None:
+        log.debug(
+            "a successful reply without a list: zero entries",
+            extra={"detail": f"{reply.get('method')}: {key!r} is {'null' if key in reply else 'missing'}"},
+        )
+        return Snapshot()
+    if not isinstance(entries, list):
+        raise ReplyShapeError(f"reply's {key!r} is a JSON {_json_type(entries)}, not a list")
+    return aggregate(entries)
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", str: "string", bool: "boolean", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def parse_outgoing_reply(reply: dict[str, Any]) -> Snapshot:
+    """Aggregate a successful `getOutgoingFilesRequests` reply (see parse_list_reply)."""
+    return parse_list_reply(reply, REPLY_LIST_KEY)
+
+
+def parse_incoming_reply(reply: dict[str, Any]) -> Snapshot:
+    """Aggregate a successful `getIncomingFilesRequests` reply (see parse_list_reply); timestamps there are
+    milliseconds in the reference's example, which the seconds-or-milliseconds rule already handles."""
+    return parse_list_reply(reply, INCOMING_LIST_KEY)

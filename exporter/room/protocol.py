@@ -1,16 +1,20 @@
 """The Room's JSON message rules (reference §2), free of I/O.
 
 A message with `method == "event"` is a notification; anything else is a reply. Replies are matched by
-`requestId`, falling back to `method` when the Room leaves `requestId` empty. A reply failed when `result`
-is not `true` or when it carries an `error`.
+`requestId`, falling back to `method` when the Room leaves `requestId` empty. A reply succeeded when and only
+when `result` is `true` (reference §7: vendor clients look at `result` alone); an `error` key on a success is
+logged at debug, never turned into a failure.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from exporter.room.errors import CollectionError, Reason
+
+log = logging.getLogger(__name__)
 
 EVENT_METHOD = "event"
 
@@ -50,8 +54,14 @@ def is_reply_to(message: dict[str, Any], method: str, request_id: str) -> bool:
 
 
 def failure_text(reply: dict[str, Any]) -> str | None:
-    """Why a reply failed, or None when it succeeded. The Room's own words where it gave any."""
-    if reply.get("result") is True and "error" not in reply:
+    """Why a reply failed, or None when it succeeded (`result` is `true`, whatever else the reply carries).
+    The Room's own words where it gave any."""
+    if reply.get("result") is True:
+        if "error" in reply:
+            log.debug(
+                "a successful reply carries an error key; success is decided by result alone",
+                extra={"detail": f"{str(reply.get('method'))[:50]}: {str(reply['error'])[:200]}"},
+            )
         return None
     parts = []
     if "error" in reply:
