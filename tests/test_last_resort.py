@@ -61,7 +61,7 @@ def exporter_for(room, serve_app):
 
 
 def test_a_bug_while_collecting_is_reason_internal_and_one_error_line(room, monkeypatch, caplog):
-    monkeypatch.setattr(collection_module, "parse_outgoing_reply", explode)
+    monkeypatch.setattr(collection_module, "parse_room", explode)
     emulator = room("doc-example")
     with caplog.at_level(logging.WARNING):
         collection = collect_room(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None, 5.0)
@@ -86,7 +86,7 @@ def test_a_bug_while_building_metrics_is_reason_internal_with_http_200(exporter_
 
 @pytest.mark.parametrize("formatter", [LogfmtFormatter(), JsonFormatter()], ids=["logfmt", "json"])
 def test_the_error_line_carries_the_traceback_on_one_line(formatter, room, monkeypatch, caplog):
-    monkeypatch.setattr(collection_module, "parse_outgoing_reply", explode)
+    monkeypatch.setattr(collection_module, "parse_room", explode)
     emulator = room("doc-example")
     with caplog.at_level(logging.ERROR):
         collect_room(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None, 5.0)
@@ -122,7 +122,7 @@ import exporter.collect.collection as collection
 def explode(*args, **kwargs):
     raise RuntimeError({INJECTED!r})
 
-collection.parse_outgoing_reply = explode
+collection.parse_room = explode
 """
 
 

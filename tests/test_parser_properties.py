@@ -1,6 +1,7 @@
-"""Property-based tests of the reply parser: whatever JSON a Room sends, the parser never raises (except the
-documented ReplyShapeError for a missing list), its counts always add up to the entries, and the metrics
-built from its snapshot can always be written out.
+"""Property-based tests of the reply parsers: whatever JSON a Room sends, the parser never raises (except the
+documented ReplyShapeError for a list that is not a list), its counts always add up to the entries, the fast
+aggregation always equals the per-entry rules, and the metrics built from a snapshot or a whole picture of
+the Room (incoming requests, availability, app state, version) can always be written out.
 
 Examples Hypothesis found that once failed are kept as `@example`s, so they run on every test run.
 Budgets are modest for a 2-core CI machine: 150 examples per property, no per-example deadline.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -23,11 +25,23 @@ from exporter.room import parse_target, protocol
 from exporter.room.errors import CollectionError, Reason
 from exporter.room.file_requests import (
     DESTINATIONS,
+    INCOMING_LIST_KEY,
     REPLY_LIST_KEY,
     STATUSES,
     ReplyShapeError,
+    Snapshot,
+    aggregate,
     parse_entry,
+    parse_incoming_reply,
     parse_outgoing_reply,
+)
+from exporter.room.picture import (
+    APP_STATES,
+    AVAILABILITY_STATES,
+    OPTIONAL_METHODS,
+    OUTGOING_METHOD,
+    RoomPicture,
+    parse_room,
 )
 
 PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -87,6 +101,7 @@ JUNK = st.recursive(
 FIELD_KEYS = [
     "status",
     "size",
+    "fileSize",
     "timestamp",
     "confId",
     "peerId",
@@ -109,23 +124,33 @@ def entries(draw: st.DrawFn) -> Any:
 
 
 @st.composite
-def replies(draw: st.DrawFn) -> dict[str, Any]:
-    """A reply object: a list of entries most of the time, otherwise a missing or wrongly typed list."""
+def replies(draw: st.DrawFn, key: str = REPLY_LIST_KEY) -> dict[str, Any]:
+    """A reply object: a list of entries most of the time, otherwise a missing, null or wrongly typed list."""
     reply: dict[str, Any] = draw(st.dictionaries(st.text(max_size=8), JUNK, max_size=3))
     reply.update({"method": "getOutgoingFilesRequests", "result": draw(st.sampled_from([True, 1, "true"]))})
     shape = draw(st.integers(0, 9))
     if shape == 0:
-        reply.pop(REPLY_LIST_KEY, None)
+        reply.pop(key, None)
     elif shape == 1:
-        reply[REPLY_LIST_KEY] = draw(JUNK.filter(lambda value: not isinstance(value, list)))
+        reply[key] = draw(JUNK.filter(lambda value: not isinstance(value, list)))
     else:
-        reply[REPLY_LIST_KEY] = draw(st.lists(entries(), max_size=12))
+        reply[key] = draw(st.lists(entries(), max_size=12))
     return reply
 
 
-def metrics_text(snapshot: Any) -> str:
-    """The exposition a scrape would send for this snapshot."""
-    collection = Collection(parse_target("ws://127.0.0.1:8765"), 0.01, 1_700_000_000.0, snapshot=snapshot)
+def reference(listed: list[Any]) -> Snapshot:
+    """The per-entry rules, one entry at a time."""
+    snapshot = Snapshot()
+    for entry in listed:
+        snapshot.add(parse_entry(entry))
+    return snapshot
+
+
+def metrics_text(snapshot: Any, picture: RoomPicture | None = None) -> str:
+    """The exposition a scrape would send for this snapshot (and this picture of the Room, when given)."""
+    collection = Collection(
+        parse_target("ws://127.0.0.1:8765"), 0.01, 1_700_000_000.0, snapshot=snapshot, picture=picture
+    )
 
     class One:
         def collect(self) -> Any:
@@ -143,13 +168,29 @@ def metrics_text(snapshot: Any) -> str:
 @example({REPLY_LIST_KEY: [{"status": 2, "size": 1.7976931348623157e308}, {"status": 2, "size": 1e308}]})
 @example({REPLY_LIST_KEY: [{"status": 1, "timestamp": 1.7976931348623157e308}]})
 def test_parser_never_raises_and_counts_add_up(reply: dict[str, Any]) -> None:
-    listed = reply.get(REPLY_LIST_KEY)
+    check_counts_add_up(reply, REPLY_LIST_KEY, parse_outgoing_reply)
+
+
+@PROPERTY_SETTINGS
+@given(replies(INCOMING_LIST_KEY))
+@example({INCOMING_LIST_KEY: None})
+@example({INCOMING_LIST_KEY: [{"status": 1, "timestamp": 10**400, "fileSize": 10**308}]})
+def test_incoming_parser_never_raises_and_counts_add_up(reply: dict[str, Any]) -> None:
+    check_counts_add_up(reply, INCOMING_LIST_KEY, parse_incoming_reply)
+
+
+def check_counts_add_up(reply: dict[str, Any], key: str, parse: Callable[[dict[str, Any]], Snapshot]) -> None:
+    listed = reply.get(key)
     try:
-        snapshot = parse_outgoing_reply(reply)
+        snapshot = parse(reply)
     except ReplyShapeError:
-        assert not isinstance(listed, list)
+        assert listed is not None and not isinstance(listed, list)
+        return
+    if listed is None:  # a null or missing list on a success is zero requests (reference §7)
+        assert snapshot == Snapshot()
         return
     assert isinstance(listed, list)
+    assert snapshot == reference(listed)
     not_objects = sum(1 for entry in listed if not isinstance(entry, dict))
     assert snapshot.entries == len(listed)
     assert snapshot.total + not_objects == len(listed)
@@ -173,6 +214,15 @@ def test_metrics_of_any_snapshot_can_be_written_and_read_back(reply: dict[str, A
     text = metrics_text(snapshot)
     values = [sample.value for family in text_string_to_metric_families(text) for sample in family.samples]
     assert all(math.isfinite(v) and v >= 0 for v in values), text
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(entries() | st.deferred(lambda: VALID_ENTRIES), max_size=40))
+@example([{"status": 2, "size": None, "fileSize": 2**63 - 1}, {"status": 2, "fileSize": 2**63}])
+@example([{"status": 1, "timestamp": 100_000_000_001}, {"status": 1, "timestamp": 100_000_000_000.5}])
+@example([{"status": 1, "timestamp": True}, {"status": 4, "confId": 0}, {"status": 3, "confId": ""}])
+def test_the_fast_aggregation_always_equals_the_per_entry_rules(listed: list[Any]) -> None:
+    assert aggregate(listed) == reference(listed)
 
 
 @PROPERTY_SETTINGS
@@ -252,3 +302,88 @@ def test_any_text_decodes_to_an_object_or_a_protocol_error(text: str) -> None:
         assert error.reason is Reason.PROTOCOL
         return
     assert isinstance(message, dict)
+
+
+OPTIONAL_REPLIES: dict[str, Any] = {
+    "getIncomingFilesRequests": replies(INCOMING_LIST_KEY),
+    "getFileTransferAvailability": st.fixed_dictionaries(
+        {}, optional={"availability": SCALARS | JUNK, "available": SCALARS | JUNK}
+    ),
+    "getAppState": st.fixed_dictionaries({}, optional={"appState": SCALARS | JUNK}),
+    "getSystemInfo": st.fixed_dictionaries(
+        {},
+        optional={
+            "productInfo": st.fixed_dictionaries(
+                {},
+                optional={
+                    part: SCALARS | JUNK | st.integers(0, 99)
+                    for part in ("major", "minor", "revision", "build")
+                },
+            )
+            | JUNK
+        },
+    ),
+}
+
+
+@st.composite
+def scrapes(draw: st.DrawFn) -> tuple[dict[str, dict[str, Any]], tuple[str, ...]]:
+    """What a scrape asked and what came back: a good outgoing reply, and any optional method asked may be
+    unanswered, refused, or answered with anything at all."""
+    asked = (OUTGOING_METHOD, *draw(st.lists(st.sampled_from(OPTIONAL_METHODS), unique=True)))
+    answers: dict[str, dict[str, Any]] = {
+        OUTGOING_METHOD: {"result": True, REPLY_LIST_KEY: draw(st.lists(VALID_ENTRIES, max_size=5))}
+    }
+    for method in asked[1:]:
+        fate = draw(st.integers(0, 5))
+        if fate == 0:
+            continue  # no reply in time
+        reply = dict(draw(OPTIONAL_REPLIES[method]))
+        reply.update(
+            {"method": method, "result": True if fate > 1 else draw(SCALARS | st.just(False))},
+        )
+        if draw(st.booleans()):
+            reply["error"] = draw(SCALARS)
+        answers[method] = reply
+    return answers, asked
+
+
+@PROPERTY_SETTINGS
+@given(scrapes(), st.none() | st.just("4.3.0.1"))
+@example(
+    (
+        {
+            OUTGOING_METHOD: {"result": True},
+            "getSystemInfo": {
+                "result": True,
+                "productInfo": {"major": 10**400, "minor": 1, "revision": 1, "build": 1},
+            },
+            "getAppState": {"result": True, "appState": float("nan")},
+            "getFileTransferAvailability": {"result": True, "availability": 1e308},
+        },
+        (OUTGOING_METHOD, "getSystemInfo", "getAppState", "getFileTransferAvailability"),
+    ),
+    None,
+)
+def test_optional_methods_never_fail_the_scrape_and_their_metrics_can_be_written(
+    scrape: tuple[dict[str, dict[str, Any]], tuple[str, ...]], known_version: str | None
+) -> None:
+    answers, asked = scrape
+    picture = parse_room(answers, asked, 1_700_000_000.0, known_version=known_version)
+    assert list(picture.method_success) == list(asked)
+    assert picture.method_success[OUTGOING_METHOD] is True
+    for method, succeeded in picture.method_success.items():
+        if succeeded:
+            assert method in answers and answers[method].get("result") is True
+    assert picture.availability is None or picture.availability in AVAILABILITY_STATES
+    assert picture.app_state is None or picture.app_state in APP_STATES
+    if picture.version is not None and picture.version != known_version:
+        assert all(part.isdigit() and len(part) <= 9 for part in picture.version.split("."))
+        assert len(picture.version.split(".")) == 4
+    text = metrics_text(picture.outgoing, picture)
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    for name in ("trueconf_file_transfer_availability", "trueconf_room_app_state"):
+        if name in families:
+            assert sum(sample.value for sample in families[name].samples) == 1, text
+    values = [sample.value for family in families.values() for sample in family.samples]
+    assert all(math.isfinite(v) and v >= 0 for v in values), text

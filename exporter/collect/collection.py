@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass
 
 from exporter.room import CollectionError, Deadline, Reason, RoomTarget, fetch_outgoing_requests
-from exporter.room.file_requests import ReplyShapeError, Snapshot, parse_outgoing_reply
+from exporter.room.file_requests import ReplyShapeError, Snapshot
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.room.picture import OUTGOING_METHOD, RoomPicture, parse_room
 from exporter.room.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -20,13 +21,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Collection:
-    """What one scrape learnt about one Room: a snapshot when it answered, otherwise the failure."""
+    """What one scrape learnt about one Room: a snapshot when it answered, otherwise the failure.
+
+    `snapshot` is the outgoing requests (what decides `trueconf_up`); `picture` is everything the scrape
+    learnt, that snapshot included, when it came from `parse_room` (None when down, and in collections made
+    by hand from a snapshot alone).
+    """
 
     target: RoomTarget
     duration_seconds: float
     collected_at: float
     snapshot: Snapshot | None = None
     error: CollectionError | None = None
+    picture: RoomPicture | None = None
 
     @property
     def up(self) -> bool:
@@ -48,7 +55,7 @@ def collect_room(
     trace = trace or Trace(deadline.started)
     try:
         reply = fetch_outgoing_requests(target, pin, deadline, max_message_bytes, trace)
-        snapshot = parse_outgoing_reply(reply)
+        picture = parse_room({OUTGOING_METHOD: reply}, (OUTGOING_METHOD,), time.time())
     except CollectionError as error:
         trace.step("failed", f"reason {error.reason}: {error.message}")
         return _failed(target, deadline, error)
@@ -59,21 +66,40 @@ def collect_room(
         log_internal_error("collection", target)
         trace.step("failed", f"reason {Reason.INTERNAL}: {INTERNAL_ERROR.message}")
         return _failed(target, deadline, INTERNAL_ERROR, logged=True)
-    summary = (
-        f"{snapshot.total} outgoing requests, {snapshot.pending} pending, {snapshot.malformed} malformed"
-    )
+    summary = picture_summary(picture)
     trace.step("parse", summary)
     collection = Collection(
         target=target,
         duration_seconds=time.monotonic() - deadline.started,
-        collected_at=time.time(),
-        snapshot=snapshot,
+        collected_at=picture.collected_at,
+        snapshot=picture.outgoing,
+        picture=picture,
     )
     log.debug(
         "collection succeeded",
         extra={"target": str(target), "detail": f"{collection.duration_seconds * 1000:.1f} ms: {summary}"},
     )
     return collection
+
+
+def picture_summary(picture: RoomPicture) -> str:
+    """One line for the trace and the debug log: the requests, then whatever optional parts are known."""
+    outgoing = picture.outgoing
+    parts = [
+        f"{outgoing.total} outgoing requests, {outgoing.pending} pending, {outgoing.malformed} malformed"
+    ]
+    if picture.incoming is not None:
+        parts.append(f"{picture.incoming.total} incoming requests, {picture.incoming.pending} pending")
+    if picture.availability is not None:
+        parts.append(f"file transfer {picture.availability}")
+    if picture.app_state is not None:
+        parts.append(f"app state {picture.app_state}")
+    if picture.version is not None:
+        parts.append(f"version {picture.version}")
+    failed = [method for method, succeeded in picture.method_success.items() if not succeeded]
+    if failed:
+        parts.append("no answer read from " + ", ".join(failed))
+    return "; ".join(parts)
 
 
 INTERNAL_ERROR = CollectionError(Reason.INTERNAL, "an unexpected error inside the exporter; see its log")

@@ -11,9 +11,20 @@ overlapping scrapes never share state. Sample exposition for a Room that answere
     trueconf_outgoing_file_requests_oldest_pending_age_seconds{status="downloading"} 1.2e+08
     trueconf_outgoing_file_requests_oldest_pending_timestamp_seconds{status="downloading"} 1.659251271e+09
     trueconf_outgoing_file_requests_malformed 0
+    trueconf_scrape_method_success{method="getOutgoingFilesRequests"} 1      (one series per method asked)
+
+and, when the scrape asked the optional methods and the Room answered them (reference §5):
+
+    trueconf_incoming_file_requests{source="peer",status="waiting"} 1           (every status x source)
+    trueconf_incoming_file_requests_size_bytes{source="peer",status="waiting"} 500
+    trueconf_incoming_file_requests_oldest_pending_age_seconds{status="waiting"} 12.5
+    trueconf_file_transfer_availability{state="available"} 1                   (every state, one at 1)
+    trueconf_room_app_state{state="ready"} 1                                   (every state, one at 1)
+    trueconf_room_info{version="5.0.2.17"} 1
 
 For a Room that did not answer, only `trueconf_up 0`, the duration and `trueconf_scrape_error` are exposed:
-zeros for the request gauges would lie.
+zeros for the request gauges would lie. Likewise the families of an optional method are absent when it was
+not asked or failed this scrape (its `trueconf_scrape_method_success` says which).
 """
 
 from __future__ import annotations
@@ -27,10 +38,12 @@ from prometheus_client.registry import Collector
 from exporter.build import build_labels
 from exporter.collect.collection import INTERNAL_ERROR, Collection, log_internal_error
 from exporter.room import Reason
-from exporter.room.file_requests import DESTINATIONS, PENDING_STATUSES, STATUSES, Snapshot
+from exporter.room.file_requests import DESTINATIONS, PENDING_STATUSES, SOURCES, STATUSES, Snapshot
+from exporter.room.picture import APP_STATES, AVAILABILITY_STATES, RoomPicture
 
 PREFIX = "trueconf"
 REQUESTS = f"{PREFIX}_outgoing_file_requests"
+INCOMING = f"{PREFIX}_incoming_file_requests"
 
 
 class RoomCollector(Collector):
@@ -51,7 +64,7 @@ class RoomCollector(Collector):
             log_internal_error("the metrics of a collection", collection.target)
             families = list(
                 collection_metrics(
-                    replace(collection, snapshot=None, error=INTERNAL_ERROR),
+                    replace(collection, snapshot=None, picture=None, error=INTERNAL_ERROR),
                 )
             )
         yield from families
@@ -97,6 +110,8 @@ def collection_metrics(collection: Collection) -> Iterator[Metric]:
     yield errors
     if collection.snapshot is not None:
         yield from snapshot_metrics(collection.snapshot, collection.collected_at)
+    if collection.snapshot is not None and collection.picture is not None:
+        yield from picture_metrics(collection.picture)
 
 
 def snapshot_metrics(snapshot: Snapshot, now: float) -> Iterator[Metric]:
@@ -142,3 +157,84 @@ def snapshot_metrics(snapshot: Snapshot, now: float) -> Iterator[Metric]:
         "or not an object).",
         value=snapshot.malformed,
     )
+
+
+def picture_metrics(picture: RoomPicture) -> Iterator[Metric]:
+    """The families of the optional methods (reference §5), each only when its method answered this scrape,
+    and the success of every method asked."""
+    success = GaugeMetricFamily(
+        f"{PREFIX}_scrape_method_success",
+        "1 if the Room answered this API method successfully in this scrape, 0 if it refused it, did not "
+        "know it, answered in an unreadable shape or not in time; one series per method asked. Only "
+        "getOutgoingFilesRequests decides trueconf_up; another method's families are absent while it fails.",
+        labels=["method"],
+    )
+    for method, succeeded in picture.method_success.items():
+        success.add_metric([method], int(succeeded))
+    yield success
+    if picture.incoming is not None:
+        yield from incoming_metrics(picture.incoming, picture.collected_at)
+    if picture.availability is not None:
+        yield state_set(
+            f"{PREFIX}_file_transfer_availability",
+            "Whether the Room may transfer files at all (getFileTransferAvailability): 1 for its current "
+            "state, 0 for the others. Tells 'no transfers' apart from 'forbidden by the server or the "
+            "licence' or 'not logged in to a server'.",
+            AVAILABILITY_STATES,
+            picture.availability,
+        )
+    if picture.app_state is not None:
+        yield state_set(
+            f"{PREFIX}_room_app_state",
+            "The Room application's state (getAppState): 1 for the current one, 0 for the others. A Room "
+            "without its server or not logged in cannot send or receive files.",
+            APP_STATES,
+            picture.app_state,
+        )
+    if picture.version is not None:
+        info = GaugeMetricFamily(
+            f"{PREFIX}_room_info",
+            "A constant 1 labelled by the Room's version (getSystemInfo productInfo, "
+            "major.minor.revision.build); getOutgoingFilesRequests needs 4.1 or later.",
+            labels=["version"],
+        )
+        info.add_metric([picture.version], 1)
+        yield info
+
+
+def incoming_metrics(snapshot: Snapshot, now: float) -> Iterator[Metric]:
+    """The incoming request gauges (getIncomingFilesRequests), by the outgoing rules: every label pair
+    present, zeros included; the age is 0 when there is none and never negative."""
+    counts = GaugeMetricFamily(
+        INCOMING,
+        "Incoming file requests the Room lists, by status and source (a peer or a group conference).",
+        labels=["status", "source"],
+    )
+    sizes = GaugeMetricFamily(
+        f"{INCOMING}_size_bytes",
+        "Sum of the sizes of the incoming file requests, by status and source.",
+        labels=["status", "source"],
+    )
+    for status in STATUSES:
+        for source in SOURCES:
+            counts.add_metric([status, source], snapshot.counts[(status, source)])
+            sizes.add_metric([status, source], snapshot.size_bytes[(status, source)])
+    yield counts
+    yield sizes
+    ages = GaugeMetricFamily(
+        f"{INCOMING}_oldest_pending_age_seconds",
+        "Age of the oldest incoming request in this status (waiting for this Room's answer, or downloading), "
+        "computed at scrape time against the exporter's clock; 0 when there is none.",
+        labels=["status"],
+    )
+    for status in PENDING_STATUSES:
+        ages.add_metric([status], snapshot.oldest_pending_age(status, now))
+    yield ages
+
+
+def state_set(name: str, documentation: str, states: tuple[str, ...], current: str) -> GaugeMetricFamily:
+    """A gauge with one series per state, the current one at 1 and every other at 0."""
+    family = GaugeMetricFamily(name, documentation, labels=["state"])
+    for state in states:
+        family.add_metric([state], int(state == current))
+    return family

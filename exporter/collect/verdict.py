@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exporter.collect.collection import Collection
 from exporter.room.errors import REASON_HINTS, sentence
+from exporter.room.picture import RoomPicture
 
 
 def human_duration(seconds: float) -> str:
@@ -33,4 +34,28 @@ def verdict(collection: Collection) -> str:
             parts.append(f"oldest {status} {human_duration(age)}")
     if snapshot.malformed:
         parts.append(f"{snapshot.malformed} malformed entries")
+    if collection.picture is not None:
+        parts.extend(picture_parts(collection.picture))
     return ", ".join(parts)
+
+
+AVAILABILITY_WORDS: dict[str, str] = {
+    "forbidden_by_server": "file transfer forbidden by the server",
+    "forbidden_by_license": "file transfer forbidden by the licence",
+    "server_login_required": "file transfer waits for a login to a server",
+    "available": "file transfer available",
+}
+
+
+def picture_parts(picture: RoomPicture) -> list[str]:
+    """The optional parts of the verdict, each only when this scrape (or the session) learnt it."""
+    parts = []
+    if picture.incoming is not None:
+        parts.append(f"{picture.incoming.total} incoming requests ({picture.incoming.pending} pending)")
+    if picture.availability is not None:
+        parts.append(AVAILABILITY_WORDS.get(picture.availability, "file transfer availability unknown"))
+    if picture.app_state is not None:
+        parts.append(f"app state {picture.app_state.replace('_', ' ')}")
+    if picture.version is not None:
+        parts.append(f"Room version {picture.version}")
+    return parts

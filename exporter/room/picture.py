@@ -1,0 +1,241 @@
+"""The Room's whole file-transfer picture from the replies of one scrape, free of I/O.
+
+One scrape sends several requests together (reference §5): `getOutgoingFilesRequests` always, and some of
+`getIncomingFilesRequests`, `getFileTransferAvailability`, `getAppState` and `getSystemInfo`. Only the
+outgoing reply decides whether the Room is up: a failed or malformed outgoing reply raises, exactly as when
+it was the only request. An optional method that the Room refuses, does not know, answers in a shape this
+exporter cannot read, or does not answer in time costs only its own families (and shows as
+`trueconf_scrape_method_success{method} 0`); it never makes the Room look down (reference §7).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.room import protocol
+from exporter.room.errors import CollectionError, Reason
+from exporter.room.file_requests import ReplyShapeError, Snapshot, parse_incoming_reply, parse_outgoing_reply
+
+log = logging.getLogger(__name__)
+
+OUTGOING_METHOD = "getOutgoingFilesRequests"
+INCOMING_METHOD = "getIncomingFilesRequests"
+AVAILABILITY_METHOD = "getFileTransferAvailability"
+APP_STATE_METHOD = "getAppState"
+SYSTEM_INFO_METHOD = "getSystemInfo"
+
+OPTIONAL_METHODS: tuple[str, ...] = (
+    INCOMING_METHOD,
+    AVAILABILITY_METHOD,
+    APP_STATE_METHOD,
+    SYSTEM_INFO_METHOD,
+)
+"""The methods a scrape may ask besides getOutgoingFilesRequests, in the order they are sent."""
+
+UNKNOWN = "unknown"
+
+AVAILABILITY_STATES: tuple[str, ...] = (
+    "forbidden_by_server",
+    "forbidden_by_license",
+    "server_login_required",
+    "available",
+    UNKNOWN,
+)
+"""Every value of `trueconf_file_transfer_availability`'s `state` label: codes 0..3, then `unknown`."""
+
+APP_STATES: tuple[str, ...] = (
+    "no_server",
+    "connecting",
+    "login_required",
+    "ready",
+    "calling",
+    "in_conference",
+    "ending_conference",
+    UNKNOWN,
+)
+"""Every value of `trueconf_room_app_state`'s `state` label: `appState` 0..6 in order, then `unknown`."""
+
+VERSION_PARTS: tuple[str, ...] = ("major", "minor", "revision", "build")
+"""The keys of `productInfo` that make the version, in the order they are joined."""
+
+MAX_VERSION_PART_DIGITS = 9
+"""A version part longer than this is no real version: the label would be unbounded, so it is refused."""
+
+
+class ShapeError(ValueError):
+    """A successful optional reply that does not hold what the reference says it holds."""
+
+
+@dataclass(frozen=True)
+class RoomPicture:
+    """What one scrape learnt from a Room that answered `getOutgoingFilesRequests`.
+
+    Every optional part is None when its method was not asked this scrape, failed, or was unreadable.
+    `version` may also come from earlier in the session (`parse_room`'s `known_version`), since the version
+    is asked once per session. `method_success` has one entry per method asked this scrape, in asking order.
+    `collected_at` is the exporter's clock (Unix seconds) that ages are computed against.
+    """
+
+    outgoing: Snapshot
+    collected_at: float
+    incoming: Snapshot | None = None
+    availability: str | None = None
+    app_state: str | None = None
+    version: str | None = None
+    method_success: Mapping[str, bool] = field(default_factory=dict)
+
+
+def parse_room(
+    replies: Mapping[str, dict[str, Any]],
+    asked: Sequence[str],
+    now: float,
+    known_version: str | None = None,
+) -> RoomPicture:
+    """The picture of one scrape.
+
+    `asked` lists the methods sent this scrape, getOutgoingFilesRequests among them (first, by convention);
+    `replies` maps each method that got a reply to that reply, successful or not (a method with no reply in
+    time is simply missing). `now` is the exporter's clock at collection (Unix seconds), kept as
+    `collected_at` for the ages. `known_version` is a version learnt earlier in the session: it stands when
+    getSystemInfo was not asked (or failed) this scrape.
+
+    Raises CollectionError for the outgoing reply alone: reason `api` when the Room refused it, `timeout`
+    when it is missing, `protocol` when it is not an object; and ReplyShapeError when its list is not a list.
+    A null or missing list on a successful reply is zero requests.
+    """
+    if OUTGOING_METHOD not in asked:
+        raise ValueError(f"{OUTGOING_METHOD} must be asked in every scrape")
+    outgoing = parse_outgoing(replies.get(OUTGOING_METHOD))
+    success: dict[str, bool] = {}
+    parts: dict[str, Any] = {}
+    for method in asked:
+        if method == OUTGOING_METHOD:
+            success[method] = True
+            continue
+        reply = replies.get(method)
+        value = _optional_part(method, reply)
+        success[method] = value is not None
+        if value is not None:
+            parts[method] = value
+    return RoomPicture(
+        outgoing=outgoing,
+        collected_at=now,
+        incoming=parts.get(INCOMING_METHOD),
+        availability=parts.get(AVAILABILITY_METHOD),
+        app_state=parts.get(APP_STATE_METHOD),
+        version=parts.get(SYSTEM_INFO_METHOD, known_version),
+        method_success=success,
+    )
+
+
+def parse_outgoing(reply: dict[str, Any] | None) -> Snapshot:
+    """The outgoing snapshot, or the CollectionError / ReplyShapeError that makes the Room down."""
+    if reply is None:
+        raise CollectionError(Reason.TIMEOUT, f"the Room did not answer {OUTGOING_METHOD} in time")
+    if not isinstance(reply, dict):
+        raise CollectionError(Reason.PROTOCOL, f"the Room's reply to {OUTGOING_METHOD} is not an object")
+    failure = protocol.failure_text(reply)
+    if failure is not None:
+        raise CollectionError(Reason.API, f"the Room refused {OUTGOING_METHOD}: {failure}")
+    return parse_outgoing_reply(reply)
+
+
+def _optional_part(method: str, reply: dict[str, Any] | None) -> object:
+    """What an optional method's reply says, or None (logged at debug) when it failed or is unreadable."""
+    if reply is None:
+        log.debug("no reply to an optional method this scrape", extra={"detail": method})
+        return None
+    failure = protocol.failure_text(reply) if isinstance(reply, dict) else "the reply is not an object"
+    if failure is not None:
+        log.debug("the Room refused an optional method", extra={"detail": f"{method}: {failure}"})
+        return None
+    parse = _PARSERS.get(method)
+    if parse is None:
+        return True  # a method this exporter has no families for: only its success is reported
+    try:
+        return parse(reply)
+    except (ShapeError, ReplyShapeError) as error:
+        log.debug("an optional reply this exporter cannot read", extra={"detail": f"{method}: {error}"})
+        return None
+
+
+def parse_availability(reply: dict[str, Any]) -> str:
+    """The `state` of a successful getFileTransferAvailability reply: `availability` 0..3, or the older
+    client's key `available` (reference §5), `unknown` for any other value. Raises ShapeError when neither
+    key holds a value."""
+    value = reply.get("availability")
+    if value is None:
+        value = reply.get("available")
+    if value is None:
+        raise ShapeError("neither 'availability' nor 'available' holds a value")
+    if value is True:  # a boolean `available`: a yes says available; a no does not say why
+        return "available"
+    return _state(value, AVAILABILITY_STATES)
+
+
+def parse_app_state(reply: dict[str, Any]) -> str:
+    """The `state` of a successful getAppState reply: `appState` 0..6, `unknown` for any other value.
+    Raises ShapeError when `appState` holds no value."""
+    value = reply.get("appState")
+    if value is None:
+        raise ShapeError("'appState' holds no value")
+    return _state(value, APP_STATES)
+
+
+def parse_version(reply: dict[str, Any]) -> str:
+    """`major.minor.revision.build` from a successful getSystemInfo reply's `productInfo`.
+
+    Each part must be a non-negative whole number (or a string of at most nine digits); anything else raises
+    ShapeError, since a label value made of whatever the Room sent would be unbounded.
+    """
+    info = reply.get("productInfo")
+    if not isinstance(info, dict):
+        raise ShapeError("'productInfo' is not an object")
+    parts = []
+    for key in VERSION_PARTS:
+        value = info.get(key)
+        if isinstance(value, bool):
+            raise ShapeError(f"productInfo {key!r} is a boolean")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and 0 <= value < 10**MAX_VERSION_PART_DIGITS:
+            parts.append(str(value))
+        elif isinstance(value, str) and value.isascii() and value.isdigit():
+            if len(value) > MAX_VERSION_PART_DIGITS:
+                raise ShapeError(f"productInfo {key!r} is too long")
+            parts.append(str(int(value)))
+        else:
+            raise ShapeError(f"productInfo {key!r} is not a whole number")
+    return ".".join(parts)
+
+
+def version_of(system_info: dict[str, Any] | None) -> str | None:
+    """The version in a getSystemInfo reply kept from earlier in the session, for `parse_room`'s
+    `known_version`; None when there is none or it is failed or unreadable."""
+    if system_info is None or protocol.failure_text(system_info) is not None:
+        return None
+    try:
+        return parse_version(system_info)
+    except ShapeError:
+        return None
+
+
+def _state(value: Any, states: tuple[str, ...]) -> str:
+    """states[value] for a whole number in range, `unknown` (the last state) for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return UNKNOWN
+    if isinstance(value, float) and not value.is_integer():
+        return UNKNOWN
+    code = int(value)
+    return states[code] if 0 <= code < len(states) - 1 else UNKNOWN
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], object]] = {
+    INCOMING_METHOD: parse_incoming_reply,
+    AVAILABILITY_METHOD: parse_availability,
+    APP_STATE_METHOD: parse_app_state,
+    SYSTEM_INFO_METHOD: parse_version,
+}
