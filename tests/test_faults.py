@@ -84,7 +84,13 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     )
     emulator = RunningEmulator(EmulatedRoom(settings, scenario=load_scenario("doc-example")))
     ports = emulator.start()
-    env = {"TRUECONF_EXPORTER_PIN": PIN, "TRUECONF_EXPORTER_TIMEOUT": str(HEALTHY_TIMEOUT_SECONDS)}
+    # A connection per scrape, so that every scrape meets the fault the emulator has now: a kept session would
+    # go on past faults of the handshake and auth (tests/test_sessions.py covers sessions).
+    env = {
+        "TRUECONF_EXPORTER_PIN": PIN,
+        "TRUECONF_EXPORTER_TIMEOUT": str(HEALTHY_TIMEOUT_SECONDS),
+        "TRUECONF_EXPORTER_ROOM_SESSIONS": "false",
+    }
     direct = start_exporter(workdir, "--target", f"ws://127.0.0.1:{ports.websocket}", env=env)
     discovering = start_exporter(workdir, "--target", f"http://127.0.0.1:{ports.web}", env=env)
     rig = Rig(emulator, settings, direct, discovering)

@@ -94,6 +94,8 @@ def test_no_label_carries_a_file_name_peer_or_request_id(room, exporter):
         "revision",
         "python_version",
         "method",
+        "source",
+        "state",
     }
     for word in ("2.jpg", "820_1", "0d99602a", "some.server", "346234218"):
         assert word not in text

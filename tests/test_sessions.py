@@ -15,6 +15,8 @@ from exporter.room import CollectionError, Deadline, Reason, parse_target
 from exporter.room.client import OUTGOING_METHOD, fetch_room
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
+from tests.exposition import samples, value
+from tests.processes import http_get
 
 PIN = "31415926"
 
@@ -135,3 +137,20 @@ def test_close_all_closes_every_session(room, pool):
 def test_the_pool_key_never_holds_the_pin():
     assert PIN not in SessionPool.key("ws://10.0.0.1:8765", PIN)
     assert SessionPool.key("ws://10.0.0.1:8765", PIN) != SessionPool.key("ws://10.0.0.1:8765", None)
+
+
+@pytest.mark.process
+@pytest.mark.parametrize(("sessions", "logins"), [("true", 1), ("false", 4)])
+def test_a_real_serve_logs_in_once_and_says_so_on_metrics(processes, sessions, logins):
+    emulator = processes["emulator"]("--scenario", "doc-example")
+    exporter = processes["exporter"](
+        "--target",
+        f"ws://127.0.0.1:{emulator.ports['websocket']}",
+        env={"TRUECONF_EXPORTER_ROOM_SESSIONS": sessions},
+    )
+    for _ in range(4):
+        text = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")[2].decode()
+        assert value(text, "trueconf_up") == 1
+    assert value(text, "trueconf_exporter_room_logins_total") == logins
+    assert value(text, "trueconf_exporter_room_sessions") == (1 if sessions == "true" else 0)
+    assert [v for (name, _), v in samples(text).items() if name == "trueconf_room_info"] == [1]

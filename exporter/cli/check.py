@@ -8,16 +8,25 @@ from pathlib import Path
 import click
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.cli.options import logging_options, read_pin, require_supported_websocket_client, room_options
+from exporter.cli.options import (
+    collector_options,
+    collectors_given,
+    logging_options,
+    read_pin,
+    require_supported_websocket_client,
+    room_options,
+)
 from exporter.collect.collection import collect_room
 from exporter.collect.families import BuildInfoCollector, RoomCollector
 from exporter.collect.verdict import verdict
 from exporter.logs import setup_logging
 from exporter.room import RoomTarget
+from exporter.room.client import methods_for
 
 
 @click.command()
 @room_options
+@collector_options
 @logging_options
 def check(
     target: RoomTarget,
@@ -27,11 +36,13 @@ def check(
     max_message_bytes: int,
     log_level: str,
     log_format: str,
+    **collectors: bool,
 ) -> None:
     """Read the Room once, print its metrics and a verdict; exit 0 if it answered, 1 otherwise."""
     setup_logging(log_level, log_format)
     require_supported_websocket_client()
-    collection = collect_room(target, read_pin(pin, pin_file), timeout, max_message_bytes)
+    methods = methods_for(dict(collectors_given(collectors)))
+    collection = collect_room(target, read_pin(pin, pin_file), timeout, max_message_bytes, methods=methods)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RoomCollector(lambda: collection))
     registry.register(BuildInfoCollector())

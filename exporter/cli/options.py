@@ -17,6 +17,7 @@ from exporter.room.frames import (
     UnsupportedWebSocketClientError,
     check_websocket_client,
 )
+from exporter.room.sessions import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_SESSIONS
 from exporter.web.server import (
     DEFAULT_MAX_COLLECTIONS,
     DEFAULT_MAX_CONNECTIONS,
@@ -218,5 +219,66 @@ def room_options(command: FC) -> FC:
             variable="MAX_MESSAGE_BYTES",
             help="Refuse any one message from the Room larger than this (reason protocol) "
             "before reading it, so a misbehaving Room cannot exhaust the exporter's memory.",
+        ),
+    )
+
+
+COLLECTOR_HELP = {
+    "incoming": "getIncomingFilesRequests: the Room's incoming file requests",
+    "availability": "getFileTransferAvailability: whether file transfer is allowed",
+    "app_state": "getAppState: the Room's connection and call state",
+    "system_info": "getSystemInfo: the Room's version (asked once per session)",
+}
+
+
+def collector_options(command: FC) -> FC:
+    """--collector.NAME/--no-collector.NAME for each optional method, all on by default."""
+    return apply(
+        command,
+        *(
+            option(
+                f"--collector.{name.replace('_', '-')}/--no-collector.{name.replace('_', '-')}",
+                f"collector_{name}",
+                default=True,
+                variable=f"COLLECTOR_{name.upper()}",
+                help=f"Ask {text} at every scrape. Only getOutgoingFilesRequests decides trueconf_up.",
+            )
+            for name, text in COLLECTOR_HELP.items()
+        ),
+    )
+
+
+def collectors_given(values: dict[str, bool]) -> tuple[tuple[str, bool], ...]:
+    """The collector_NAME values click passed, as (name, on) pairs."""
+    return tuple((name, values[f"collector_{name}"]) for name in COLLECTOR_HELP)
+
+
+def session_options(command: FC) -> FC:
+    """How `serve` keeps Room sessions between scrapes."""
+    return apply(
+        command,
+        option(
+            "--room.sessions/--no-room.sessions",
+            "sessions",
+            default=True,
+            variable="ROOM_SESSIONS",
+            help="Keep one authorised session per Room between scrapes (one login, one round trip per "
+            "scrape); without it every scrape connects and logs in anew. A module's `sessions` overrides it.",
+        ),
+        option(
+            "--room.session-idle-timeout",
+            "session_idle_timeout",
+            type=click.FloatRange(min=1),
+            default=DEFAULT_IDLE_SECONDS,
+            variable="ROOM_SESSION_IDLE_TIMEOUT",
+            help="Seconds a session may go unscraped before it is closed.",
+        ),
+        option(
+            "--room.max-sessions",
+            "max_sessions",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_SESSIONS,
+            variable="ROOM_MAX_SESSIONS",
+            help="Sessions open at most; the least recently scraped closes first.",
         ),
     )

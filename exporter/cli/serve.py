@@ -12,12 +12,15 @@ import click
 from exporter.cli.options import (
     BadInput,
     apply,
+    collector_options,
+    collectors_given,
     listen_address_option,
     logging_options,
     option,
     read_pin,
     require_supported_websocket_client,
     room_options,
+    session_options,
     web_server_options,
 )
 from exporter.cli.running import run_until_stopped
@@ -40,6 +43,8 @@ def serve_options(command: Callable[..., None]) -> Callable[..., None]:
         room_options,
         listen_address_option,
         web_server_options,
+        session_options,
+        collector_options,
         option(
             "--collector.process/--no-collector.process",
             "process_metrics",
@@ -83,11 +88,15 @@ def serve(
     read_header_timeout: float,
     max_connections: int,
     max_collections: int,
+    sessions: bool,
+    session_idle_timeout: float,
+    max_sessions: int,
     process_metrics: bool,
     config_file: Path | None,
     web_config_file: Path | None,
     log_level: str,
     log_format: str,
+    **collectors: bool,
 ) -> None:
     """Serve the Room's metrics, read at every scrape of /metrics (or of /probe with --config.file)."""
     setup_logging(log_level, log_format)
@@ -100,6 +109,10 @@ def serve(
         timeout_seconds=timeout,
         process_metrics=process_metrics,
         max_message_bytes=max_message_bytes,
+        sessions=sessions,
+        session_idle_seconds=session_idle_timeout,
+        max_sessions=max_sessions,
+        collectors=collectors_given(collectors),
     )
     limits = ServerLimits(read_header_timeout, max_connections, max_collections)
     run_server(settings, listen_address, config=config, web_config=web_config, limits=limits)

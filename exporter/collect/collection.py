@@ -10,10 +10,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from exporter.room import CollectionError, Deadline, Reason, RoomTarget, fetch_outgoing_requests
+from exporter.room import CollectionError, Deadline, Reason, RoomTarget
+from exporter.room.client import fetch_room
 from exporter.room.file_requests import ReplyShapeError, Snapshot
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
-from exporter.room.picture import OUTGOING_METHOD, RoomPicture, parse_room
+from exporter.room.picture import OUTGOING_METHOD, RoomPicture, parse_room, version_of
+from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -46,16 +48,22 @@ def collect_room(
     timeout_seconds: float,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     trace: Trace | None = None,
+    pool: SessionPool | None = None,
+    methods: tuple[str, ...] = (OUTGOING_METHOD,),
+    keep_session: bool = True,
 ) -> Collection:
     """Talk to the Room once; never raises, whatever the Room, the network or a bug in the exporter does.
 
-    `trace`, when given, records every phase and the outcome (the debug probe shows it).
+    `methods` are asked in one round trip (getOutgoingFilesRequests first); with a `pool` the Room's session
+    is reused. `trace`, when given, records every phase and the outcome (the debug probe shows it).
     """
     deadline = Deadline(timeout_seconds)
     trace = trace or Trace(deadline.started)
     try:
-        reply = fetch_outgoing_requests(target, pin, deadline, max_message_bytes, trace)
-        picture = parse_room({OUTGOING_METHOD: reply}, (OUTGOING_METHOD,), time.time())
+        answered = fetch_room(target, pin, deadline, methods, max_message_bytes, trace, pool, keep_session)
+        picture = parse_room(
+            answered.replies, answered.asked, time.time(), known_version=version_of(answered.system_info)
+        )
     except CollectionError as error:
         trace.step("failed", f"reason {error.reason}: {error.message}")
         return _failed(target, deadline, error)

@@ -45,13 +45,14 @@ from typing import Any
 from exporter.files.pinfile import PinFileError, read_pin_file
 from exporter.files.yamlfile import YamlFileError, file_named_in, read_yaml, reject_unknown_keys
 from exporter.room import RoomTarget, parse_target
+from exporter.room.client import OPTIONAL_METHODS
 from exporter.room.connect import IPAddress, ip_literal
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODULE = "default"
 TOP_LEVEL_KEYS = ("modules", "allowed_targets")
-MODULE_KEYS = ("pin_file", "pin_env", "pin", "timeout", "discovery")
+MODULE_KEYS = ("pin_file", "pin_env", "pin", "timeout", "discovery", "sessions", "collectors")
 PIN_KEYS = ("pin_file", "pin_env", "pin")
 MIN_TIMEOUT_SECONDS = 0.05
 MAX_TIMEOUT_SECONDS = 600.0
@@ -74,6 +75,10 @@ class Module:
     discovery: bool = False
     pin_source: str = "none"
     """Where the PIN came from (`pin_file`, `pin_env`, `pin` or `none`): shown instead of the PIN."""
+    sessions: bool | None = None
+    """Keep a session open between scrapes; None: as `serve` was told (--room.sessions)."""
+    collectors: tuple[tuple[str, bool], ...] = ()
+    """Optional methods switched on or off here, by collector name; the others as `serve` was told."""
 
     def parse_target(self, text: str) -> RoomTarget:
         """A target as written in a probe: a bare HOST[:PORT] means the web UI when discovery is on."""
@@ -231,7 +236,33 @@ def _module(path: Path | str, name: str, body: Any, default_timeout: float) -> M
     discovery = body.get("discovery", False)
     if not isinstance(discovery, bool):
         raise ConfigError(path, f"{key}.discovery", f"must be true or false, found {_kind(discovery)}")
-    return Module(name=name, pin=pin, timeout_seconds=timeout, discovery=discovery, pin_source=source)
+    sessions = body.get("sessions")
+    if sessions is not None and not isinstance(sessions, bool):
+        raise ConfigError(path, f"{key}.sessions", f"must be true or false, found {_kind(sessions)}")
+    return Module(
+        name=name,
+        pin=pin,
+        timeout_seconds=timeout,
+        discovery=discovery,
+        pin_source=source,
+        sessions=sessions,
+        collectors=_collectors(path, f"{key}.collectors", body.get("collectors", {})),
+    )
+
+
+def _collectors(path: Path | str, key: str, value: Any) -> tuple[tuple[str, bool], ...]:
+    """`collectors: {incoming: false, ...}`: the optional methods a module asks for or not."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(
+            path, key, f"must be a mapping of collector names to true or false, found {_kind(value)}"
+        )
+    reject_unknown_keys(path, f"{key}.", value, tuple(OPTIONAL_METHODS), ConfigError)
+    for name, enabled in value.items():
+        if not isinstance(enabled, bool):
+            raise ConfigError(path, f"{key}.{name}", f"must be true or false, found {_kind(enabled)}")
+    return tuple(value.items())
 
 
 def _pin(path: Path | str, key: str, source: str, value: Any) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -33,6 +33,8 @@ class ConfigHolder:
         self._config = load_config(self.path, default_timeout)  # ConfigError at start-up stops `serve`
         self.last_reload_successful = True
         self.last_success_timestamp = time.time()
+        self.after_reload: list[Callable[[], None]] = []
+        """Called after every successful reload: the Room sessions close, as credentials may have changed."""
 
     @property
     def config(self) -> ExporterConfig:
@@ -57,6 +59,8 @@ class ConfigHolder:
             "config reloaded",
             extra={"file": str(self.path), "detail": f"modules: {', '.join(config.modules)}"},
         )
+        for hook in self.after_reload:
+            hook()
         return None
 
 

@@ -24,6 +24,20 @@ from exporter.room.trace import Trace, shape
 
 OUTGOING_METHOD = "getOutgoingFilesRequests"
 SYSTEM_INFO_METHOD = "getSystemInfo"
+OPTIONAL_METHODS = {
+    "incoming": "getIncomingFilesRequests",
+    "availability": "getFileTransferAvailability",
+    "app_state": "getAppState",
+    "system_info": SYSTEM_INFO_METHOD,
+}
+"""The optional methods by collector name (--collector.NAME, a module's `collectors:`); all on by default."""
+
+
+def methods_for(collectors: dict[str, bool]) -> tuple[str, ...]:
+    """What a scrape asks: getOutgoingFilesRequests, then every optional method whose collector is on."""
+    return (OUTGOING_METHOD, *(m for name, m in OPTIONAL_METHODS.items() if collectors.get(name, True)))
+
+
 REUSE_PATIENCE_SHARE = 0.5
 """A reused session gets this share of the time left to say anything at all; past it, it is taken as dead
 (half-open) and replaced with the rest."""
@@ -48,15 +62,18 @@ def fetch_room(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     trace: Trace | None = None,
     pool: SessionPool | None = None,
+    keep_session: bool = True,
 ) -> RoomReplies:
     """Ask the Room `methods` (getOutgoingFilesRequests first): the replies, or CollectionError.
 
-    Any one message larger than `max_message_bytes` is refused (reason `protocol`) before it is read.
+    With a `pool` and `keep_session`, the Room's session is reused or opened and kept; otherwise the scrape
+    has a connection of its own (still counted in the pool's logins when there is a pool). Any one message
+    larger than `max_message_bytes` is refused (reason `protocol`) before it is read.
     """
     trace = trace or Trace(deadline.started)
     try:
-        if pool is None:
-            result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace)
+        if pool is None or not keep_session:
+            result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool)
         else:
             result = _session(target, pin, deadline, methods, max_message_bytes, trace, pool)
     except CollectionError as error:
@@ -90,8 +107,11 @@ def _one_connection(
     methods: tuple[str, ...],
     max_message_bytes: int,
     trace: Trace,
+    pool: SessionPool | None,
 ) -> RoomReplies:
     connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace)
+    if pool is not None:
+        pool.logged_in()
     try:
         exchange = _exchange(connection, methods, deadline, trace)
     except SessionLostError as lost:

@@ -23,10 +23,13 @@ from prometheus_client.process_collector import ProcessCollector
 from exporter.collect.collection import Collection, collect_room
 from exporter.collect.families import BuildInfoCollector, RoomCollector
 from exporter.collect.history import RecentResults
+from exporter.collect.session_metrics import SessionCollector
 from exporter.fleet.config import Module
 from exporter.fleet.probe import ProbeRefusedError, resolve_probe, wants_debug
 from exporter.fleet.reload import ConfigHolder, ReloadCollector
 from exporter.room import RoomTarget
+from exporter.room.client import methods_for
+from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
 from exporter.web.pages import debug_probe_page, landing_page
 from exporter.web.responses import StartResponse, WSGIApp, plain_text
@@ -68,6 +71,10 @@ class ExporterApp:
         self.config = config
         self.history = RecentResults()
         """The latest results of every Room collected, for the status page at `/`."""
+        self.sessions = SessionPool(settings.session_idle_seconds, settings.max_sessions)
+        """The Rooms' open sessions (when sessions are on); a successful reload closes them all."""
+        if config is not None:
+            config.after_reload.append(self.sessions.close_all)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -92,13 +99,25 @@ class ExporterApp:
         target: RoomTarget,
         pin: str | None,
         timeout: float,
-        module: str | None = None,
+        module: Module | None = None,
         trace: Trace | None = None,
     ) -> Collection:
-        """One collection, for /metrics and /probe alike: the one place collection settings are applied,
-        and the one place its result is remembered for the status page."""
-        collection = collect_room(target, pin, timeout, self.settings.max_message_bytes, trace)
-        self.history.record(collection, module)
+        """One collection, for /metrics and /probe alike: the one place collection settings are applied
+        (a module's own over the flags), and the one place its result is remembered for the status page."""
+        settings = self.settings
+        collectors = dict(settings.collectors) | dict(module.collectors if module else ())
+        use_sessions = settings.sessions if module is None or module.sessions is None else module.sessions
+        collection = collect_room(
+            target,
+            pin,
+            timeout,
+            settings.max_message_bytes,
+            trace,
+            pool=self.sessions,
+            methods=methods_for(collectors),
+            keep_session=use_sessions,
+        )
+        self.history.record(collection, module.name if module else None)
         return collection
 
     def probe(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -124,11 +143,11 @@ class ExporterApp:
         registry = CollectorRegistry(auto_describe=False)
         if debug:
             trace = Trace()
-            collection = self.collect(target, module.pin, timeout, module.name, trace)
+            collection = self.collect(target, module.pin, timeout, module, trace)
             registry.register(RoomCollector(lambda: collection))
             page = debug_probe_page(target, module, timeout, trace, generate_latest(registry).decode())
             return plain_text(start_response, "200 OK", page)
-        registry.register(RoomCollector(lambda: self.collect(target, module.pin, timeout, module.name)))
+        registry.register(RoomCollector(lambda: self.collect(target, module.pin, timeout, module)))
         return _exposition(registry, environ, start_response)
 
     def reload(self, method: str, start_response: StartResponse) -> Iterable[bytes]:
@@ -163,6 +182,7 @@ class ExporterApp:
         else:
             registry.register(ReloadCollector(self.config))
         registry.register(BuildInfoCollector())
+        registry.register(SessionCollector(self.sessions))
         if settings.process_metrics:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
