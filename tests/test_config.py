@@ -77,6 +77,8 @@ def test_the_valid_fixture(monkeypatch):
         True,
     )
     assert (open_rooms.pin, open_rooms.timeout_seconds) == (None, 5.0)  # --timeout is the default
+    assert (lobby.sessions, lobby.collectors) == (False, (("incoming", False), ("system_info", True)))
+    assert (default.sessions, default.collectors) == (None, ())  # as serve's flags say
     assert "4815" not in repr(default) and "2222" not in repr(config)
 
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 
 import pytest
 
 from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
+from exporter.fleet.reload import ConfigHolder
 from exporter.room import CollectionError, Deadline, Reason, parse_target
 from exporter.room.client import OUTGOING_METHOD, fetch_room
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
+from exporter.web.app import ExporterApp
+from exporter.web.settings import ExporterSettings
 from tests.exposition import samples, value
 from tests.processes import http_get
 
@@ -154,3 +158,29 @@ def test_a_real_serve_logs_in_once_and_says_so_on_metrics(processes, sessions, l
     assert value(text, "trueconf_exporter_room_logins_total") == logins
     assert value(text, "trueconf_exporter_room_sessions") == (1 if sessions == "true" else 0)
     assert [v for (name, _), v in samples(text).items() if name == "trueconf_room_info"] == [1]
+
+
+def test_modules_choose_sessions_and_methods_and_a_reload_closes_sessions(room, serve_app, tmp_path):
+    emulator = room("doc-example")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "modules:\n  kept: {}\n  fresh:\n    sessions: false\n    collectors: {incoming: false}\n"
+        "allowed_targets: ['127.0.0.1']\n"
+    )
+    app = ExporterApp(
+        ExporterSettings(parse_target("ws://127.0.0.1:1"), None, 3.0), ConfigHolder(config, 3.0)
+    )
+    url = serve_app(app)
+    target = f"127.0.0.1:{emulator.ports.websocket}"
+    for _ in range(3):
+        kept = http_get(f"{url}/probe?target={target}&module=kept")[2].decode()
+    assert app.sessions.logins == 1 and app.sessions.open_sessions() == 1
+    for _ in range(3):
+        fresh = http_get(f"{url}/probe?target={target}&module=fresh")[2].decode()
+    assert app.sessions.logins == 4 and app.sessions.open_sessions() == 1
+    assert value(kept, "trueconf_scrape_method_success", method="getIncomingFilesRequests") == 1
+    assert "getIncomingFilesRequests" not in fresh, "a collector switched off is not asked"
+    reload = urllib.request.Request(f"{url}/-/reload", data=b"", method="POST")
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(reload) as answer:
+        assert answer.status == 200
+    assert app.sessions.open_sessions() == 0, "a reload closes every session (credentials may have changed)"

@@ -255,9 +255,7 @@ def _collectors(path: Path | str, key: str, value: Any) -> tuple[tuple[str, bool
     if value is None:
         return ()
     if not isinstance(value, dict):
-        raise ConfigError(
-            path, key, f"must be a mapping of collector names to true or false, found {_kind(value)}"
-        )
+        raise ConfigError(path, key, f"must map collector names to true or false, found {_kind(value)}")
     reject_unknown_keys(path, f"{key}.", value, tuple(OPTIONAL_METHODS), ConfigError)
     for name, enabled in value.items():
         if not isinstance(enabled, bool):
