@@ -173,7 +173,7 @@ def run_server(
     """Serve until SIGTERM or Ctrl-C; `announce` is told the metrics URL once the port is bound."""
     host, port = listen_address
     limits = limits or ServerLimits()
-    fit_open_file_limit(limits)
+    fit_open_file_limit(limits, settings.max_sessions if settings.sessions or config is not None else 0)
     try:
         server = make_http_server(ExporterApp(settings, config), host, port, web_config, limits)
     except OSError as error:

@@ -622,13 +622,15 @@ FILES_BESIDES_CONNECTIONS = 64
 """Open files the process needs besides connections and collections: the listener, logs, config files."""
 
 
-def fit_open_file_limit(limits: ServerLimits) -> None:
-    """Raise the process's soft open-file limit to what `limits` need, within the hard limit (as Go does).
+def fit_open_file_limit(limits: ServerLimits, room_sessions: int = 0) -> None:
+    """Raise the process's soft open-file limit to what `limits` and `room_sessions` (sockets kept open to
+    Rooms between scrapes) need, within the hard limit (as Go does).
 
     Systemd's and some container runtimes' soft limit is 1024, below the default --web.max-connections; a
     hard limit that is lower than needed is a warning: past it, connections wait in the listen backlog.
     """
     needed = limits.max_connections + REFUSAL_SLOTS + 2 * limits.max_collections + FILES_BESIDES_CONNECTIONS
+    needed += room_sessions
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
@@ -639,7 +641,8 @@ def fit_open_file_limit(limits: ServerLimits) -> None:
             soft = wanted
     if soft < needed:
         log.warning(
-            "the open-file limit is below what --web.max-connections and --web.max-collections need; "
+            "the open-file limit is below what --web.max-connections, --web.max-collections and "
+            "--room.max-sessions need; "
             "past it, new connections wait until others close",
             extra={"limit": soft, "needed": needed},
         )
