@@ -36,7 +36,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def room() -> Iterator[Callable[..., RunningEmulator]]:
-    """Start in-process emulated Rooms on free loopback ports: `room(scenario, pin=..., fault=...)`."""
+    """Start in-process emulated Rooms on free loopback ports: `room(scenario, pin=..., fault=...)`.
+
+    Each is a RunningEmulator: `.restart()` drops its connections, `.logins` counts the `auth` requests."""
     started: list[RunningEmulator] = []
 
     def make(
@@ -44,11 +46,17 @@ def room() -> Iterator[Callable[..., RunningEmulator]]:
         pin: str | None = None,
         fault: Fault = Fault.NONE,
         slow_reply_seconds: float = 30.0,
+        restart_seconds: float = 60.0,
     ) -> RunningEmulator:
         if isinstance(scenario, str):
             scenario = load_scenario(scenario)
         settings = EmulatorSettings(
-            websocket_port=0, web_port=0, pin=pin, fault=fault, slow_reply_seconds=slow_reply_seconds
+            websocket_port=0,
+            web_port=0,
+            pin=pin,
+            fault=fault,
+            slow_reply_seconds=slow_reply_seconds,
+            restart_seconds=restart_seconds,
         )
         emulator = RunningEmulator(EmulatedRoom(settings, scenario=scenario))
         emulator.start()
@@ -66,17 +74,21 @@ def serve_app() -> Iterator[Callable[[ExporterApp], str]]:
 
     `serve_app(app)` returns the base URL; every server is shut down at the end of the test."""
     servers = []
+    apps = []
 
     def serve(app: ExporterApp) -> str:
         server = make_http_server(app, "127.0.0.1", 0)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
+        apps.append(app)
         return f"http://127.0.0.1:{server.server_address[1]}"
 
     yield serve
     for server in servers:
         server.shutdown()
         server.server_close()
+    for app in apps:  # before the emulated Rooms stop, which would wait for the open sessions
+        app.sessions.close_all()
 
 
 @pytest.fixture

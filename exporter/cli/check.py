@@ -9,9 +9,11 @@ import click
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.cli.options import (
+    logging_options,
+)
+from exporter.cli.room_options import (
     collector_options,
     collectors_given,
-    logging_options,
     read_pin,
     require_supported_websocket_client,
     room_options,

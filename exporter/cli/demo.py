@@ -13,7 +13,12 @@ from pathlib import Path
 import click
 
 from exporter.cli.emulator import require_emulator_extra
-from exporter.cli.options import DEFAULT_TIMEOUT_SECONDS, ListenAddressType, logging_options, option
+from exporter.cli.options import (
+    DEFAULT_TIMEOUT_SECONDS,
+    ListenAddressType,
+    logging_options,
+    option,
+)
 from exporter.cli.serve import run_server
 from exporter.fleet.reload import ConfigHolder
 from exporter.logs import setup_logging

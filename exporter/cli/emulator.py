@@ -15,6 +15,8 @@ import click
 from exporter.cli.options import (
     logging_options,
     option,
+)
+from exporter.cli.room_options import (
     read_pin,
 )
 from exporter.cli.running import run_until_stopped

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from exporter.files.pinfile import PinFileError, read_pin_file
-from exporter.fleet.config import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
 from exporter.logs import FORMATS, LEVELS
-from exporter.room import RoomTarget, TargetError, parse_target
-from exporter.room.frames import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    UnsupportedWebSocketClientError,
-    check_websocket_client,
-)
-from exporter.room.sessions import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_SESSIONS
+from exporter.room import RoomTarget
 from exporter.web.server import (
     DEFAULT_MAX_COLLECTIONS,
     DEFAULT_MAX_CONNECTIONS,
@@ -36,7 +27,6 @@ else:
     _TargetParamType = _ListenAddressParamType = click.ParamType
 
 ENV_PREFIX = "TRUECONF_EXPORTER_"
-DEFAULT_TARGET = "ws://127.0.0.1:8765"
 DEFAULT_LISTEN_ADDRESS = ":18765"
 DEFAULT_TIMEOUT_SECONDS = 5.0
 
@@ -57,18 +47,6 @@ def apply(command: FC, *decorators: Callable[[FC], FC]) -> FC:
     return command
 
 
-class TargetType(_TargetParamType):
-    name = "TARGET"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> RoomTarget:
-        if isinstance(value, RoomTarget):
-            return value
-        try:
-            return parse_target(str(value))
-        except TargetError as error:
-            self.fail(str(error), param, ctx)
-
-
 class ListenAddressType(_ListenAddressParamType):
     name = "HOST:PORT"
 
@@ -83,34 +61,10 @@ class ListenAddressType(_ListenAddressParamType):
             self.fail(str(error), param, ctx)
 
 
-def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
-    """The PIN from `--pin` or `--pin-file` (stripped); None means unsecured auth. Never echoes the PIN."""
-    if pin is not None and pin_file is not None:
-        raise click.UsageError("--pin and --pin-file are mutually exclusive: give one")
-    if pin_file is not None:
-        try:
-            return read_pin_file(pin_file)
-        except PinFileError as error:
-            raise click.BadParameter(str(error), param_hint="--pin-file") from None
-    if pin is not None and not pin.strip():
-        raise click.BadParameter(
-            "the PIN is empty; leave it out for a Room without a PIN", param_hint="--pin"
-        )
-    return pin.strip() if pin is not None else None
-
-
 class BadInput(click.ClickException):
     """An operator's file or setting the exporter cannot use: one line, exit 2, as for a bad flag."""
 
     exit_code = 2
-
-
-def require_supported_websocket_client() -> None:
-    """At start-up, never at a scrape: a websocket-client the exporter cannot use is one line, exit 1."""
-    try:
-        check_websocket_client()
-    except UnsupportedWebSocketClientError as error:
-        raise click.ClickException(str(error)) from None
 
 
 def logging_options(command: FC) -> FC:
@@ -175,110 +129,5 @@ def web_server_options(command: FC) -> FC:
             variable="WEB_MAX_COLLECTIONS",
             help="Scrapes of /metrics and /probe in flight at once, one thread each; one more is "
             "answered 503.",
-        ),
-    )
-
-
-def room_options(command: FC) -> FC:
-    """The options that say which Room to read and how: shared by `serve` and `check`."""
-    return apply(
-        command,
-        option(
-            "--target",
-            type=TargetType(),
-            default=DEFAULT_TARGET,
-            variable="TARGET",
-            help="The Room: ws://HOST:PORT, HOST[:PORT] (WebSocket port, 8765 by default), or "
-            "http://HOST[:PORT] to discover the WebSocket port from the Room's web UI.",
-        ),
-        option(
-            "--pin",
-            variable="PIN",
-            default=None,
-            help="The Room's PIN. Prefer --pin-file or the environment variable: a command line "
-            "is visible to every user of the machine.",
-        ),
-        option(
-            "--pin-file",
-            type=click.Path(path_type=Path, dir_okay=False),
-            variable="PIN_FILE",
-            default=None,
-            help="A file holding the Room's PIN (whitespace stripped).",
-        ),
-        option(
-            "--timeout",
-            type=click.FloatRange(min=MIN_TIMEOUT_SECONDS, max=MAX_TIMEOUT_SECONDS),
-            default=DEFAULT_TIMEOUT_SECONDS,
-            variable="TIMEOUT",
-            help="Seconds one whole collection may take: discovery, connect, auth and reply.",
-        ),
-        option(
-            "--max-message-bytes",
-            type=click.IntRange(min=1024),
-            default=DEFAULT_MAX_MESSAGE_BYTES,
-            variable="MAX_MESSAGE_BYTES",
-            help="Refuse any one message from the Room larger than this (reason protocol) "
-            "before reading it, so a misbehaving Room cannot exhaust the exporter's memory.",
-        ),
-    )
-
-
-COLLECTOR_HELP = {
-    "incoming": "getIncomingFilesRequests: the Room's incoming file requests",
-    "availability": "getFileTransferAvailability: whether file transfer is allowed",
-    "app_state": "getAppState: the Room's connection and call state",
-    "system_info": "getSystemInfo: the Room's version (asked once per session)",
-}
-
-
-def collector_options(command: FC) -> FC:
-    """--collector.NAME/--no-collector.NAME for each optional method, all on by default."""
-    return apply(
-        command,
-        *(
-            option(
-                f"--collector.{name.replace('_', '-')}/--no-collector.{name.replace('_', '-')}",
-                f"collector_{name}",
-                default=True,
-                variable=f"COLLECTOR_{name.upper()}",
-                help=f"Ask {text} at every scrape. Only getOutgoingFilesRequests decides trueconf_up.",
-            )
-            for name, text in COLLECTOR_HELP.items()
-        ),
-    )
-
-
-def collectors_given(values: dict[str, bool]) -> tuple[tuple[str, bool], ...]:
-    """The collector_NAME values click passed, as (name, on) pairs."""
-    return tuple((name, values[f"collector_{name}"]) for name in COLLECTOR_HELP)
-
-
-def session_options(command: FC) -> FC:
-    """How `serve` keeps Room sessions between scrapes."""
-    return apply(
-        command,
-        option(
-            "--room.sessions/--no-room.sessions",
-            "sessions",
-            default=True,
-            variable="ROOM_SESSIONS",
-            help="Keep one authorised session per Room between scrapes (one login, one round trip per "
-            "scrape); without it every scrape connects and logs in anew. A module's `sessions` overrides it.",
-        ),
-        option(
-            "--room.session-idle-timeout",
-            "session_idle_timeout",
-            type=click.FloatRange(min=1),
-            default=DEFAULT_IDLE_SECONDS,
-            variable="ROOM_SESSION_IDLE_TIMEOUT",
-            help="Seconds a session may go unscraped before it is closed.",
-        ),
-        option(
-            "--room.max-sessions",
-            "max_sessions",
-            type=click.IntRange(min=1),
-            default=DEFAULT_MAX_SESSIONS,
-            variable="ROOM_MAX_SESSIONS",
-            help="Sessions open at most; the least recently scraped closes first.",
         ),
     )

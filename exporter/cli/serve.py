@@ -12,16 +12,18 @@ import click
 from exporter.cli.options import (
     BadInput,
     apply,
-    collector_options,
-    collectors_given,
     listen_address_option,
     logging_options,
     option,
+    web_server_options,
+)
+from exporter.cli.room_options import (
+    collector_options,
+    collectors_given,
     read_pin,
     require_supported_websocket_client,
     room_options,
     session_options,
-    web_server_options,
 )
 from exporter.cli.running import run_until_stopped
 from exporter.fleet.config import ConfigError
