@@ -92,3 +92,16 @@ def test_there_is_no_import_cycle_between_modules():
 def test_no_command_module_passes_250_lines():
     long = {p.name: n for p in (PACKAGE / "cli").glob("*.py") if (n := len(p.read_text().splitlines())) > 250}
     assert long == {}
+
+
+def test_the_code_map_names_every_module():
+    """docs/development.md's code map is how a newcomer finds their way: it must not fall behind the code."""
+    text = (PACKAGE.parent / "docs" / "development.md").read_text()
+    code_map = text[text.index("## Code map") :]
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        folder = f"  {relative.parent}/" if relative.parent != Path() else ""
+        if (folder and folder not in code_map) or f" {relative.name} " not in code_map:
+            missing.append(str(relative))
+    assert missing == []
