@@ -110,6 +110,12 @@ def test_alerts_cover_what_the_issue_asks_for() -> None:
     assert any('status="downloading"' in e for e in exprs.values()), "a download in progress too long"
     assert any('status="failed"' in e for e in exprs.values()), "new failed requests"
     assert any("trueconf_outgoing_file_requests_malformed" in e for e in exprs.values()), "malformed replies"
+    unavailable = exprs.get("TrueconfFileTransferUnavailable", "")
+    assert 'trueconf_file_transfer_availability{state="available"}' in unavailable, (
+        "file transfer unavailable"
+    )
+    [rule] = [r for r in dq.load_alert_rules() if r["alert"] == "TrueconfFileTransferUnavailable"]
+    assert (rule["for"], rule["labels"]["severity"]) == ("15m", "warning")
 
 
 @pytest.fixture

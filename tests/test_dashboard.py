@@ -30,6 +30,13 @@ REQUIRED_METRICS = {
     "trueconf_outgoing_file_requests_size_bytes": "bytes waiting and in transfer",
     "trueconf_scrape_duration_seconds": "scrape duration",
     "trueconf_outgoing_file_requests_malformed": "malformed entries",
+    "trueconf_file_transfer_availability": "whether each Room may transfer files",
+    "trueconf_room_app_state": "each Room's app state",
+    "trueconf_incoming_file_requests": "incoming requests by status and source",
+    "trueconf_incoming_file_requests_oldest_pending_age_seconds": "oldest pending incoming request",
+    "trueconf_room_info": "a table of Room versions",
+    "trueconf_exporter_room_logins_total": "logins per Room or exporter",
+    "trueconf_exporter_room_sessions": "open Room sessions",
 }
 """What the issue says the dashboard shows at least (metric -> what for)."""
 
@@ -173,9 +180,54 @@ def test_shows_what_the_issue_asks_for(dashboard: dict[str, Any]) -> None:
         and any("by (status)" in t["expr"] for t in panel["targets"])
     ]
     assert stacked, "requests by status over time must be stacked"
-    tables = [panel for panel in dq.panels(dashboard) if panel["type"] == "table"]
-    sort = [t for panel in tables for t in panel.get("transformations", []) if t["id"] == "sortBy"]
+    [pending] = [panel for panel in dq.panels(dashboard) if panel["title"] == "Rooms by oldest pending age"]
+    sort = [t for t in pending.get("transformations", []) if t["id"] == "sortBy"]
     assert sort and sort[0]["options"]["sort"][0]["desc"] is True
+    versions = [
+        panel
+        for panel in dq.panels(dashboard)
+        if panel["type"] == "table" and _reads(panel, "trueconf_room_info")
+    ]
+    assert versions, "a table of Room versions"
+    timelines = {
+        name
+        for panel in dq.panels(dashboard)
+        if panel["type"] == "state-timeline"
+        for target in panel["targets"]
+        for name in dq.metric_names(target["expr"])
+    }
+    assert {"trueconf_file_transfer_availability", "trueconf_room_app_state"} <= timelines
+
+
+def _reads(panel: dict[str, Any], metric: str) -> bool:
+    return any(metric in dq.metric_names(target["expr"]) for target in panel["targets"])
+
+
+STATE_SETS = ("trueconf_file_transfer_availability", "trueconf_room_app_state")
+"""Families with one series per state, exactly one of them at 1."""
+
+
+def test_state_sets_show_the_state_at_1(dashboard: dict[str, Any]) -> None:
+    """A state set has a series at 0 for every state the Room is not in: a panel shows the one at 1 (or
+    names the state it reads), never all of them as if each were current."""
+    for panel, target in dq.panel_queries(dashboard):
+        for selector in dq.selectors(target["expr"]):
+            if selector.metric in STATE_SETS and not any(
+                m.startswith("state=") for m in dq.matcher_list(selector.matchers)
+            ):
+                assert re.search(rf"{selector.metric}\{{[^}}]*\}}\)?\s*==\s*1\b", target["expr"]), (
+                    f"{_label(panel)}: {target['expr']}"
+                )
+
+
+def test_counters_are_read_as_rates(dashboard: dict[str, Any]) -> None:
+    """A `_total` counter restarts with its exporter: a panel shows its rate or increase, never the value."""
+    for panel, target in dq.panel_queries(dashboard):
+        for name in dq.metric_names(target["expr"]):
+            if name.endswith("_total"):
+                assert re.search(rf"\b(?:rate|irate|increase)\(\s*{name}\b", target["expr"]), (
+                    f"{_label(panel)}: {target['expr']}"
+                )
 
 
 def test_every_metric_in_a_query_is_exposed_by_the_exporter(

@@ -1,12 +1,14 @@
 """End to end: emulated Rooms, real exporters and a real Prometheus server with the project's rules.
 
-Two Rooms are watched: one that lists every kind of request (tests/fixtures/dashboard-room.json) and one that
-refuses the API (`--fault old-room`). Each is read twice, the two ways prometheus/prometheus.yml shows: by an
-exporter of its own on /metrics (job `trueconf`), and by one multi-target exporter on /probe with the
-blackbox-style relabelling (job `trueconf-probe`). Prometheus (Debian's binary) scrapes every second from a
-temporary storage directory on loopback, with the example configuration's jobs and rules. Every query of every
-dashboard panel and variable then runs through Prometheus's HTTP API, with Grafana's variables substituted the
-way Grafana does, and must be valid and return data.
+Two Rooms are watched: one that lists every kind of request, outgoing and incoming, and answers every optional
+method with file transfer forbidden by its licence (tests/fixtures/dashboard-room.json), and one that refuses
+the API (`--fault old-room`, so it has none of the optional families either). Each is read twice, the two
+ways prometheus/prometheus.yml shows: by an exporter of its own on /metrics (job `trueconf`), and by one
+multi-target exporter on /probe with the blackbox-style relabelling (job `trueconf-probe`). Prometheus
+(Debian's binary) scrapes every second from a temporary storage directory on loopback, with the example
+configuration's jobs and rules. Every query of every dashboard panel and variable then runs through
+Prometheus's HTTP API, with Grafana's variables substituted the way Grafana does, and must be valid and return
+data.
 """
 
 from __future__ import annotations
@@ -318,8 +320,9 @@ def test_every_rule_group_loaded_and_healthy(stack: Stack) -> None:
 
 
 def test_alerts_become_active_on_real_exporter_data(stack: Stack) -> None:
-    """The fixture Room's old requests and malformed entry, and the broken Room, make alerts pending (their
-    `for:` is longer than this test) through both jobs; nothing else is active."""
+    """The fixture Room's old requests, malformed entry and forbidden file transfer, and the broken Room, make
+    alerts pending (their `for:` is longer than this test) through both jobs; nothing else is active (the
+    broken Room has no availability family, so no TrueconfFileTransferUnavailable)."""
     expected = set()
     for room in stack.rooms:
         if room.answers:
@@ -327,6 +330,7 @@ def test_alerts_become_active_on_real_exporter_data(stack: Stack) -> None:
                 "TrueconfFileRequestWaitingTooLong",
                 "TrueconfFileTransferTooLong",
                 "TrueconfMalformedEntries",
+                "TrueconfFileTransferUnavailable",
             ):
                 expected.add((name, room.job, room.instance))
         else:
@@ -352,6 +356,18 @@ def test_alerts_become_active_on_real_exporter_data(stack: Stack) -> None:
             }
             assert float(waiting["value"]) >= 1200
             assert f"Room {room.instance} has been waiting" in waiting["annotations"]["description"]
+            unavailable = alerts[("TrueconfFileTransferUnavailable", room.job, room.instance)]
+            assert unavailable["labels"] == {
+                "alertname": "TrueconfFileTransferUnavailable",
+                "job": room.job,
+                "instance": room.instance,
+                "severity": "warning",
+                **room.relabelled,
+            }
+            assert unavailable["state"] == "pending"
+            description = unavailable["annotations"]["description"]
+            assert description.startswith(f"Room {room.instance} (job {room.job}) has reported"), description
+            assert "file-transfer state: forbidden_by_license (" in description, description
         else:
             down = alerts[("TrueconfRoomDown", room.job, room.instance)]
             assert down["labels"] == {
