@@ -18,7 +18,9 @@ class Fault(StrEnum):
     SLOW_REPLY = "slow-reply"
     """Answers the request only after `slow_reply_seconds`."""
     OLD_ROOM = "old-room"
-    """A Room older than 4.1: `getOutgoingFilesRequests` is an unknown method."""
+    """A Room older than 4.1: the file-transfer methods (`getOutgoingFilesRequests`,
+    `getIncomingFilesRequests`, `getFileTransferAvailability`) are unknown methods; `getAppState` answers and
+    `getSystemInfo` gives a 4.0 version (which methods a 4.0 Room knows is the project's reading)."""
     NOT_JSON = "not-json"
     NOT_OBJECT = "not-object"
     BINARY_FRAME = "binary-frame"
@@ -43,3 +45,23 @@ class Fault(StrEnum):
     """Ten thousand notifications precede the (correct) reply, as a busy Room during large transfers."""
     ENDLESS_NOTIFICATIONS = "endless-notifications"
     """Notifications, one after another, for ever; the reply never comes."""
+    OPTIONAL_UNKNOWN = "optional-unknown"
+    """A Room older than the optional methods: `getIncomingFilesRequests`, `getFileTransferAvailability`,
+    `getAppState` and `getSystemInfo` get the unknown-method reply (`result: false`); outgoing works."""
+    OPTIONAL_SILENT = "optional-silent"
+    """The optional methods are read and never answered; `getOutgoingFilesRequests` is answered at once."""
+    STALLED_REPLY = "stalled-reply"
+    """The `getOutgoingFilesRequests` reply is held back for `slow_reply_seconds` while the optional methods
+    asked with it (or after it) are answered at once: the replies come out of request order."""
+    RESTART = "restart"
+    """The Room restarts every `restart_seconds` (60 s by default): every open connection is dropped without
+    a close frame, as when the Room's process goes away; new connections are accepted at once. Tests call
+    `RunningEmulator.restart()` instead, at the moment they choose."""
+    HALF_OPEN = "half-open"
+    """Each connection answers one scrape: from its second `getOutgoingFilesRequests` on, requests are read
+    and never answered, nothing is sent and the connection is never closed, as a half-open TCP connection.
+    A new connection works again. (`RunningEmulator.sever()` does the same to every open connection now.)"""
+    REORDERED_REPLIES = "reordered-replies"
+    """Requests that arrive together (within `REORDER_WINDOW_SECONDS`) are answered in reverse order."""
+    FILE_TRANSFER_FORBIDDEN = "file-transfer-forbidden"
+    """`getFileTransferAvailability` answers 0 (forbidden by the server); everything else as the scenario."""

@@ -16,8 +16,6 @@ from exporter.emulator.scenario import Scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings
 
 FIRST_PORT = 18801
-DEMO_PIN = "2718"
-"""The PIN of the demo's locked Room, which the demo exporter does not know: that Room shows reason auth."""
 
 
 @dataclass(frozen=True)
@@ -35,12 +33,14 @@ class DemoRoom:
 
 
 ROOMS = (
-    DemoRoom("reception", 0, "floor-1", "healthy: requests come, progress and finish"),
+    DemoRoom(
+        "reception", 0, "floor-1", "healthy: files both ways, calls, briefly off its server now and then"
+    ),
     DemoRoom("board-room", 1, "floor-1", "a transfer stuck waiting for over an hour"),
     DemoRoom("training", 2, "floor-1", "most transfers fail"),
     DemoRoom("lobby", 3, "floor-2", "offline, nothing listens: reason connect", listening=False),
-    DemoRoom("old-room", 4, "floor-2", "a Room older than 4.1: reason api"),
-    DemoRoom("locked", 5, "floor-2", "a PIN the exporter was not given: reason auth"),
+    DemoRoom("old-room", 4, "floor-2", "without the optional methods: up, no availability or version"),
+    DemoRoom("forbidden", 5, "floor-2", "file transfer forbidden by the server: up, availability 0"),
 )
 
 STUCK = Scenario(
@@ -51,6 +51,8 @@ STUCK = Scenario(
          "_ageSeconds": 300, "confId": "000001703e81e38e@demo.trueconf#vcs", "fileId": 100000002},
     ]
 )  # fmt: skip
+FORBIDDEN = Scenario(availability=0)
+"""A Room whose server forbids file transfer: no requests either way, availability 0 (reference §5)."""
 
 
 def emulated_room(room: DemoRoom, first_port: int = FIRST_PORT) -> EmulatedRoom:
@@ -58,13 +60,17 @@ def emulated_room(room: DemoRoom, first_port: int = FIRST_PORT) -> EmulatedRoom:
     settings = EmulatorSettings(websocket_port=room.port(first_port), web_port=0)
     if room.name == "board-room":
         return EmulatedRoom(settings, scenario=STUCK)
+    if room.name == "forbidden":
+        return EmulatedRoom(settings, scenario=FORBIDDEN)
     if room.name == "old-room":
-        return EmulatedRoom(EmulatorSettings(websocket_port=settings.websocket_port, fault=Fault.OLD_ROOM))
-    if room.name == "locked":
-        return EmulatedRoom(EmulatorSettings(websocket_port=settings.websocket_port, pin=DEMO_PIN))
-    fates = (("failed", 0.7), ("delivered", 0.3)) if room.name == "training" else None
-    living = LivingRoom(rng=random.Random(room.offset + 1), mean_seconds_between_requests=12.0)
-    if fates is not None:
-        living.fates = fates
+        settings.fault = Fault.OPTIONAL_UNKNOWN
+    living = LivingRoom(
+        rng=random.Random(room.offset + 1),
+        mean_seconds_between_requests=12.0,
+        incoming_rng=random.Random(room.offset + 101),
+        state_rng=random.Random(room.offset + 201),
+    )
+    if room.name == "training":
+        living.fates = (("failed", 0.7), ("delivered", 0.3))
     living.start(time.time())
     return EmulatedRoom(settings, living=living)

@@ -1,5 +1,7 @@
-"""The `demo` Room: outgoing file requests that are created, accepted, progress, finish, fail or get stuck
-over minutes, so that a dashboard has something to show and alerts have something to fire on.
+"""The `demo` Room: outgoing and incoming file requests that are created, accepted, progress, finish, fail or
+get stuck over minutes, and a Room that makes calls, sits in conferences and now and then loses its server
+or its login (so file transfer is unavailable for a few minutes), so that a dashboard has something to show
+and alerts have something to fire on.
 
 Time is passed in, never read here, so the life cycle is testable without waiting.
 """
@@ -11,7 +13,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.emulator.scenario import DEFAULT_AUTH_INFO, DEFAULT_PRODUCT_INFO, LOGGED_IN_APP_STATES
+
 FAILED, WAITING, DOWNLOADING, PROCESSED = 0, 1, 2, 3
+NO_SERVER, CONNECTING, LOGIN_REQUIRED, READY, CALLING, IN_CONFERENCE, ENDING_CONFERENCE = range(7)
+"""`getAppState` values (reference §5)."""
+UNTIL_LOGGED_IN, AVAILABLE = 2, 3
+"""`getFileTransferAvailability` values the living Room takes: it is never forbidden by server or licence."""
 
 PEERS = (
     ("820_1@demo.trueconf", "Reception"),
@@ -35,6 +43,19 @@ KEEP_FINISHED_SECONDS = 600
 STUCK_SECONDS = 1500
 """A stuck request is finally given up (fails) after this long, so the list stays bounded."""
 
+APP_STATE_LIFE: dict[int, tuple[tuple[float, float], tuple[tuple[int, float], ...]]] = {
+    READY: ((120, 480), ((CALLING, 0.75), (NO_SERVER, 0.15), (LOGIN_REQUIRED, 0.10))),
+    CALLING: ((5, 40), ((IN_CONFERENCE, 0.8), (READY, 0.2))),
+    IN_CONFERENCE: ((120, 900), ((ENDING_CONFERENCE, 1.0),)),
+    ENDING_CONFERENCE: ((1, 4), ((READY, 1.0),)),
+    NO_SERVER: ((20, 120), ((CONNECTING, 1.0),)),
+    CONNECTING: ((3, 20), ((READY, 1.0),)),
+    LOGIN_REQUIRED: ((60, 300), ((READY, 1.0),)),
+}
+"""Each app state: how long the Room stays in it (seconds, uniform) and where it goes next, with weights. The
+Room is never off its server or logged out for more than about five minutes at a time, so the demo's living
+Rooms never look like a Room whose file transfer is down for good."""
+
 
 @dataclass
 class LivingRequest:
@@ -46,40 +67,104 @@ class LivingRequest:
     finish_at: float
     finished_at: float | None = None
     progress: int = 0
+    incoming: bool = False
+    """Sent to the Room (timestamps in milliseconds, no fileId) rather than by it."""
+
+    @property
+    def created(self) -> float:
+        timestamp = float(self.entry["timestamp"])
+        return timestamp / 1000 if self.incoming else timestamp
 
 
 @dataclass
 class LivingRoom:
-    """The requests of a Room that lives; `advance(now)` moves it on and returns the events it sent."""
+    """A Room that lives; `advance(now)` moves it on and returns the events it sent."""
 
     rng: random.Random = field(default_factory=lambda: random.Random(1))
+    """Drives the outgoing requests (its own generator, so they do not depend on the rest)."""
     mean_seconds_between_requests: float = 9.0
     fates: tuple[tuple[str, float], ...] = FATES
     """How new requests end, with weights: the demo's failing Room fails most of them."""
     requests: list[LivingRequest] = field(default_factory=list)
     next_creation: float | None = None
+    incoming_rng: random.Random = field(default_factory=lambda: random.Random(2))
+    mean_seconds_between_incoming: float = 20.0
+    incoming: list[LivingRequest] = field(default_factory=list)
+    next_incoming: float | None = None
+    state_rng: random.Random = field(default_factory=lambda: random.Random(3))
+    app_state: int = READY
+    state_until: float | None = None
+    """When the app state changes next."""
+    product_info: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PRODUCT_INFO))
+    auth_info: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_AUTH_INFO))
 
     def start(self, now: float) -> None:
         """Fill the Room with a history, so the first scrape already shows every status."""
         for age in (1300, 900, 420, 240, 120, 60, 30, 10):
             self._create(now - age)
+        for age in (1200, 500, 180, 90, 40, 15):
+            self._receive(now - age)
         self.advance(now)
+
+    @property
+    def availability(self) -> int:
+        """File transfer is available while the Room is logged in to its server, and until then not."""
+        return AVAILABLE if self.app_state in LOGGED_IN_APP_STATES else UNTIL_LOGGED_IN
 
     def outgoing_requests(self) -> list[dict[str, Any]]:
         return [dict(request.entry) for request in self.requests]
 
+    def incoming_requests(self) -> list[dict[str, Any]]:
+        return [dict(request.entry) for request in self.incoming]
+
     def advance(self, now: float) -> list[dict[str, Any]]:
+        """Everything that happened up to `now`, in time order: app state changes, and new requests, which
+        only come while file transfer is available."""
         events: list[dict[str, Any]] = []
         if self.next_creation is None:
             self.next_creation = now
-        while self.next_creation <= now:
-            self._create(self.next_creation)
-            self.next_creation += self.rng.expovariate(1.0 / self.mean_seconds_between_requests)
-        for request in self.requests:
+        if self.next_incoming is None:
+            self.next_incoming = now
+        if self.state_until is None:
+            self.state_until = now + self.state_rng.uniform(*APP_STATE_LIFE[self.app_state][0])
+        while min(self.state_until, self.next_creation, self.next_incoming) <= now:
+            if self.state_until <= min(self.next_creation, self.next_incoming):
+                events.extend(self._change_state(self.state_until))
+            elif self.next_creation <= self.next_incoming:
+                if self.availability == AVAILABLE:
+                    self._create(self.next_creation)
+                self.next_creation += self.rng.expovariate(1.0 / self.mean_seconds_between_requests)
+            else:
+                if self.availability == AVAILABLE:
+                    events.append(received_event(self._receive(self.next_incoming)))
+                self.next_incoming += self.incoming_rng.expovariate(1.0 / self.mean_seconds_between_incoming)
+        for request in (*self.requests, *self.incoming):
             events.extend(self._step(request, now))
-        self.requests = [
-            r for r in self.requests if r.finished_at is None or now - r.finished_at < KEEP_FINISHED_SECONDS
-        ]
+        self.requests = [r for r in self.requests if _kept(r, now)]
+        self.incoming = [r for r in self.incoming if _kept(r, now)]
+        return events
+
+    def _change_state(self, at: float) -> list[dict[str, Any]]:
+        was_available = self.availability
+        was = self.app_state
+        next_states = APP_STATE_LIFE[was][1]
+        self.app_state = self.state_rng.choices([s for s, _ in next_states], [w for _, w in next_states])[0]
+        self.state_until = at + self.state_rng.uniform(*APP_STATE_LIFE[self.app_state][0])
+        events = [{"method": "event", "event": "appStateChanged", "appState": self.app_state}]
+        if self.app_state == NO_SERVER:
+            events.append({"method": "event", "event": "serverDisconnected"})
+        elif self.app_state == LOGIN_REQUIRED:
+            events.append({"method": "event", "event": "authorizationNeeded"})
+        elif was in (NO_SERVER, CONNECTING) and self.app_state == READY:
+            events.append({"method": "event", "event": "serverConnected"})
+        if self.availability != was_available:
+            events.append(
+                {
+                    "method": "event",
+                    "event": "fileTransferAvailabilityChanged",
+                    "availability": self.availability,
+                }
+            )
         return events
 
     def _create(self, created: float) -> None:
@@ -101,13 +186,32 @@ class LivingRoom:
         finish_at = accept_at + self.rng.uniform(5, 120)
         self.requests.append(LivingRequest(entry, fate, accept_at, finish_at))
 
+    def _receive(self, created: float) -> dict[str, Any]:
+        """A request sent to the Room: from a peer, or from a peer in a conference (then with `confId` too);
+        timestamp in milliseconds and no fileId, as the reference's incoming example."""
+        rng = self.incoming_rng
+        fate = rng.choices([f for f, _ in FATES], [w for _, w in FATES])[0]
+        entry: dict[str, Any] = {
+            "fileRequestId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "fileName": rng.choice(FILE_NAMES),
+            "status": WAITING,
+            "size": int(rng.lognormvariate(12.5, 1.5)),
+            "timestamp": int(created * 1000),
+        }
+        entry["peerId"], entry["peerDn"] = rng.choice(PEERS)
+        if rng.random() < 0.3:
+            entry["confId"] = rng.choice(CONFERENCES)
+        accept_at = created + rng.uniform(5, 90)
+        finish_at = accept_at + rng.uniform(5, 120)
+        self.incoming.append(LivingRequest(entry, fate, accept_at, finish_at, incoming=True))
+        return entry
+
     def _step(self, request: LivingRequest, now: float) -> list[dict[str, Any]]:
         entry = request.entry
         if request.finished_at is not None:
             return []
-        created = entry["timestamp"]
         status = entry["status"]
-        if request.fate.startswith("stuck") and now - created > STUCK_SECONDS:
+        if request.fate.startswith("stuck") and now - request.created > STUCK_SECONDS:
             return self._set_status(request, FAILED, now)
         if status == WAITING and now >= request.accept_at:
             if request.fate == "declined-late":
@@ -125,35 +229,56 @@ class LivingRoom:
                 progress = min(progress, 37)
             if progress != request.progress:
                 request.progress = progress
-                return [progress_event(entry, progress)]
+                return [progress_event(entry, progress, incoming=request.incoming)]
         return []
 
     def _set_status(self, request: LivingRequest, status: int, now: float) -> list[dict[str, Any]]:
         request.entry["status"] = status
         if status in (FAILED, PROCESSED):
             request.finished_at = now
-        return [status_event(request.entry)]
+        return [status_event(request.entry, incoming=request.incoming)]
 
 
-def status_event(entry: dict[str, Any]) -> dict[str, Any]:
-    """`fileRequestStatusChanged`, as the Room sends it for an outgoing request (reference §5)."""
+def _kept(request: LivingRequest, now: float) -> bool:
+    return request.finished_at is None or now - request.finished_at < KEEP_FINISHED_SECONDS
+
+
+def status_event(entry: dict[str, Any], incoming: bool = False) -> dict[str, Any]:
+    """`fileRequestStatusChanged` (reference §5): `directionType` 0 incoming, 1 outgoing; `fileSize`."""
     return {
         "method": "event",
         "event": "fileRequestStatusChanged",
         "fileRequestId": entry.get("fileRequestId"),
         "status": entry.get("status"),
-        "directionType": 1,
+        "directionType": 0 if incoming else 1,
         "fileSize": entry.get("size"),
         "timestamp": entry.get("timestamp"),
     }
 
 
-def progress_event(entry: dict[str, Any], percent: int) -> dict[str, Any]:
-    """`outgoingFileRequestUploadingProgress` (reference §5): note `fileSize`, not `size`."""
+def progress_event(entry: dict[str, Any], percent: int, incoming: bool = False) -> dict[str, Any]:
+    """`outgoingFileRequestUploadingProgress` or `incomingFileRequestDownloadingProgress` (reference §5): note
+    `fileSize`, not `size`."""
     return {
         "method": "event",
-        "event": "outgoingFileRequestUploadingProgress",
+        "event": "incomingFileRequestDownloadingProgress"
+        if incoming
+        else "outgoingFileRequestUploadingProgress",
         "fileRequestId": entry.get("fileRequestId"),
         "processedPercents": percent,
         "fileSize": entry.get("size"),
+    }
+
+
+def received_event(entry: dict[str, Any]) -> dict[str, Any]:
+    """`receivedFileRequest`: someone sent the Room a file (reference §5; `peerDisplayName` here, §6)."""
+    return {
+        "method": "event",
+        "event": "receivedFileRequest",
+        "fileRequestId": entry.get("fileRequestId"),
+        "fileName": entry.get("fileName"),
+        "fileSize": entry.get("size"),
+        "peerId": entry.get("peerId"),
+        "peerDisplayName": entry.get("peerDn"),
+        "timestamp": entry.get("timestamp"),
     }

@@ -2,7 +2,12 @@
 
 It follows the Room API notes in docs/room-api.md, quirks included: replies echo `requestId` (or send `""`),
 a wrong PIN gets the documented error reply, unknown methods get `result: false`, and notifications arrive
-between a request and its reply. Fault modes (see faults.py) make it misbehave on purpose.
+between a request and its reply. Besides `auth` it answers getOutgoingFilesRequests and the optional methods
+getIncomingFilesRequests, getFileTransferAvailability, getAppState and getSystemInfo (reference §4, §5).
+
+Requests may arrive several at once before any reply (a pipelining client): each is answered, in request
+order unless a fault says otherwise. Fault modes (see faults.py) make it misbehave on purpose. For tests, the
+Room counts what each connection asked (`logins`, `requests`) and can restart or go half-open on demand.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,11 +31,23 @@ from websockets.http11 import Request, Response
 
 from exporter.emulator.faults import Fault
 from exporter.emulator.living import LivingRoom, progress_event, status_event
-from exporter.emulator.scenario import DEMO, Scenario, load_scenario
+from exporter.emulator.scenario import DEMO, EMBEDDED_HTTP_PORT, LOGGED_IN_APP_STATES, Scenario, load_scenario
 
 log = logging.getLogger(__name__)
 
 OUTGOING_METHOD = "getOutgoingFilesRequests"
+INCOMING_METHOD = "getIncomingFilesRequests"
+AVAILABILITY_METHOD = "getFileTransferAvailability"
+APP_STATE_METHOD = "getAppState"
+SYSTEM_INFO_METHOD = "getSystemInfo"
+OPTIONAL_METHODS = (INCOMING_METHOD, AVAILABILITY_METHOD, APP_STATE_METHOD, SYSTEM_INFO_METHOD)
+"""The methods besides getOutgoingFilesRequests that the exporter may ask (issue 10)."""
+OLD_ROOM_UNKNOWN = (OUTGOING_METHOD, INCOMING_METHOD, AVAILABILITY_METHOD)
+"""What a Room older than 4.1 does not know (`old-room`): the file-transfer methods."""
+OLD_ROOM_PRODUCT_INFO: dict[str, Any] = {"major": 4, "minor": 0, "revision": 3, "build": 112}
+UNKNOWN_METHOD_CODE = 2
+MAX_RECORDS = 10_000
+"""Connections the Room remembers in `EmulatedRoom.records` (login and request counts per connection)."""
 CONFIG_PATH = "/public/default/config.json"
 TICK_SECONDS = 1.0
 """How often the living demo Room moves on."""
@@ -37,11 +55,21 @@ FLOOD_NOTIFICATIONS = 10_000
 """Notifications before the reply with the `notification-flood` fault."""
 HUGE_FRAGMENT_BYTES = 256 * 1024
 """Fragment size of the `huge-fragmented-reply` fault, and write size of `huge-reply`."""
+CLOSE_GRACE_SECONDS = 1.0
+"""How long a graceful restart, or the emulator stopping, waits for clients to answer its close frames."""
+REORDER_WINDOW_SECONDS = 0.05
+"""With `reordered-replies`: requests that arrive within this time of the first unanswered one form a batch,
+answered last first."""
+
+Job = Callable[[], Awaitable[None]]
+"""Sends one reply (and whatever a fault sends with it) when called."""
 
 
 @dataclass
 class EmulatorSettings:
-    """How the emulated Room listens and behaves. Port 0 means: any free port (printed when ready)."""
+    """How the emulated Room listens and behaves. Port 0 means: any free port (printed when ready).
+
+    The Room reads these at every request, so a test may switch the fault or the PIN while it runs."""
 
     host: str = "127.0.0.1"
     websocket_port: int = 8765
@@ -49,13 +77,31 @@ class EmulatorSettings:
     pin: str | None = None
     fault: Fault = Fault.NONE
     slow_reply_seconds: float = 30.0
+    """How long `slow-reply` and `stalled-reply` hold the getOutgoingFilesRequests reply back."""
     huge_reply_bytes: int = 64 * 1024 * 1024
+    restart_seconds: float = 60.0
+    """How often the Room restarts (drops every connection) with the `restart` fault."""
 
 
 @dataclass
 class Ports:
     websocket: int
     web: int
+
+
+@dataclass
+class ConnectionRecord:
+    """What one client connection did, for tests that count logins and requests per session."""
+
+    number: int
+    """1 for the Room's first connection, and so on."""
+    logins: int = 0
+    """`auth` requests received on it, answered or not, accepted or not."""
+    requests: Counter[str] = field(default_factory=Counter)
+    """Every request received on it by method name, `auth` included."""
+    open: bool = True
+    severed: bool = False
+    """Gone half-open: requests are read and never answered, nothing is sent, it is never closed."""
 
 
 @dataclass
@@ -66,11 +112,60 @@ class EmulatedRoom:
     scenario: Scenario = field(default_factory=Scenario)
     living: LivingRoom | None = None
     connections: set[ServerConnection] = field(default_factory=set)
+    """Authorised connections that are not severed: the living Room's events go to these."""
+    records: list[ConnectionRecord] = field(default_factory=list)
+    """One per WebSocket connection the Room has accepted, in order, open or closed (the latest
+    MAX_RECORDS, so a demo that runs for weeks does not grow)."""
+    restarts: int = 0
+    """How often the Room dropped every connection (`restart()` or the `restart` fault)."""
+    _sessions: dict[ServerConnection, _Session] = field(default_factory=dict, init=False, repr=False)
+    _live: set[ServerConnection] = field(default_factory=set, init=False, repr=False)
+    """Every connection whose TCP connection may still be open, its handler finished or not."""
+    _logins: int = field(default=0, init=False, repr=False)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+
+    @property
+    def logins(self) -> int:
+        """`auth` requests received, over all connections (those forgotten from `records` included)."""
+        return self._logins
+
+    def count_login(self) -> None:
+        self._logins += 1
+
+    @property
+    def logins_per_connection(self) -> list[int]:
+        """`auth` requests received on each connection, in the order the connections were opened."""
+        return [record.logins for record in list(self.records)]
+
+    @property
+    def requests(self) -> Counter[str]:
+        """Requests received by method name, over all connections."""
+        total: Counter[str] = Counter()
+        for record in list(self.records):
+            total.update(dict(record.requests))  # a copy: the emulator's thread may be adding to it
+        return total
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for record in list(self.records) if record.open)
 
     def outgoing_requests(self) -> list[Any]:
         if self.living is not None:
             return self.living.outgoing_requests()
         return self.scenario.outgoing_requests()
+
+    def incoming_requests(self) -> list[Any]:
+        if self.living is not None:
+            return self.living.incoming_requests()
+        return self.scenario.incoming_requests()
+
+    def app_state(self) -> int:
+        return self.living.app_state if self.living is not None else self.scenario.app_state
+
+    def availability(self) -> int:
+        if self.settings.fault is Fault.FILE_TRANSFER_FORBIDDEN:
+            return 0
+        return self.living.availability if self.living is not None else self.scenario.availability
 
     def process_request(
         self, connection: ServerConnection, request: Request
@@ -82,36 +177,68 @@ class EmulatedRoom:
         return None
 
     async def handle(self, connection: ServerConnection) -> None:
-        """One client: authorise first, then answer requests in order."""
-        if self.settings.fault is Fault.SILENT:
-            await connection.wait_closed()
-            return
-        authorised = False
+        """One client: `auth` first, then its requests, each answered by a job of its own (see `_Session`)."""
+        record = ConnectionRecord(number=self.records[-1].number + 1 if self.records else 1)
+        self.records.append(record)
+        if len(self.records) > MAX_RECORDS:
+            del self.records[: len(self.records) - MAX_RECORDS]
+        self._open_transports()  # forget those that are gone
+        self._live.add(connection)
+        session = _Session(self, connection, record)
+        self._sessions[connection] = session
         try:
+            if self.settings.fault is Fault.SILENT:
+                await connection.wait_closed()
+                return
             async for text in connection:
-                message = _decode(text)
-                if message is None:
-                    continue
-                method = message.get("method")
-                request_id = "" if self.scenario.empty_request_id else str(message.get("requestId", ""))
-                if method == "auth":
-                    if self.settings.fault is Fault.NO_AUTH_REPLY:
-                        continue
-                    reply, authorised = self.auth_reply(message, request_id)
-                    await connection.send(json.dumps(reply))
-                    if authorised:
-                        self.connections.add(connection)
-                elif not authorised:
-                    await connection.send(json.dumps(_error(method, request_id, "Not authorized", 1)))
-                elif method == OUTGOING_METHOD and self.settings.fault is not Fault.OLD_ROOM:
-                    await self.send_notifications(connection)
-                    await self.reply_outgoing(connection, request_id)
-                else:
-                    await connection.send(json.dumps(self.other_reply(method, request_id)))
+                session.receive(text)
         except ConnectionClosed:
             pass
         finally:
+            session.cancel()
+            record.open = False
+            self._sessions.pop(connection, None)
             self.connections.discard(connection)
+
+    async def drop_all(self, graceful: bool = False) -> int:
+        """A Room restart: every open WebSocket connection goes. By default the TCP connection just ends, with
+        no close frame, as when the Room's process goes away; `graceful` sends close code 1001 first (and ends
+        the connection a second later whatever the client does), as a Room shut down in order. The Room keeps
+        listening: new connections work at once."""
+        self.restarts += 1
+        connections = self._open_transports()
+        for connection in connections:
+            if graceful:
+                closing = asyncio.create_task(_close_then_abort(connection, 1001, "the Room restarts"))
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+            else:
+                connection.transport.abort()
+        return len(connections)
+
+    def abort_all(self) -> None:
+        """End every open connection's TCP connection at once."""
+        for connection in self._open_transports():
+            connection.transport.abort()
+
+    def _open_transports(self) -> list[ServerConnection]:
+        self._live = {c for c in self._live if not c.transport.is_closing()}
+        return list(self._live)
+
+    def sever_all(self) -> int:
+        """Every open connection goes half-open: requests on it are read and never answered, nothing more is
+        sent on it and it is never closed (until the client gives up). New connections work."""
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            session.sever()
+        return len(sessions)
+
+    async def restart_periodically(self) -> None:
+        """With the `restart` fault, drop every connection every `restart_seconds`."""
+        while True:
+            await asyncio.sleep(max(self.settings.restart_seconds, 0.05))
+            if self.settings.fault is Fault.RESTART:
+                await self.drop_all()
 
     def auth_reply(self, message: dict[str, Any], request_id: str) -> tuple[dict[str, Any], bool]:
         """The documented success reply, or the documented failure for a wrong or missing PIN."""
@@ -136,6 +263,64 @@ class EmulatedRoom:
             "tokenForHttpServer": secrets.token_hex(16),
         }, True
 
+    def unknown_to_this_room(self, method: str) -> bool:
+        fault = self.settings.fault
+        if fault is Fault.OLD_ROOM:
+            return method in OLD_ROOM_UNKNOWN
+        if fault is Fault.OPTIONAL_UNKNOWN:
+            return method in OPTIONAL_METHODS
+        return False
+
+    def method_fields(self, method: str) -> dict[str, Any] | None:
+        """The method-specific fields of a successful reply, or None for a method this Room does not know."""
+        if method == INCOMING_METHOD:
+            return {"incomingFilesRequests": self.incoming_requests()}
+        if method == AVAILABILITY_METHOD:
+            return {"availability": self.availability()}
+        if method == APP_STATE_METHOD:
+            port = EMBEDDED_HTTP_PORT if self.living is not None else self.scenario.embedded_http_port
+            return {"appState": self.app_state(), "embeddedHttpPort": port}
+        if method == SYSTEM_INFO_METHOD:
+            return self.system_info()
+        return None
+
+    def system_info(self) -> dict[str, Any]:
+        """`productInfo` is the version; `authInfo` only while the Room is logged in to its server."""
+        source: Scenario | LivingRoom = self.living if self.living is not None else self.scenario
+        product_info = OLD_ROOM_PRODUCT_INFO if self.settings.fault is Fault.OLD_ROOM else source.product_info
+        fields: dict[str, Any] = {"productInfo": dict(product_info)}
+        if self.app_state() in LOGGED_IN_APP_STATES:
+            fields["authInfo"] = dict(source.auth_info)
+        return fields
+
+    def reply(self, method: Any, request_id: str) -> dict[str, Any]:
+        """The reply to any request but `auth`: the method's fields, with the scenario's `replyFields` over
+        them and its `omitFields` left out; or the unknown-method reply."""
+        if not isinstance(method, str) or self.unknown_to_this_room(method):
+            return _unknown(method, request_id)
+        fields = (
+            {"outgoingFilesRequests": self.outgoing_requests()}
+            if method == OUTGOING_METHOD
+            else self.method_fields(method)
+        )
+        overrides = self.scenario.reply_fields.get(method)
+        if fields is None and overrides is None:
+            return _unknown(method, request_id)
+        reply = {
+            "method": method,
+            "requestId": request_id,
+            "result": True,
+            **(fields or {}),
+            **(overrides or {}),
+        }
+        for name in self.scenario.omit_fields.get(method, ()):
+            reply.pop(name, None)
+        return reply
+
+    def request_id(self, message: dict[str, Any]) -> str:
+        given = message.get("requestId")
+        return "" if self.scenario.empty_request_id or given is None else str(given)
+
     async def send_notifications(self, connection: ServerConnection) -> None:
         """Events that a busy Room sends between a request and its reply (reference §2)."""
         entries = [e for e in self.outgoing_requests() if isinstance(e, dict)] or [{"fileRequestId": "demo"}]
@@ -152,15 +337,13 @@ class EmulatedRoom:
             n += 1
 
     async def reply_outgoing(self, connection: ServerConnection, request_id: str) -> None:
-        reply = {
-            "method": OUTGOING_METHOD,
-            "requestId": request_id,
-            "result": True,
-            "outgoingFilesRequests": self.outgoing_requests(),
-        }
+        """Events, then the getOutgoingFilesRequests reply, as the fault in force shapes it."""
         fault = self.settings.fault
-        if fault is Fault.SLOW_REPLY:
+        await self.send_notifications(connection)
+        reply = self.reply(OUTGOING_METHOD, request_id)
+        if fault in (Fault.SLOW_REPLY, Fault.STALLED_REPLY):
             await asyncio.sleep(self.settings.slow_reply_seconds)
+            reply = self.reply(OUTGOING_METHOD, request_id)  # what the Room holds when it finally answers
         if fault is Fault.NOT_JSON:
             await connection.send("<html>this is not JSON")
         elif fault is Fault.NOT_OBJECT:
@@ -170,7 +353,7 @@ class EmulatedRoom:
         elif fault is Fault.DEEP_JSON:
             await connection.send("[" * 100_000 + "]" * 100_000)
         elif fault is Fault.MISSING_LIST:
-            del reply["outgoingFilesRequests"]
+            reply.pop("outgoingFilesRequests", None)
             await connection.send(json.dumps(reply))
         elif fault is Fault.CLOSE_BEFORE_REPLY:
             await connection.close()
@@ -183,14 +366,6 @@ class EmulatedRoom:
         else:
             await connection.send(json.dumps(reply))
 
-    def other_reply(self, method: Any, request_id: str) -> dict[str, Any]:
-        """A few harmless read-only methods; anything else is unknown, as on a Room that lacks it."""
-        if method == "getAppState":
-            return {"method": method, "requestId": request_id, "result": True, "appState": 3}
-        if method == "getFileTransferAvailability":
-            return {"method": method, "requestId": request_id, "result": True, "availability": 3}
-        return _error(method, request_id, f"Unknown method: {method}", 2)
-
     async def tick(self) -> None:
         """Move the living Room on and tell every authorised client, as the real Room does."""
         while self.living is not None:
@@ -199,6 +374,135 @@ class EmulatedRoom:
                 for connection in list(self.connections):
                     with contextlib.suppress(ConnectionClosed):
                         await connection.send(json.dumps(event))
+
+
+class _Session:
+    """One connection's requests and the jobs that answer them.
+
+    The connection is read without waiting for any reply: each request becomes a job. By default a job sends
+    its reply only after the previous request's reply went out, so replies keep request order (a slow reply
+    holds back those behind it, as on a Room that answers one request at a time). `stalled-reply` takes the
+    outgoing reply out of that order; `reordered-replies` answers each batch last first; `optional-silent`
+    and `no-auth-reply` make no job at all."""
+
+    def __init__(self, room: EmulatedRoom, connection: ServerConnection, record: ConnectionRecord) -> None:
+        self.room = room
+        self.connection = connection
+        self.record = record
+        self.authorised = False
+        self.tail: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.batch: list[Job] | None = None
+
+    def receive(self, text: str | bytes) -> None:
+        message = _decode(text)
+        if message is None:
+            return
+        method = message.get("method")
+        self.record.requests[str(method)] += 1
+        if method == "auth":
+            self.record.logins += 1
+            self.room.count_login()
+        second_scrape = method == OUTGOING_METHOD and self.record.requests[method] > 1
+        if second_scrape and self.room.settings.fault is Fault.HALF_OPEN:
+            self.record.severed = True  # the replies still queued belong to the first scrape: they go out
+            self.room.connections.discard(self.connection)
+        if self.record.severed:
+            return
+        room, fault = self.room, self.room.settings.fault
+        request_id = room.request_id(message)
+        if method == "auth":
+            if fault is Fault.NO_AUTH_REPLY:
+                return
+            reply, self.authorised = room.auth_reply(message, request_id)
+            if self.authorised:
+                room.connections.add(self.connection)
+            self.in_order(self.sender(reply))
+        elif not self.authorised:
+            self.in_order(self.sender(_error(method, request_id, "Not authorized", 1)))
+        elif method in OPTIONAL_METHODS and fault is Fault.OPTIONAL_SILENT:
+            return
+        elif method == OUTGOING_METHOD and fault is Fault.STALLED_REPLY:
+            self.spawn(self.outgoing(request_id)())
+        else:
+            answers_outgoing = method == OUTGOING_METHOD and not room.unknown_to_this_room(method)
+            job = (
+                self.outgoing(request_id) if answers_outgoing else self.sender(room.reply, method, request_id)
+            )
+            if fault is Fault.REORDERED_REPLIES:
+                self.reversed_in_batch(job)
+            else:
+                self.in_order(job)
+
+    def sender(self, reply: dict[str, Any] | Callable[..., dict[str, Any]], *args: Any) -> Job:
+        """A job that sends `reply` (or what `reply(*args)` gives when the job runs)."""
+
+        async def send() -> None:
+            message = reply(*args) if callable(reply) else reply
+            await self.connection.send(json.dumps(message))
+
+        return send
+
+    def outgoing(self, request_id: str) -> Job:
+        async def send() -> None:
+            await self.room.reply_outgoing(self.connection, request_id)
+
+        return send
+
+    def in_order(self, job: Job) -> None:
+        previous = self.tail
+
+        async def run() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await job()
+
+        self.tail = self.spawn(run())
+
+    def reversed_in_batch(self, job: Job) -> None:
+        if self.batch is None:
+            self.batch = []
+            self.in_order(self.flush_batch)
+        self.batch.append(job)
+
+    async def flush_batch(self) -> None:
+        await asyncio.sleep(REORDER_WINDOW_SECONDS)
+        batch, self.batch = self.batch or [], None
+        for job in reversed(batch):
+            await job()
+
+    def spawn(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self.guarded(coroutine))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def guarded(self, coroutine: Awaitable[None]) -> None:
+        try:
+            await coroutine
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("the emulated Room failed to answer a request")
+
+    def sever(self) -> None:
+        self.record.severed = True
+        self.room.connections.discard(self.connection)
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Stop every job of this connection (but the one calling, which ends by itself)."""
+        current = asyncio.current_task()
+        for task in list(self.tasks):
+            if task is not current:
+                task.cancel()
+
+
+async def _close_then_abort(connection: ServerConnection, code: int, reason: str) -> None:
+    """Close with `code`, and end the TCP connection after CLOSE_GRACE_SECONDS if the client has not."""
+    closing = asyncio.ensure_future(connection.close(code, reason))
+    await asyncio.wait([closing], timeout=CLOSE_GRACE_SECONDS)
+    connection.transport.abort()
 
 
 async def _first_fragment_then_drop(connection: ServerConnection, text: str) -> AsyncIterator[str]:
@@ -271,6 +575,11 @@ def _error(method: Any, request_id: str, text: str, code: int) -> dict[str, Any]
     return {"method": method, "requestId": request_id, "result": False, "resultCode": code, "error": text}
 
 
+def _unknown(method: Any, request_id: str) -> dict[str, Any]:
+    """What a Room answers a method it does not know (reference §7: `result: false`; the text is ours)."""
+    return _error(method, request_id, f"Unknown method: {method}", UNKNOWN_METHOD_CODE)
+
+
 def config_document(websocket_port: int, fault: Fault) -> bytes:
     """`/public/default/config.json` as the Room serves it (reference §1)."""
     if fault is Fault.BAD_CONFIG_JSON:
@@ -334,6 +643,37 @@ class RunningEmulator:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=5)
 
+    def restart(self, graceful: bool = False) -> int:
+        """Drop every open WebSocket connection now, as a Room restart does (see `EmulatedRoom.drop_all`);
+        returns how many were dropped. The Room keeps its ports and state and accepts new connections."""
+        return asyncio.run_coroutine_threadsafe(self.room.drop_all(graceful), self._loop).result(timeout=5)
+
+    def sever(self) -> int:
+        """Make every open connection half-open: read, never answered, never closed; returns how many."""
+        return asyncio.run_coroutine_threadsafe(self._sever(), self._loop).result(timeout=5)
+
+    async def _sever(self) -> int:
+        return self.room.sever_all()
+
+    @property
+    def logins(self) -> int:
+        """`auth` requests the Room received, over all connections (see `EmulatedRoom.records` for more)."""
+        return self.room.logins
+
+    @property
+    def logins_per_connection(self) -> list[int]:
+        """`auth` requests received on each connection the Room accepted, oldest first."""
+        return self.room.logins_per_connection
+
+    @property
+    def requests(self) -> Counter[str]:
+        """Requests the Room received, by method name."""
+        return self.room.requests
+
+    @property
+    def open_connections(self) -> int:
+        return self.room.open_connections
+
     def serve_forever(self) -> None:
         """Block until interrupted (Ctrl-C), then shut down."""
         try:
@@ -368,14 +708,20 @@ class RunningEmulator:
             ).start()
             self.ports = Ports(websocket=websocket_port, web=self._web.server_address[1])
             ticker = asyncio.create_task(self.room.tick())
+            restarter = asyncio.create_task(self.room.restart_periodically())
             self._ready.set()
             try:
                 await self._stop.wait()
             finally:
                 ticker.cancel()
+                restarter.cancel()
                 for task in asyncio.all_tasks():  # handlers held back by a fault must not delay shutdown
                     if task is not asyncio.current_task():
                         task.cancel()
+                server.close()  # close frames 1001 to the open connections; clients that never answer ...
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(server.wait_closed(), CLOSE_GRACE_SECONDS)
+                self.room.abort_all()  # ... do not hold the emulator up for websockets' 10 s close timeout
                 self._web.shutdown()
                 self._web.server_close()
 
