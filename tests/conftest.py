@@ -27,11 +27,19 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "full"))
 """`make test-fast` sets HYPOTHESIS_PROFILE=fast: fewer examples per property, the same properties."""
 
 
+LOOPBACK_FIXTURES = {"room", "serve_app"}
+"""Fixtures that serve emulated Rooms or an exporter on loopback sockets: their tests are `loopback` tests."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that starts real exporter or emulator processes is a `process` test, wherever it stands."""
+    """A test that starts real processes is a `process` test, one that serves on loopback sockets in this
+    process a `loopback` test, wherever it stands; the rest are the fast unit tier."""
     for item in items:
-        if "processes" in getattr(item, "fixturenames", ()):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "processes" in fixtures:
             item.add_marker(pytest.mark.process)
+        if fixtures & LOOPBACK_FIXTURES:
+            item.add_marker(pytest.mark.loopback)
 
 
 @pytest.fixture

@@ -40,6 +40,8 @@ from exporter.emulator.server import (
     RunningEmulator,
 )
 
+pytestmark = pytest.mark.loopback  # emulated Rooms or the server on loopback sockets
+
 APP_STATE_METHOD = "getAppState"
 INCOMING_METHOD = "getIncomingFilesRequests"
 EVERY_METHOD = (OUTGOING_METHOD, *OPTIONAL_METHODS)

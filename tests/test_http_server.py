@@ -28,6 +28,8 @@ from exporter.web.config import WebConfigWatcher
 from exporter.web.server import HTTPServer, ServerLimits, make_http_server
 from exporter.web.settings import ExporterSettings
 
+pytestmark = pytest.mark.loopback  # emulated Rooms or the server on loopback sockets
+
 FAST = ServerLimits(read_header_timeout=1.0, idle_timeout=1.0)
 GET_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
