@@ -184,3 +184,52 @@ def test_modules_choose_sessions_and_methods_and_a_reload_closes_sessions(room, 
     with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(reload) as answer:
         assert answer.status == 200
     assert app.sessions.open_sessions() == 0, "a reload closes every session (credentials may have changed)"
+
+
+ALL_METHODS = (
+    OUTGOING_METHOD,
+    "getIncomingFilesRequests",
+    "getFileTransferAvailability",
+    "getAppState",
+    "getSystemInfo",
+)
+
+
+def test_a_restarted_room_that_cut_every_connection_costs_no_failed_scrape(room, pool):
+    emulator = room("doc-example", pin=PIN)
+    fetch(pool, emulator.ports.websocket)
+    assert emulator.restart() == 1
+    assert OUTGOING_METHOD in fetch(pool, emulator.ports.websocket).replies
+    assert pool.logins == 2
+
+
+def test_a_half_open_session_is_replaced_within_the_scrape(room, pool):
+    emulator = room("doc-example", pin=PIN, fault=Fault.HALF_OPEN)
+    fetch(pool, emulator.ports.websocket)
+    started = time.monotonic()
+    trace = Trace()
+    replies = fetch(pool, emulator.ports.websocket, timeout=2.0, trace=trace)
+    assert OUTGOING_METHOD in replies.replies
+    assert time.monotonic() - started < 2.0
+    assert any("lost" in step.outcome for step in trace.steps), trace.lines()
+    assert pool.logins == 2
+
+
+def test_an_optional_method_never_answered_costs_one_slow_scrape_then_is_not_asked(room, pool):
+    emulator = room("doc-example", pin=PIN, fault=Fault.OPTIONAL_SILENT)
+    port = emulator.ports.websocket
+    first = fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(1.0), ALL_METHODS, pool=pool)
+    assert set(first.replies) == {OUTGOING_METHOD}, "the outgoing reply still decides the scrape"
+    started = time.monotonic()
+    second = fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(1.0), ALL_METHODS, pool=pool)
+    assert time.monotonic() - started < 0.5
+    assert second.asked == (OUTGOING_METHOD,)
+
+
+def test_replies_in_any_order_are_matched_by_request_id(room, pool):
+    emulator = room("doc-example", pin=PIN, fault=Fault.REORDERED_REPLIES)
+    replies = fetch_room(
+        parse_target(f"127.0.0.1:{emulator.ports.websocket}"), PIN, Deadline(3.0), ALL_METHODS, pool=pool
+    )
+    assert set(replies.replies) == set(ALL_METHODS)
+    assert all(reply["method"] == method for method, reply in replies.replies.items())
