@@ -76,7 +76,7 @@ soak: $(BIN)/.installed
 	$(BIN)/python scripts/soak.py
 
 ## bench: scrape latency figures (median, p95) against the emulator, the per-entry parser, and sessions measured
-## as ratios against raw clients (issue 10's targets: met or missed, never asserted); about a minute and a half
+## as ratios against raw clients (issue 10's targets: met or missed, never asserted); about a minute in all
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_scrape.py
 	$(BIN)/python benchmarks/bench_parse.py
