@@ -116,28 +116,14 @@ def collection_metrics(collection: Collection) -> Iterator[Metric]:
 
 def snapshot_metrics(snapshot: Snapshot, now: float) -> Iterator[Metric]:
     """The request gauges of a Room that answered; every label combination present, zeros included."""
-    counts = GaugeMetricFamily(
+    yield from _request_families(
         REQUESTS,
-        "Outgoing file requests the Room lists, by status and destination (a peer or a group conference).",
-        labels=["status", "destination"],
-    )
-    sizes = GaugeMetricFamily(
-        f"{REQUESTS}_size_bytes",
-        "Sum of the sizes of the outgoing file requests, by status and destination.",
-        labels=["status", "destination"],
-    )
-    for status in STATUSES:
-        for destination in DESTINATIONS:
-            counts.add_metric([status, destination], snapshot.counts[(status, destination)])
-            sizes.add_metric([status, destination], snapshot.size_bytes[(status, destination)])
-    yield counts
-    yield sizes
-
-    ages = GaugeMetricFamily(
-        f"{REQUESTS}_oldest_pending_age_seconds",
+        "outgoing",
+        ("destination", DESTINATIONS),
+        snapshot,
+        now,
         "Age of the oldest request in this status, computed at scrape time against the exporter's clock; "
         "0 when there is none.",
-        labels=["status"],
     )
     created = GaugeMetricFamily(
         f"{REQUESTS}_oldest_pending_timestamp_seconds",
@@ -145,11 +131,9 @@ def snapshot_metrics(snapshot: Snapshot, now: float) -> Iterator[Metric]:
         labels=["status"],
     )
     for status in PENDING_STATUSES:
-        ages.add_metric([status], snapshot.oldest_pending_age(status, now))
         created_at = snapshot.oldest_pending_created_at[status]
         if created_at is not None:
             created.add_metric([status], created_at)
-    yield ages
     yield created
     yield GaugeMetricFamily(
         f"{REQUESTS}_malformed",
@@ -205,30 +189,48 @@ def picture_metrics(picture: RoomPicture) -> Iterator[Metric]:
 def incoming_metrics(snapshot: Snapshot, now: float) -> Iterator[Metric]:
     """The incoming request gauges (getIncomingFilesRequests), by the outgoing rules: every label pair
     present, zeros included; the age is 0 when there is none and never negative."""
-    counts = GaugeMetricFamily(
+    yield from _request_families(
         INCOMING,
-        "Incoming file requests the Room lists, by status and source (a peer or a group conference).",
-        labels=["status", "source"],
-    )
-    sizes = GaugeMetricFamily(
-        f"{INCOMING}_size_bytes",
-        "Sum of the sizes of the incoming file requests, by status and source.",
-        labels=["status", "source"],
-    )
-    for status in STATUSES:
-        for source in SOURCES:
-            counts.add_metric([status, source], snapshot.counts[(status, source)])
-            sizes.add_metric([status, source], snapshot.size_bytes[(status, source)])
-    yield counts
-    yield sizes
-    ages = GaugeMetricFamily(
-        f"{INCOMING}_oldest_pending_age_seconds",
+        "incoming",
+        ("source", SOURCES),
+        snapshot,
+        now,
         "Age of the oldest incoming request in this status (waiting for this Room's answer, or downloading), "
         "computed at scrape time against the exporter's clock; 0 when there is none.",
-        labels=["status"],
     )
+
+
+def _request_families(
+    name: str,
+    direction: str,
+    party: tuple[str, tuple[str, ...]],
+    snapshot: Snapshot,
+    now: float,
+    age_help: str,
+) -> Iterator[Metric]:
+    """Counts and sizes by status and the other party (every pair present, zeros included), and the age of
+    the oldest pending request by status: one rule for the outgoing and the incoming lists."""
+    label, parties = party
+    counts = GaugeMetricFamily(
+        name,
+        f"{direction.capitalize()} file requests the Room lists, by status and {label} "
+        "(a peer or a group conference).",
+        labels=["status", label],
+    )
+    sizes = GaugeMetricFamily(
+        f"{name}_size_bytes",
+        f"Sum of the sizes of the {direction} file requests, by status and {label}.",
+        labels=["status", label],
+    )
+    for status in STATUSES:
+        for other in parties:
+            counts.add_metric([status, other], snapshot.counts[(status, other)])
+            sizes.add_metric([status, other], snapshot.size_bytes[(status, other)])
+    ages = GaugeMetricFamily(f"{name}_oldest_pending_age_seconds", age_help, labels=["status"])
     for status in PENDING_STATUSES:
         ages.add_metric([status], snapshot.oldest_pending_age(status, now))
+    yield counts
+    yield sizes
     yield ages
 
 
