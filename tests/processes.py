@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,3 +119,55 @@ def http_get(
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
+
+
+def free_port() -> int:
+    """A loopback port free now (another process may take it before it is bound: callers retry)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 40) -> bool:
+    """Poll `condition` until it holds or `seconds` pass; returns whether it held."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def start_daemon(
+    workdir: Path, name: str, argv: Callable[[int, int], list[str]], ready_seconds: float = 40
+) -> tuple[Process, str]:
+    """A Prometheus-style server (Prometheus, Alertmanager) on a free loopback port, ready at `/-/ready`.
+
+    `argv(port, attempt)` gives its command line; a port taken meanwhile by someone else is retried.
+    """
+    for attempt in range(3):
+        port = free_port()
+        stdout_path, stderr_path = workdir / f"{name}.{attempt}.out", workdir / f"{name}.{attempt}.err"
+        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+            popen = subprocess.Popen(
+                argv(port, attempt), stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=workdir
+            )
+        process = Process(popen, stdout_path, stderr_path)
+        url = f"http://127.0.0.1:{port}"
+        if (
+            wait_until(lambda url=url, p=process: _ready(url) or not p.alive(), ready_seconds)
+            and process.alive()
+        ):
+            return process, url
+        process.stop()
+        if "address already in use" not in process.stderr:
+            break
+    raise AssertionError(f"{name} did not start:\n{process.stderr[-4000:]}")
+
+
+def _ready(url: str) -> bool:
+    try:
+        status, _, _ = http_get(f"{url}/-/ready", timeout=2)
+    except OSError:
+        return False
+    return status == 200

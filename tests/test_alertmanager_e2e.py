@@ -32,8 +32,8 @@ import pytest
 import yaml
 
 from tests import dashboard_queries as dq
-from tests.processes import Process, http_get
-from tests.test_prometheus_e2e import free_port, start_prometheus, wait_until
+from tests.processes import Process, http_get, start_daemon, wait_until
+from tests.test_prometheus_e2e import start_prometheus
 
 pytestmark = pytest.mark.e2e
 
@@ -276,40 +276,18 @@ def prometheus_config(exporter: str, sd_file: Path, alertmanager: str, rules: Pa
 
 
 def start_alertmanager(workdir: Path, config: Path) -> tuple[Process, str]:
-    for attempt in range(3):
-        port = free_port()
-        stdout_path = workdir / f"alertmanager.{attempt}.out"
-        stderr_path = workdir / f"alertmanager.{attempt}.err"
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            popen = subprocess.Popen(
-                [
-                    ALERTMANAGER,
-                    f"--config.file={config}",
-                    f"--storage.path={workdir / f'alertmanager-data.{attempt}'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--cluster.listen-address=",  # a single Alertmanager, no gossip port
-                ],
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-            )
-        process = Process(popen, stdout_path, stderr_path)
-        url = f"http://127.0.0.1:{port}"
-        up = wait_until(lambda url=url, process=process: _ready(url) or not process.alive(), 15)
-        if up and process.alive():
-            return process, url
-        process.stop()
-        if "address already in use" not in process.stderr:
-            break
-    raise AssertionError(f"Alertmanager did not start:\n{process.stderr[-4000:]}")
-
-
-def _ready(url: str) -> bool:
-    try:
-        status, _, _ = http_get(f"{url}/-/ready", timeout=2)
-    except OSError:
-        return False
-    return status == 200
+    return start_daemon(
+        workdir,
+        "alertmanager",
+        lambda port, attempt: [
+            ALERTMANAGER,
+            f"--config.file={config}",
+            f"--storage.path={workdir / f'alertmanager-data.{attempt}'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # a single Alertmanager, no gossip port
+        ],
+        15,
+    )
 
 
 def held_alerts(url: str, **labels: str) -> list[dict[str, Any]]:

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import pytest
 import yaml
 
 from tests import dashboard_queries as dq
-from tests.processes import Process, http_get, start_emulator, start_exporter
+from tests.processes import Process, http_get, start_daemon, start_emulator, start_exporter, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -81,12 +79,6 @@ class Stack:
         return data["result"]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def prometheus_config(exporters: list[str], multi_target_exporter: str, rooms: list[str]) -> dict[str, Any]:
     """prometheus/prometheus.yml at a 1s rhythm with the project's rules: its /metrics job aimed at
     `exporters` and the multi-target exporter's own /metrics, its /probe job (relabelling as shipped)
@@ -109,53 +101,18 @@ def prometheus_config(exporters: list[str], multi_target_exporter: str, rooms: l
 def start_prometheus(workdir: Path, config: dict[str, Any]) -> tuple[Process, str]:
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
-    for attempt in range(3):
-        port = free_port()
-        stdout_path, stderr_path = (
-            workdir / f"prometheus.{attempt}.out",
-            workdir / f"prometheus.{attempt}.err",
-        )
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            popen = subprocess.Popen(
-                [
-                    PROMETHEUS,
-                    f"--config.file={config_path}",
-                    f"--storage.tsdb.path={workdir / f'data.{attempt}'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--storage.tsdb.retention.time=1h",
-                ],
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                cwd=workdir,
-            )
-        process = Process(popen, stdout_path, stderr_path)
-        url = f"http://127.0.0.1:{port}"
-        up = wait_until(lambda url=url, process=process: _ready(url) or not process.alive())
-        if up and process.alive():
-            return process, url
-        process.stop()
-        if "address already in use" not in process.stderr:
-            break
-    raise AssertionError(f"Prometheus did not start:\n{process.stderr[-4000:]}")
-
-
-def _ready(url: str) -> bool:
-    try:
-        status, _, _ = http_get(f"{url}/-/ready", timeout=2)
-    except OSError:
-        return False
-    return status == 200
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = WAIT_SECONDS) -> bool:
-    """Poll `condition` until it holds or `seconds` pass; returns whether it held."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
+    return start_daemon(
+        workdir,
+        "prometheus",
+        lambda port, attempt: [
+            PROMETHEUS,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={workdir / f'data.{attempt}'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+        ],
+        WAIT_SECONDS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +155,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 float(s["value"][1]) >= SAMPLES_BEFORE_QUERYING for s in counts
             )
 
-        assert wait_until(scraped), f"Prometheus never scraped every Room:\n{prometheus.stderr[-4000:]}"
+        never = f"Prometheus never scraped every Room:\n{prometheus.stderr[-4000:]}"
+        assert wait_until(scraped, WAIT_SECONDS), never
         yield stack
     finally:
         for process in reversed(started):
@@ -307,7 +265,7 @@ def test_every_rule_group_loaded_and_healthy(stack: Stack) -> None:
         rules = [rule for group in groups for rule in group["rules"]]
         return bool(rules) and all(not rule["lastEvaluation"].startswith("0001") for rule in rules)
 
-    assert wait_until(evaluated), "the rules were never evaluated"
+    assert wait_until(evaluated, WAIT_SECONDS), "the rules were never evaluated"
     groups = stack.api("/api/v1/rules")["groups"]
     assert [g["name"] for g in groups] == [g["name"] for g in expected]
     for group, wanted in zip(groups, expected, strict=True):
@@ -340,7 +298,7 @@ def test_alerts_become_active_on_real_exporter_data(stack: Stack) -> None:
         alerts = stack.api("/api/v1/alerts")["alerts"]
         return {(a["labels"]["alertname"], a["labels"]["job"], a["labels"]["instance"]): a for a in alerts}
 
-    assert wait_until(lambda: set(active()) >= expected), active()
+    assert wait_until(lambda: set(active()) >= expected, WAIT_SECONDS), active()
     alerts = active()
     assert set(alerts) == expected
     for room in stack.rooms:
