@@ -154,10 +154,11 @@ def start_daemon(
             )
         process = Process(popen, stdout_path, stderr_path)
         url = f"http://127.0.0.1:{port}"
-        if (
-            wait_until(lambda url=url, p=process: _ready(url) or not p.alive(), ready_seconds)
-            and process.alive()
-        ):
+
+        def ready_or_dead(url: str = url, process: Process = process) -> bool:
+            return _ready(url) or not process.alive()
+
+        if wait_until(ready_or_dead, ready_seconds) and process.alive():
             return process, url
         process.stop()
         if "address already in use" not in process.stderr:

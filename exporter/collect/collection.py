@@ -58,7 +58,7 @@ def collect_room(
     is reused. `trace`, when given, records every phase and the outcome (the debug probe shows it).
     """
     deadline = Deadline(timeout_seconds)
-    trace = trace or Trace(deadline.started)
+    trace = trace or Trace(deadline.started, detailed=False)
     try:
         answered = fetch_room(target, pin, deadline, methods, max_message_bytes, trace, pool, keep_session)
         picture = parse_room(

@@ -70,7 +70,7 @@ def fetch_room(
     has a connection of its own (still counted in the pool's logins when there is a pool). Any one message
     larger than `max_message_bytes` is refused (reason `protocol`) before it is read.
     """
-    trace = trace or Trace(deadline.started)
+    trace = trace or Trace(deadline.started, detailed=False)
     try:
         if pool is None or not keep_session:
             result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool)
@@ -206,7 +206,8 @@ def _exchange(
     exchange = connection.exchange(methods, deadline, first_reply_within=first_reply_within)
     for method in methods:
         reply = exchange.replies.get(method)
-        trace.step(method, "no reply in time" if reply is None else f"reply {shape(reply)}")
+        outcome = "no reply in time" if reply is None else f"reply {shape(reply) if trace.detailed else ''}"
+        trace.step(method, outcome.rstrip())
     return exchange
 
 

@@ -28,6 +28,8 @@ class Trace:
 
     started: float = field(default_factory=time.monotonic)
     steps: list[Step] = field(default_factory=list)
+    detailed: bool = True
+    """Describe each reply's shape: for a debug probe; off for scrapes (10 000 entries cost ~6 ms)."""
 
     def step(self, phase: str, outcome: str) -> None:
         self.steps.append(Step(time.monotonic() - self.started, phase, outcome))
