@@ -200,3 +200,4 @@ def run_server(
         run_until_stopped(server.serve_forever, on_hangup)
     finally:
         server.server_close()
+        log.info("exporter stopped", extra={"address": f"{host or '*'}:{bound_port}"})
