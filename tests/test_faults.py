@@ -319,6 +319,18 @@ def fetch(port: int, max_message_bytes: int, timeout: float = 5.0) -> tuple[dict
     return result, time.monotonic() - started
 
 
+@pytest.mark.parametrize(
+    ("bad_frame", "detail"),
+    [(bytes([0xC1, 1]) + b"x", "rsv"), (bytes([0x83, 1]) + b"x", "opcode")],
+    ids=["rsv1-set", "opcode-3"],
+)
+def test_a_malformed_frame_is_the_rooms_protocol_fault_not_an_internal_one(bad_frame, detail) -> None:
+    with raw_servers.tcp_server(websocket_room(bad_frame)) as port:
+        result, _ = fetch(port, DEFAULT_MAX_MESSAGE_BYTES)
+    assert isinstance(result, CollectionError), result
+    assert result.reason is Reason.PROTOCOL and detail in result.message.lower(), result.message
+
+
 def test_a_frame_announcing_eight_exabytes_is_refused_at_once() -> None:
     with raw_servers.tcp_server(websocket_room(frame(b"{", announced=(1 << 63) - 1))) as port:
         result, elapsed = fetch(port, DEFAULT_MAX_MESSAGE_BYTES)

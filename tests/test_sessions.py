@@ -233,3 +233,22 @@ def test_replies_in_any_order_are_matched_by_request_id(room, pool):
     )
     assert set(replies.replies) == set(ALL_METHODS)
     assert all(reply["method"] == method for method, reply in replies.replies.items())
+
+
+def test_a_slow_but_healthy_room_keeps_its_session(room, pool):
+    """A reused session that answers a ping is alive, however slow its replies: it gets the whole deadline."""
+    emulator = room("doc-example", pin=PIN, fault=Fault.SLOW_REPLY, slow_reply_seconds=0.8)
+    for _ in range(3):
+        assert OUTGOING_METHOD in fetch(pool, emulator.ports.websocket, timeout=1.2).replies
+    assert pool.logins == 1
+
+
+def test_an_optional_method_late_once_is_asked_again(room, pool):
+    emulator = room("every-method", pin=PIN)
+    port = emulator.ports.websocket
+    fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(1.0), ALL_METHODS, pool=pool)
+    emulator.room.settings.fault = Fault.OPTIONAL_SILENT
+    fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(0.5), ALL_METHODS, pool=pool)
+    emulator.room.settings.fault = Fault.NONE
+    again = fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(1.0), ALL_METHODS, pool=pool)
+    assert "getIncomingFilesRequests" in again.asked, "answered before: one late reply does not silence it"

@@ -404,8 +404,12 @@ class _Session:
             self.record.logins += 1
             self.room.count_login()
         second_scrape = method == OUTGOING_METHOD and self.record.requests[method] > 1
+        if method == OUTGOING_METHOD and self.room.settings.fault is Fault.HALF_OPEN:
+            # After this scrape's requests (one write), nothing more is read, as across a dead network:
+            # not even a ping gets its pong. The replies already due still go out.
+            self.connection.transport.pause_reading()
         if second_scrape and self.room.settings.fault is Fault.HALF_OPEN:
-            self.record.severed = True  # the replies still queued belong to the first scrape: they go out
+            self.record.severed = True
             self.room.connections.discard(self.connection)
         if self.record.severed:
             return

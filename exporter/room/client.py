@@ -71,18 +71,15 @@ def fetch_room(
     larger than `max_message_bytes` is refused (reason `protocol`) before it is read.
     """
     trace = trace or Trace(deadline.started, detailed=False)
-    try:
-        if pool is None or not keep_session:
-            result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool)
-        else:
-            result = _session(target, pin, deadline, methods, max_message_bytes, trace, pool)
-    except CollectionError as error:
-        if pin and pin in error.message:
-            raise CollectionError(error.reason, error.message.replace(pin, "<pin>")) from None
-        raise
+    if pool is None or not keep_session:
+        result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool)
+    else:
+        result = _session(target, pin, deadline, methods, max_message_bytes, trace, pool)
     outgoing = result.replies[OUTGOING_METHOD]
     failure = protocol.failure_text(outgoing)
     if failure is not None:
+        if pin:  # the Room's own words are the one place a message could echo what it was sent
+            failure = failure.replace(pin, "<pin>")
         raise CollectionError(Reason.API, f"the Room refused {OUTGOING_METHOD}: {failure}")
     return result
 
@@ -156,11 +153,7 @@ def _on_slot(
     trace: Trace,
     pool: SessionPool,
 ) -> RoomReplies:
-    asked = tuple(
-        method
-        for method in methods
-        if method not in slot.silent_methods and not (method == SYSTEM_INFO_METHOD and slot.system_info)
-    )
+    asked = _to_ask(slot, methods)
     exchange = None
     if slot.connection is not None:
         trace.step("session", f"reusing the open session ({slot.connection.exchanges} scrapes so far)")
@@ -175,6 +168,7 @@ def _on_slot(
         except SessionLostError as lost:
             trace.step("session", f"lost ({lost}): opening a new one")
             slot.drop_connection()
+            asked = _to_ask(slot, methods)  # the new session asks the version again
     if exchange is None:
         slot.connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace)
         pool.logged_in()
@@ -184,16 +178,26 @@ def _on_slot(
             raise _broken(target, lost) from None
     if not exchange.complete:
         missing = set(asked) - set(exchange.replies) - {OUTGOING_METHOD}
-        slot.silent_methods |= missing
+        slot.silent_methods |= missing - slot.answered_methods  # late once is not never
         trace.step("session", f"closed: no reply in time to {', '.join(sorted(missing)) or OUTGOING_METHOD}")
         slot.drop_connection()
     _require_outgoing(target, exchange.replies, deadline)
+    slot.answered_methods |= set(exchange.replies)
     if (
         SYSTEM_INFO_METHOD in exchange.replies
         and protocol.failure_text(exchange.replies[SYSTEM_INFO_METHOD]) is None
     ):
         slot.system_info = exchange.replies[SYSTEM_INFO_METHOD]
     return RoomReplies(asked, exchange.replies, slot.system_info)
+
+
+def _to_ask(slot: RoomSlot, methods: tuple[str, ...]) -> tuple[str, ...]:
+    """`methods` less those this Room never answers, and less the version when this session knows it."""
+    return tuple(
+        method
+        for method in methods
+        if method not in slot.silent_methods and not (method == SYSTEM_INFO_METHOD and slot.system_info)
+    )
 
 
 def _exchange(

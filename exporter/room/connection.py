@@ -99,6 +99,8 @@ class RoomConnection:
         reply = self.exchange(("auth",), deadline, params={"auth": params}, phase="auth").replies["auth"]
         failure = protocol.failure_text(reply)
         if failure is not None:
+            if pin:  # the Room's own words could echo what it was sent
+                failure = failure.replace(pin, "<pin>")
             raise CollectionError(Reason.AUTH, f"the Room refused {_auth_kind(pin)} authorisation: {failure}")
 
     def exchange(
@@ -111,11 +113,13 @@ class RoomConnection:
     ) -> Exchange:
         """Send one request per method in one write, and read until every reply is in or the deadline passes.
 
-        `first_reply_within` bounds the wait for the first message of all: a reused connection silent that
-        long is taken as dead. Raises SessionLostError when the Room closed, reset or ignored an open
-        connection, CollectionError (timeout) when nothing was answered in time, CollectionError for a
-        broken message. An exchange that ends with replies missing leaves them pending: the caller closes
-        such a connection, so a late reply can never be taken as a later scrape's answer.
+        `first_reply_within` is for a reused connection: a ping goes out with the requests, and a connection
+        that answers neither the ping (the WebSocket layer pongs however slow the Room's application is) nor
+        a request that long is taken as dead (half-open); a notification proves nothing, it may have waited
+        in the buffer since the last scrape. Raises SessionLostError when the Room closed, reset or ignored
+        an open connection, CollectionError (timeout) when nothing was answered in time, CollectionError
+        (protocol) for a broken message or frame. An exchange that ends with replies missing leaves them
+        pending: the caller closes such a connection, so a late reply can never answer a later scrape.
         """
         pending = {next_request_id(): method for method in methods}
         frames = b"".join(
@@ -125,6 +129,9 @@ class RoomConnection:
             ).format()
             for request_id, method in pending.items()
         )
+        if first_reply_within is not None:
+            frames += websocket.ABNF.create_frame(b"alive?", websocket.ABNF.OPCODE_PING).format()
+        pongs_before = self._ws.pongs
         replies: dict[str, dict[str, Any]] = {}
         self.exchanges += 1
         with SocketWatchdog(deadline, self._sock):
@@ -138,18 +145,28 @@ class RoomConnection:
                     try:
                         message = self._receive(phase)
                     except (TimeoutError, websocket.WebSocketTimeoutException):
-                        if patience is not None:
-                            raise SessionLostError(
-                                f"{self.target} sent nothing for {patience:.2f}s"
-                            ) from None
-                        break
-                    patience = None
+                        if patience is None or deadline.left() <= 0:
+                            break
+                        if self._ws.pongs > pongs_before:  # alive, only slow: wait the whole deadline
+                            patience = None
+                            continue
+                        raise SessionLostError(
+                            f"{self.target} answered neither a request nor a ping for {patience:.2f}s"
+                        ) from None
+                    if self._ws.pongs > pongs_before:
+                        patience = None
                     method = _match(message, pending)
                     if method is not None:
                         replies[method] = message
+                        patience = None
             except (OSError, websocket.WebSocketConnectionClosedException) as error:
                 if not deadline.expired():
                     raise SessionLostError(describe(error)) from None
+            except websocket.WebSocketException as error:  # a malformed frame: the Room broke the protocol
+                raise CollectionError(
+                    Reason.PROTOCOL,
+                    f"the Room sent a malformed WebSocket frame during {phase}: {describe(error)}",
+                ) from None
         if pending and not replies:
             raise CollectionError(
                 Reason.TIMEOUT, f"{self.target} did not answer within {deadline.seconds:g}s"
@@ -171,9 +188,10 @@ class RoomConnection:
         return protocol.decode(text)
 
     def close(self, deadline: Deadline | None = None) -> None:
-        """Close politely when there is time left, at once otherwise; never raises."""
+        """Close politely when there is time left, at once otherwise; never raises, never waits longer than
+        CLOSE_WAIT_SECONDS (a watchdog shuts the socket down should the Room drip its answer)."""
         wait = CLOSE_WAIT_SECONDS if deadline is None else max(0.0, min(deadline.left(), CLOSE_WAIT_SECONDS))
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), SocketWatchdog(Deadline(wait + 0.01), self._sock):
             self._ws.close(timeout=wait)
         with contextlib.suppress(OSError):
             self._sock.close()

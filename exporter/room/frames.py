@@ -52,6 +52,8 @@ class BoundedWebSocket(websocket.WebSocket):
         self.max_message_bytes = max_message_bytes
         self._message_bytes = 0
         """Payload bytes of the message being received so far (its first frame and its continuations)."""
+        self.pongs = 0
+        """Pongs received: the Room's WebSocket layer is alive, however slow its application."""
 
     def recv_frame(self) -> websocket.ABNF:
         opcode, announced = _frame_head(self.frame_buffer)
@@ -82,6 +84,7 @@ class BoundedWebSocket(websocket.WebSocket):
                 self.pong(frame.data)
                 continue
             if frame.opcode == websocket.ABNF.OPCODE_PONG:
+                self.pongs += 1
                 continue
             data = frame.data
             assert isinstance(data, bytes)  # a received frame's payload; ABNF allows str for frames to send

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,15 +32,22 @@ class RoomSlot:
     connection: RoomConnection | None = None
     last_used: float = field(default_factory=time.monotonic)
     silent_methods: set[str] = field(default_factory=set)
-    """Optional methods this Room never answered: not asked again (a Room restart forgets nothing here)."""
+    """Optional methods this Room has never answered, once asked: not asked again while the slot lives (a
+    reload or an idle sweep forgets them)."""
+    answered_methods: set[str] = field(default_factory=set)
+    """Methods this Room has answered at least once: one late reply never makes them `silent`."""
     system_info: dict[str, Any] | None = None
     """The `getSystemInfo` reply of the open session: the version is asked once per session."""
 
+    def detach(self) -> RoomConnection | None:
+        """Take the connection off the slot (to be closed by the caller, outside any pool-wide lock)."""
+        connection, self.connection, self.system_info = self.connection, None, None
+        return connection
+
     def drop_connection(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-        self.connection = None
-        self.system_info = None
+        connection = self.detach()
+        if connection is not None:
+            connection.close()
 
 
 class SessionPool:
@@ -54,7 +62,6 @@ class SessionPool:
         self._lock = threading.Lock()
         self._logins = 0
         self._sweeper: threading.Thread | None = None
-        self._closed = threading.Event()
 
     @staticmethod
     def key(target: str, pin: str | None) -> str:
@@ -64,17 +71,20 @@ class SessionPool:
 
     def slot(self, key: str) -> RoomSlot:
         """The slot of `key`, made most recently used; least recently used sessions past the bound close."""
+        evicted = []
         with self._lock:
             slot = self._slots.pop(key, None) or RoomSlot()
+            slot.last_used = time.monotonic()  # so the sweeper leaves it alone while this scrape waits for it
             self._slots[key] = slot
             self._start_sweeper()
             others = [s for s in self._slots.values() if s.connection is not None and s is not slot]
             for old in others[: max(0, len(others) - (self.max_sessions - 1))]:  # room for this one
                 if old.lock.acquire(blocking=False):
                     try:
-                        old.drop_connection()
+                        evicted.append(old.detach())
                     finally:
                         old.lock.release()
+        _close(evicted)  # outside the pool's lock: closing may take a while, other scrapes need the lock
         return slot
 
     def logged_in(self) -> None:
@@ -102,22 +112,40 @@ class SessionPool:
     def sweep(self, now: float | None = None) -> None:
         """Close the sessions idle longer than `idle_seconds`, and forget slots with nothing to remember."""
         now = time.monotonic() if now is None else now
+        idle = []
         with self._lock:
             for key, slot in list(self._slots.items()):
                 if now - slot.last_used <= self.idle_seconds or not slot.lock.acquire(blocking=False):
                     continue
                 try:
-                    slot.drop_connection()
-                    if not slot.silent_methods:
-                        del self._slots[key]
+                    idle.append(slot.detach())
+                    del self._slots[key]
                 finally:
                     slot.lock.release()
+        _close(idle)
 
     def _start_sweeper(self) -> None:
         if self._sweeper is None:
-            self._sweeper = threading.Thread(target=self._sweep_forever, name="session-sweeper", daemon=True)
+            self._sweeper = threading.Thread(
+                target=_sweep_while_alive, args=(weakref.ref(self),), name="session-sweeper", daemon=True
+            )
             self._sweeper.start()
 
-    def _sweep_forever(self) -> None:
-        while not self._closed.wait(max(1.0, self.idle_seconds / 4)):
-            self.sweep()
+
+def _sweep_while_alive(pool_ref: weakref.ref[SessionPool]) -> None:
+    """The sweeper holds its pool weakly: a pool nobody uses any more is collected and its thread ends."""
+    while (pool := pool_ref()) is not None:
+        interval = max(1.0, pool.idle_seconds / 4)
+        del pool
+        time.sleep(interval)
+        pool = pool_ref()
+        if pool is None:
+            return
+        pool.sweep()
+        del pool
+
+
+def _close(connections: list[RoomConnection | None]) -> None:
+    for connection in connections:
+        if connection is not None:
+            connection.close()
