@@ -14,8 +14,9 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
+
+from timing import measure  # beside this script: benchmarks/ is the script's first path entry
 
 from exporter.room.file_requests import Snapshot, parse_entry, parse_outgoing_reply
 from exporter.room.picture import OUTGOING_METHOD, parse_room
@@ -51,17 +52,6 @@ def one_entry_at_a_time(reply: dict[str, Any]) -> Snapshot:
     for item in reply["outgoingFilesRequests"]:
         snapshot.add(parse_entry(item))
     return snapshot
-
-
-def measure(action: Callable[[], object], runs: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        action()
-    durations = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        durations.append(time.perf_counter() - started)
-    return durations
 
 
 def report(name: str, durations: list[float], entries: int) -> float:

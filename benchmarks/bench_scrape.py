@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import threading
-import time
 import urllib.request
-from collections.abc import Callable
+
+from timing import measure  # beside this script: benchmarks/ is the script's first path entry
 
 from exporter.emulator.scenario import load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
@@ -20,17 +20,6 @@ from exporter.room import Deadline, fetch_outgoing_requests, parse_target
 from exporter.web.app import ExporterApp
 from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
-
-
-def measure(action: Callable[[], object], runs: int, warmup: int = 5) -> list[float]:
-    for _ in range(warmup):
-        action()
-    durations = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        durations.append(time.perf_counter() - started)
-    return durations
 
 
 def report(name: str, durations: list[float]) -> None:
@@ -67,8 +56,8 @@ def main() -> None:
         fetch_outgoing_requests(target, None, Deadline(5.0))
 
     try:
-        report("bare round trip (connect+auth+req)", measure(round_trip, args.runs))
-        report("scrape of /metrics", measure(scrape, args.runs))
+        report("bare round trip (connect+auth+req)", measure(round_trip, args.runs, warmup=5))
+        report("scrape of /metrics", measure(scrape, args.runs, warmup=5))
     finally:
         server.shutdown()
         emulator.stop()
