@@ -30,19 +30,6 @@ TYPE_AAAA = 28
 NXDOMAIN = 3
 
 
-def can_unshare() -> bool:
-    """True when this process may make a mount namespace and bind-mount over /etc (root on Linux)."""
-    if os.geteuid() != 0:
-        return False
-    result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", "mount --bind /etc/hostname /etc/hostname"],
-        capture_output=True,
-        timeout=10,
-        check=False,
-    )
-    return result.returncode == 0
-
-
 @dataclass
 class Answer:
     """What the server says about one name: its IPv4 addresses, after `delay_seconds`."""
