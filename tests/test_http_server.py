@@ -125,17 +125,26 @@ def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
+_UNREAD: dict[int, bytes] = {}
+"""Bytes read past one response, by socket: pipelined answers can arrive in one read."""
+
+
 def read_response(sock: socket.socket | ssl.SSLSocket) -> tuple[int, dict[str, str], bytes]:
-    """One response read by its Content-Length, leaving the connection open for the next."""
-    data = b""
+    """One response read by its Content-Length, leaving the connection open (and any later bytes kept)."""
+    data = _UNREAD.pop(id(sock), b"")
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         assert chunk, f"closed before a whole response: {data!r}"
         data += chunk
-    status, headers, body = parse(data)
-    while len(body) < int(headers["content-length"]):
-        body += sock.recv(65536)
-    return status, headers, body
+    status, headers, rest = parse(data)
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed in the middle of a body"
+        rest += chunk
+    if rest[length:]:
+        _UNREAD[id(sock)] = rest[length:]
+    return status, headers, rest[:length]
 
 
 def drip(sock: socket.socket | ssl.SSLSocket, data: bytes, interval: float, limit: float) -> float:
