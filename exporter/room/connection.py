@@ -155,7 +155,7 @@ class RoomConnection:
                         ) from None
                     if self._ws.pongs > pongs_before:
                         patience = None
-                    method = _match(message, pending)
+                    method = protocol.take_reply(message, pending)
                     if method is not None:
                         replies[method] = message
                         patience = None
@@ -246,20 +246,6 @@ def _refused_upgrade(ws: BoundedWebSocket, url: str) -> CollectionError | None:
     return CollectionError(
         Reason.CONNECT, f"{url} answered HTTP {status} instead of a WebSocket upgrade{redirect}"
     )
-
-
-def _match(message: dict[str, Any], pending: dict[str, str]) -> str | None:
-    """The method `message` answers, taken off `pending`; None for a notification or a stray reply."""
-    if protocol.is_notification(message):
-        return None
-    echoed = message.get("requestId")
-    if echoed not in (None, ""):
-        return pending.pop(str(echoed), None)
-    for request_id, method in pending.items():
-        if message.get("method") == method:
-            del pending[request_id]
-            return method
-    return None
 
 
 def _auth_kind(pin: str | None) -> str:

@@ -43,14 +43,19 @@ def is_notification(message: dict[str, Any]) -> bool:
     return message.get("method") == EVENT_METHOD
 
 
-def is_reply_to(message: dict[str, Any], method: str, request_id: str) -> bool:
-    """Whether `message` answers the request (`method`, `request_id`)."""
+def take_reply(message: dict[str, Any], pending: dict[str, str]) -> str | None:
+    """The method `message` answers, taken off `pending` (request id -> method); None for a notification
+    or a stray reply. Matched by `requestId`, or by method when the Room leaves it empty."""
     if is_notification(message):
-        return False
+        return None
     echoed = message.get("requestId")
-    if echoed in (None, ""):
-        return message.get("method") == method
-    return str(echoed) == request_id
+    if echoed not in (None, ""):
+        return pending.pop(str(echoed), None)
+    for request_id, method in pending.items():
+        if message.get("method") == method:
+            del pending[request_id]
+            return method
+    return None
 
 
 def failure_text(reply: dict[str, Any]) -> str | None:
