@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,3 +87,63 @@ def garbage(connection: socket.socket) -> None:
     """Answers a WebSocket upgrade with bytes that are not HTTP at all."""
     connection.recv(65536)
     connection.sendall(b"\x00\x01garbage that is not HTTP\r\n\r\n")
+
+
+# --- a WebSocket Room made by hand, for frames no Room would send ---
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_AUTH_OK = b'{"method":"auth","requestId":"","result":true,"previleges":2}'
+
+
+def frame(payload: bytes, opcode: int = 0x1, fin: bool = True, announced: int | None = None) -> bytes:
+    """One unmasked server frame; `announced` lies about the payload length when given."""
+    length = len(payload) if announced is None else announced
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        header = struct.pack("!BB", first, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", first, 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 127, length)
+    return header + payload
+
+
+def reply_of_size(size: int) -> bytes:
+    """A valid empty-list reply padded with spaces to exactly `size` bytes (JSON allows the whitespace)."""
+    body = b'{"method":"getOutgoingFilesRequests","requestId":"","result":true,"outgoingFilesRequests":[]}'
+    assert size >= len(body)
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
+def websocket_room(*frames: bytes, one_write: bool = False) -> Callable[[socket.socket], None]:
+    """A raw Room: completes the handshake, sends the auth reply and `frames`, then holds the line open;
+    with `one_write`, the upgrade answer, the auth reply and the frames go out in one write."""
+
+    def handle(connection: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = connection.recv(4096)
+            if not chunk:
+                return
+            request += chunk
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID.encode()).digest())
+        upgrade = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        rest = frame(_AUTH_OK) + b"".join(frames)
+        if one_write:
+            connection.sendall(upgrade + rest)
+        else:
+            connection.sendall(upgrade)
+            connection.sendall(rest)
+        connection.settimeout(10)
+        while connection.recv(65536):
+            pass
+
+    return handle

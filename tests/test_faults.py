@@ -12,12 +12,8 @@ during which the Room process freezes, dies and comes back.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import signal
-import socket
-import struct
 import subprocess
 import time
 import tracemalloc
@@ -38,6 +34,7 @@ from tests import raw_servers
 from tests.exposition import value
 from tests.fault_reasons import FAULTS, TOLERATED
 from tests.processes import Process, exporter_command, http_get, start_emulator, start_exporter
+from tests.raw_servers import frame, reply_of_size, websocket_room
 
 pytestmark = pytest.mark.process
 
@@ -255,57 +252,6 @@ def test_every_fault_mode_of_the_emulator_is_covered() -> None:
 
 
 # --- --max-message-bytes against hand-made frames -------------------------------------------------------
-
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_AUTH_OK = b'{"method":"auth","requestId":"","result":true,"previleges":2}'
-
-
-def frame(payload: bytes, opcode: int = 0x1, fin: bool = True, announced: int | None = None) -> bytes:
-    """One unmasked server frame; `announced` lies about the payload length when given."""
-    length = len(payload) if announced is None else announced
-    first = (0x80 if fin else 0) | opcode
-    if length < 126:
-        header = struct.pack("!BB", first, length)
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", first, 126, length)
-    else:
-        header = struct.pack("!BBQ", first, 127, length)
-    return header + payload
-
-
-def reply_of_size(size: int) -> bytes:
-    """A valid empty-list reply padded with spaces to exactly `size` bytes (JSON allows the whitespace)."""
-    body = b'{"method":"getOutgoingFilesRequests","requestId":"","result":true,"outgoingFilesRequests":[]}'
-    assert size >= len(body)
-    return body[:-1] + b" " * (size - len(body)) + b"}"
-
-
-def websocket_room(*frames: bytes) -> Callable[[socket.socket], None]:
-    """A raw Room: completes the handshake, sends the auth reply and `frames`, then holds the line open."""
-
-    def handle(connection: socket.socket) -> None:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            chunk = connection.recv(4096)
-            if not chunk:
-                return
-            request += chunk
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID.encode()).digest())
-        connection.sendall(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
-        connection.sendall(frame(_AUTH_OK) + b"".join(frames))
-        connection.settimeout(10)
-        while connection.recv(65536):
-            pass
-
-    return handle
 
 
 def fetch(port: int, max_message_bytes: int, timeout: float = 5.0) -> tuple[dict | CollectionError, float]:

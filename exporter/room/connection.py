@@ -25,6 +25,7 @@ from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.discovery import discover_websocket_port
 from exporter.room.errors import CollectionError, Reason, describe
 from exporter.room.frames import BoundedWebSocket
+from exporter.room.readahead import ReadAheadSocket
 from exporter.room.target import RoomTarget, host_port
 from exporter.room.trace import Trace
 
@@ -212,7 +213,9 @@ def _handshake(url: str, sock: socket.socket, deadline: Deadline, max_message_by
     try:
         ws.settimeout(deadline.remaining("handshake"))
         # websocket-client leaves WebSocket.connect unannotated
-        ws.connect(url, socket=sock, suppress_origin=True, redirect_limit=0)  # type: ignore[no-untyped-call]
+        ws.connect(  # type: ignore[no-untyped-call]
+            url, socket=ReadAheadSocket(sock), suppress_origin=True, redirect_limit=0
+        )
     except CollectionError:
         raise
     except websocket.WebSocketBadStatusException as error:

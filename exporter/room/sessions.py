@@ -77,13 +77,14 @@ class SessionPool:
             slot.last_used = time.monotonic()  # so the sweeper leaves it alone while this scrape waits for it
             self._slots[key] = slot
             self._start_sweeper()
-            others = [s for s in self._slots.values() if s.connection is not None and s is not slot]
-            for old in others[: max(0, len(others) - (self.max_sessions - 1))]:  # room for this one
-                if old.lock.acquire(blocking=False):
-                    try:
-                        evicted.append(old.detach())
-                    finally:
-                        old.lock.release()
+            if len(self._slots) > self.max_sessions:  # else the sessions (at most one a slot) are in bounds
+                others = [s for s in self._slots.values() if s.connection is not None and s is not slot]
+                for old in others[: max(0, len(others) - (self.max_sessions - 1))]:  # room for this one
+                    if old.lock.acquire(blocking=False):
+                        try:
+                            evicted.append(old.detach())
+                        finally:
+                            old.lock.release()
         _close(evicted)  # outside the pool's lock: closing may take a while, other scrapes need the lock
         return slot
 
