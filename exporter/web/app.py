@@ -1,8 +1,8 @@
 """The routes of the exporter's WSGI app: `/`, `/metrics`, `/probe`, `/-/reload`, `/healthz`.
 
 Every `/metrics` or `/probe` request builds a fresh registry around a fresh collection, so overlapping scrapes
-never share state. prometheus_client's own WSGI app does the content negotiation (text or OpenMetrics) and
-gzip.
+never share state. The answer is prometheus_client's (text or OpenMetrics by `Accept`, gzip), written through
+the prepared shapes of web/exposition.py.
 
 Without `--config.file`, `/metrics` collects the one Room from the flags. With it, `/metrics` carries only the
 exporter's own metrics (build info, config reload status, process metrics when enabled) and Rooms are
@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -31,8 +31,9 @@ from exporter.room import RoomTarget
 from exporter.room.client import methods_for
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
+from exporter.web.exposition import metrics_answer
 from exporter.web.pages import debug_probe_page, landing_page
-from exporter.web.responses import StartResponse, WSGIApp, plain_text
+from exporter.web.responses import StartResponse, plain_text
 from exporter.web.settings import ExporterSettings
 
 SCRAPE_TIMEOUT_HEADER = "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"
@@ -40,14 +41,6 @@ SCRAPE_TIMEOUT_MARGIN_SECONDS = 0.5
 """Left for the exporter to answer after the Room's deadline, inside Prometheus's scrape timeout."""
 MIN_SCRAPE_DEADLINE_SECONDS = 0.1
 """The shortest deadline a tight scrape-timeout header can leave a collection."""
-
-
-def _exposition(
-    registry: CollectorRegistry, environ: dict[str, Any], start_response: StartResponse
-) -> Iterable[bytes]:
-    """`registry` answered by prometheus_client's WSGI app, which negotiates text or OpenMetrics and gzip."""
-    prometheus_app: WSGIApp = make_wsgi_app(registry)  # prometheus_client types it as a bare `Callable`
-    return prometheus_app(environ, start_response)
 
 
 def effective_timeout(configured: float, scrape_timeout_header: str | None) -> float:
@@ -148,7 +141,7 @@ class ExporterApp:
             page = debug_probe_page(target, module, timeout, trace, generate_latest(registry).decode())
             return plain_text(start_response, "200 OK", page)
         registry.register(RoomCollector(lambda: self.collect(target, module.pin, timeout, module)))
-        return _exposition(registry, environ, start_response)
+        return metrics_answer(registry, environ, start_response)
 
     def reload(self, method: str, start_response: StartResponse) -> Iterable[bytes]:
         if method != "POST":
@@ -187,4 +180,4 @@ class ExporterApp:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
-        return _exposition(registry, environ, start_response)
+        return metrics_answer(registry, environ, start_response)
