@@ -8,7 +8,8 @@ Three comparisons, each of the exporter against the floor a minimal client reach
    given in RTTs; target: a warm scrape <= 1.5 RTT.
 2. A big reply. On loopback, a Room listing 10 000 outgoing requests: a warm-session scrape versus one bare
    request for the same reply on an already open raw connection. Target: <= 1.5x.
-3. A fleet. 100 emulated Rooms probed at once (`/probe`, warm sessions), versus 100 minimal raw clients doing
+3. A fleet. 100 emulated Rooms probed at once (`/probe`, warm sessions, each on its kept-alive connection
+   with the headers Prometheus 2 sends: OpenMetrics first, gzip), versus 100 minimal raw clients doing
    connect + `auth` + request at once: a thread each (websocket-client, as the exporter), and all in one
    event loop (websockets); the faster of the two is the floor. Target: wall time <= 2x.
 
@@ -36,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gzip
 import http.client
 import io
 import itertools
@@ -207,16 +209,47 @@ async def serve_proxies(upstreams: list[int], delay: float) -> None:
     await _until_stdin_closes()
 
 
+PROMETHEUS_HEADERS = (
+    "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n"
+    "Accept-Encoding: gzip\r\n"
+    "User-Agent: Prometheus/2.53.0\r\n"
+    f"X-Prometheus-Scrape-Timeout-Seconds: {TIMEOUT:g}\r\n"
+)
+"""What Prometheus 2 sends with every scrape: it asks for OpenMetrics first, and gzip."""
+
+
 async def serve_probes(exporter_port: int, room_ports: list[int]) -> None:
-    """Prometheus's part, out of the exporter's process: at each line read, every Room probed at once, a
-    connection each; prints the wall time of the whole round."""
+    """Prometheus's part, out of the exporter's process: at each line read, every Room probed at once, each
+    on its own kept-alive connection with Prometheus's headers (a scrape target keeps its connection);
+    prints the wall time of the whole round."""
     paths = [f"/probe?target=ws://127.0.0.1:{port}&module=default" for port in room_ports]
+    connections = [await asyncio.open_connection("127.0.0.1", exporter_port) for _ in paths]
     print(json.dumps({"ports": []}), flush=True)
     loop = asyncio.get_running_loop()
     while await loop.run_in_executor(None, sys.stdin.readline):
         started = time.perf_counter()
-        await _get_all(exporter_port, paths)
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(_scrape(*connection, path) for connection, path in zip(connections, paths, strict=True))
+            ),
+            TIMEOUT * 2,
+        )
         print(json.dumps(time.perf_counter() - started), flush=True)
+    for _, writer in connections:
+        writer.close()
+
+
+async def _scrape(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
+    """One scrape as Prometheus makes it, on a kept-alive connection; exits unless the Room is up."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{PROMETHEUS_HEADERS}\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:] if ": " in line)
+    body = await reader.readexactly(int(headers["Content-Length"]))
+    if headers.get("Content-Encoding") == "gzip":
+        body = gzip.decompress(body)
+    if not head.startswith(b"HTTP/1.1 200") or b"trueconf_up 1.0" not in body:
+        raise SystemExit(f"probe {path} failed:\n{head.decode('latin-1')}{body[:2000]!r}")
 
 
 class Child:
@@ -495,20 +528,6 @@ def at_once(actions: Sequence[Callable[[], object]]) -> Callable[[], None]:
             raise SystemExit(f"{len(errors)} of {len(actions)} failed or hung; first: {errors[:1]}")
 
     return release
-
-
-async def _get_all(port: int, paths: Sequence[str]) -> None:
-    """`paths` asked at once, a connection each, as Prometheus probes many Rooms; exits unless all are up."""
-
-    async def one(path: str) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        answer = await reader.read()
-        writer.close()
-        if b"trueconf_up 1.0" not in answer:
-            raise SystemExit(f"probe {path} failed:\n{answer.decode(errors='replace')[:2000]}")
-
-    await asyncio.wait_for(asyncio.gather(*(one(path) for path in paths)), TIMEOUT * 2)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -31,6 +32,9 @@ from exporter.room.trace import Trace
 
 CLOSE_WAIT_SECONDS = 0.25
 """How long closing waits for the Room to acknowledge; the data is already in."""
+
+MIN_READ_TIMEOUT_SECONDS = 0.001
+"""A read's timeout is never zero (zero would make the socket non-blocking)."""
 
 _request_ids = itertools.count(1)
 _id_prefix = f"tcx{os.getpid()}-"
@@ -123,26 +127,32 @@ class RoomConnection:
         pending: the caller closes such a connection, so a late reply can never answer a later scrape.
         """
         pending = {next_request_id(): method for method in methods}
-        frames = b"".join(
+        frames = [
             websocket.ABNF.create_frame(
                 protocol.request(method, request_id, **(params or {}).get(method, {})),
                 websocket.ABNF.OPCODE_TEXT,
-            ).format()
+            )
             for request_id, method in pending.items()
-        )
+        ]
         if first_reply_within is not None:
-            frames += websocket.ABNF.create_frame(b"alive?", websocket.ABNF.OPCODE_PING).format()
+            frames.append(websocket.ABNF.create_frame(b"alive?", websocket.ABNF.OPCODE_PING))
         pongs_before = self._ws.pongs
         replies: dict[str, dict[str, Any]] = {}
         self.exchanges += 1
         with SocketWatchdog(deadline, self._sock):
             try:
-                self._sock.settimeout(deadline.remaining(phase))
-                self._sock.sendall(frames)
+                # Socket timeouts are per read; each change is a system call, so one is set for the first
+                # reply (the patience) and one more once the Room has shown it is alive. The deadline itself
+                # is the watchdog's: it shuts the socket when the deadline passes, whatever a read waits for.
                 patience = first_reply_within
+                left = deadline.remaining(phase)
+                self._ws.settimeout(left if patience is None else min(patience, left))
+                waiting_for_life = patience is not None
+                self._sock.sendall(masked(frames))
                 while pending and deadline.left() > 0:
-                    left = deadline.left()
-                    self._ws.settimeout(left if patience is None else min(patience, left))
+                    if waiting_for_life and patience is None:
+                        self._ws.settimeout(max(deadline.left(), MIN_READ_TIMEOUT_SECONDS))
+                        waiting_for_life = False
                     try:
                         message = self._receive(phase)
                     except (TimeoutError, websocket.WebSocketTimeoutException):
@@ -196,6 +206,20 @@ class RoomConnection:
             self._ws.close(timeout=wait)
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+def masked(frames: list[websocket.ABNF]) -> bytes:
+    """The frames as sent by a client, masked (RFC 6455 §5.3) with keys drawn in one `os.urandom` call:
+    websocket-client draws one per frame, and each draw is a system call that gives up the GIL."""
+    keys = os.urandom(4 * len(frames))
+    for index, frame in enumerate(frames):
+        frame.get_mask_key = partial(_fixed_key, keys[4 * index : 4 * index + 4])
+    return b"".join(frame.format() for frame in frames)
+
+
+def _fixed_key(key: bytes, length: int) -> bytes:
+    assert length == len(key)
+    return key
 
 
 def _handshake(url: str, sock: socket.socket, deadline: Deadline, max_message_bytes: int) -> BoundedWebSocket:

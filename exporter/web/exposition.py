@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,7 +30,7 @@ from prometheus_client.utils import floatToGoString
 from exporter.web.responses import StartResponse, WSGIApp
 
 MAX_SHAPES = 1024
-"""Prepared shapes kept (least recently used dropped): a Room's version label is the one open-ended part."""
+"""Prepared shapes kept (the oldest dropped first): a Room's version label is the one open-ended part."""
 
 Encoder = Callable[[Collector], bytes]
 format_value: Callable[[float], str] = floatToGoString  # the library's own; it leaves it unannotated
@@ -70,7 +69,7 @@ class PreparedText:
 
     def __init__(self, max_shapes: int = MAX_SHAPES) -> None:
         self.max_shapes = max_shapes
-        self._shapes: OrderedDict[ShapeKey, _Shape | None] = OrderedDict()
+        self._shapes: dict[ShapeKey, _Shape | None] = {}
         self._trailers: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -108,15 +107,15 @@ class PreparedText:
             family.unit,
             tuple((sample.name, tuple(sample.labels.items())) for sample in family.samples),
         )
-        with self._lock:
-            if key in self._shapes:
-                self._shapes.move_to_end(key)
-                return self._shapes[key]
+        try:
+            return self._shapes[key]  # a dict read is atomic: no lock on the common path
+        except KeyError:
+            pass
         shape = _prepare(family, encoder, trailer)
         with self._lock:
             self._shapes[key] = shape
-            while len(self._shapes) > self.max_shapes:
-                self._shapes.popitem(last=False)
+            while len(self._shapes) > self.max_shapes:  # the oldest first: a lookup never takes the lock
+                del self._shapes[next(iter(self._shapes))]
         return shape
 
 
