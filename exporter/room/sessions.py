@@ -10,6 +10,7 @@ Collection stays scrape-triggered: nothing is ever sent to a Room between scrape
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -66,8 +67,7 @@ class SessionPool:
     @staticmethod
     def key(target: str, pin: str | None) -> str:
         """A Room and its credentials; the PIN only as a digest, so the key can be shown without it."""
-        digest = hashlib.sha256((pin if pin is not None else "\0no-pin").encode()).hexdigest()[:16]
-        return f"{target} {digest}"
+        return f"{target} {_credentials_digest(pin)}"
 
     def slot(self, key: str) -> RoomSlot:
         """The slot of `key`, made most recently used; least recently used sessions past the bound close."""
@@ -131,6 +131,12 @@ class SessionPool:
                 target=_sweep_while_alive, args=(weakref.ref(self),), name="session-sweeper", daemon=True
             )
             self._sweeper.start()
+
+
+@functools.lru_cache(maxsize=256)
+def _credentials_digest(pin: str | None) -> str:
+    """A few modules' PINs, hashed once each rather than at every scrape."""
+    return hashlib.sha256((pin if pin is not None else "\0no-pin").encode()).hexdigest()[:16]
 
 
 def _sweep_while_alive(pool_ref: weakref.ref[SessionPool]) -> None:

@@ -9,8 +9,8 @@ kept as the fixed text around the values; a scrape then only formats its values,
 not split that way (a timestamp, an exemplar, a sample line the split does not recognise) is written by the
 encoder itself, every time. `tests/test_exposition_text.py` holds the result byte for byte to the library's.
 
-Content negotiation and gzip are the library's too (`choose_encoder`, `gzip_accepted`); `name[]` filtering is
-left to the library's WSGI app.
+Content negotiation and the choice of gzip are the library's too (`choose_encoder`, `gzip_accepted`; the
+level is ours); `name[]` filtering is left to the library's WSGI app.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ from exporter.web.responses import StartResponse, WSGIApp
 
 MAX_SHAPES = 1024
 """Prepared shapes kept (the oldest dropped first): a Room's version label is the one open-ended part."""
+
+GZIP_LEVEL = 1
+"""prometheus_client compresses at 9: a Room's ~8 KB answer then costs 126 us against 63 us at 1, for 1552
+bytes against 1759. Any level is the same gzip to Prometheus."""
 
 Encoder = Callable[[Collector], bytes]
 format_value: Callable[[float], str] = floatToGoString  # the library's own; it leaves it unannotated
@@ -172,7 +176,7 @@ def metrics_answer(
     output = prepared_text.encode(registry.collect(), encoder, content_type)
     headers = [("Content-Type", content_type)]
     if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or ""):
-        output = gzip.compress(output)
+        output = gzip.compress(output, compresslevel=GZIP_LEVEL)
         headers.append(("Content-Encoding", "gzip"))
     start_response("200 OK", headers)
     return [output]

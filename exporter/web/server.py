@@ -409,6 +409,20 @@ class HTTPServer:
             return _plain_answer(500, "internal error; see the exporter's log\n")
 
 
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The Date header's value, formatted once a second rather than at every answer."""
+    global _date_cache  # noqa: PLW0603 - one (second, text) pair, replaced whole: safe without a lock
+    now = int(time.time())
+    second, text = _date_cache
+    if second != now:
+        text = email.utils.formatdate(now, usegmt=True)
+        _date_cache = (now, text)
+    return text
+
+
 class _PlainStream:
     """The connection's bytes as they come; `first` is what was already read (to tell TLS from HTTP)."""
 
@@ -588,7 +602,7 @@ class _Connection:
             headers.append(("Content-Length", str(len(answer.body))))
         if "x-content-type-options" not in names:
             headers.append(("X-Content-Type-Options", "nosniff"))
-        headers += [("Date", email.utils.formatdate(usegmt=True)), ("Server", server_name())]
+        headers += [("Date", http_date()), ("Server", server_name())]
         data = self.h11.send(
             h11.Response(status_code=answer.status, reason=answer.reason.encode("latin-1"), headers=headers)
         )
@@ -599,6 +613,8 @@ class _Connection:
 
     async def _write(self, data: bytes | None) -> None:
         self.stream.write(data or b"")
+        if not self.writer.transport.get_write_buffer_size():
+            return  # all of it is with the kernel already (the usual case): no timer to arm and cancel
         async with asyncio.timeout(self.limits.write_timeout):
             await self.stream.drain()
 
