@@ -20,7 +20,7 @@ from exporter.collect.collection import Collection
 from exporter.collect.families import collection_metrics
 from exporter.room import parse_target
 from exporter.room.picture import parse_room
-from exporter.web.exposition import PreparedText, metrics_answer
+from exporter.web.exposition import MAX_VARIANTS, PreparedText, metrics_answer
 from tests.test_parser_properties import PROPERTY_SETTINGS, scrapes
 
 ACCEPT_HEADERS = [
@@ -40,7 +40,12 @@ LABEL_NAMES = st.from_regex(r"\A[a-z][a-z0-9_]{0,8}\Z", fullmatch=True)
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30) | st.sampled_from(
     ['a "quoted" \\ back\nslash', "ünïcødé ✓", "", "\\n", '"']
 )
-VALUES = st.floats(allow_nan=True) | st.integers(-(10**20), 10**20).map(float) | st.sampled_from([-0.0, 1e-300])
+VALUES = (
+    st.floats(allow_nan=True)
+    | st.integers(-(10**20), 10**20)  # ints as the Room's families give them (counts, 0/1 states)
+    | st.integers(-(10**20), 10**20).map(float)
+    | st.sampled_from([-0.0, 1e-300, 0, 1, 1023, 1024, True])
+)
 
 
 class Fixed:
@@ -109,6 +114,10 @@ def test_any_families_are_written_as_the_library_writes_them(
     first, second = families
     assert prepared(text, first, accept) == library_text(first, accept)
     assert prepared(text, second, accept) == library_text(second, accept), "a prepared shape, new values"
+    assert prepared(SHARED, first, accept) == library_text(first, accept), "among every other shape"
+
+
+SHARED = PreparedText()
 
 
 @PROPERTY_SETTINGS
@@ -127,7 +136,7 @@ def test_a_rooms_families_are_written_as_the_library_writes_them(
 ) -> None:
     answers, asked = scrape
     picture = parse_room(answers, asked, 1_700_000_000.0)
-    text = PreparedText()
+    text = SHARED  # every example's shapes side by side: a shape must never answer for another
     for seconds in (duration, later_duration):
         collection = Collection(
             parse_target("ws://127.0.0.1:8765"), seconds, 1_700_000_000.0, picture.outgoing, None, picture
@@ -137,21 +146,24 @@ def test_a_rooms_families_are_written_as_the_library_writes_them(
 
 
 def test_shapes_are_prepared_once_and_bounded() -> None:
-    text = PreparedText(max_shapes=8)
+    text = PreparedText(max_shapes=20)
 
-    def info(version: str) -> Metric:
-        family = GaugeMetricFamily("trueconf_room_info", "The Room's version.", labels=["version"])
+    def info(version: str, name: str = "trueconf_room_info") -> Metric:
+        family = GaugeMetricFamily(name, "The Room's version.", labels=["version"])
         family.add_metric([version], 1)
         return family
 
     for _ in range(3):
         text.encode([info("5.0.2.17")], *choose_encoder(""))
     assert len(text) == 1
-    for build in range(100):  # a Room that reports a new version at every scrape
-        assert text.encode([info(f"5.0.2.{build}")], *choose_encoder("")) == library_text(
-            [info(f"5.0.2.{build}")], None
+    for build in range(100):  # Rooms of many versions, probed in turn: the newest shapes of a family kept
+        assert text.encode([info(f"5.0.2.{build % 12}")], *choose_encoder("")) == library_text(
+            [info(f"5.0.2.{build % 12}")], None
         )
-    assert len(text) == 8
+    assert len(text) == MAX_VARIANTS
+    for number in range(30):  # many families: the oldest dropped first
+        text.encode([info("1.0.0.0", name=f"family_{number}")], *choose_encoder(""))
+    assert len(text) <= 20
 
 
 @pytest.mark.parametrize("accept", ACCEPT_HEADERS)
@@ -170,7 +182,11 @@ def test_the_answer_is_the_librarys_wsgi_answer(accept: str | None, encoding: st
     answers = []
     for app in (make_wsgi_app(registry), lambda env, start: metrics_answer(registry, env, start)):
         started: list[Any] = []
-        body = b"".join(app(dict(environ), lambda status, headers, *_: started.extend([status, headers])))
+
+        def start_response(status: str, headers: list[Any], *_: Any, into: list[Any] = started) -> None:
+            into.extend([status, headers])
+
+        body = b"".join(app(dict(environ), start_response))
         headers = dict(started[1])
         if headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)  # gzip's header carries a time: compare what it holds

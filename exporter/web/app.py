@@ -25,7 +25,7 @@ from exporter.collect.families import BuildInfoCollector, RoomCollector
 from exporter.collect.history import RecentResults
 from exporter.collect.session_metrics import SessionCollector
 from exporter.fleet.config import Module
-from exporter.fleet.probe import ProbeRefusedError, resolve_probe, wants_debug
+from exporter.fleet.probe import ProbeRefusedError, parse_query, resolve_probe, wants_debug
 from exporter.fleet.reload import ConfigHolder, ReloadCollector
 from exporter.room import RoomTarget
 from exporter.room.client import methods_for
@@ -126,7 +126,7 @@ class ExporterApp:
         def deadline_for(module: Module) -> float:
             return effective_timeout(module.timeout_seconds, scrape_timeout)
 
-        query = environ.get("QUERY_STRING", "")
+        query = parse_query(environ.get("QUERY_STRING", ""))
         try:
             debug = wants_debug(query)
             module, target = resolve_probe(self.config.config, query, deadline_for)

@@ -1,13 +1,15 @@
 """Metric families as prometheus_client writes them, with the text of each family's shape prepared once.
 
 prometheus_client formats every sample anew on every scrape (label names validated and escaped, labels sorted,
-each line put together): about 1 ms for a Room's 72 samples, a fifth of a warm `/probe`'s CPU. A Room's
-families come in few shapes (name, help, type and label sets), so the text of each shape is written once by
-prometheus_client's own encoder (the one it chooses for the scrape's `Accept` header) with made-up values, and
-kept as the fixed text around the values; a scrape then only formats its values, with the library's own
-`floatToGoString`. The library stays the authority on the format, at every version: a shape whose text does
-not split that way (a timestamp, an exemplar, a sample line the split does not recognise) is written by the
-encoder itself, every time. `tests/test_exposition_text.py` holds the result byte for byte to the library's.
+each line put together): about 1 ms for a Room's 73 samples, a fifth of a warm `/probe`'s CPU. A Room's
+families come in few shapes (name, help, type and the labels of each series), so the text of each shape is
+written once by prometheus_client's own encoder (the one it chooses for the scrape's `Accept` header) with
+made-up values, and kept as the fixed text around the values; a scrape then only formats its values, with the
+library's own `floatToGoString`, checking as it goes that each sample is the one the shape was made for (its
+name and labels, in order). The library stays the authority on the format, at every version: a family no
+kept shape fits is prepared anew, and one whose text does not split around its values (a timestamp, an
+exemplar, a sample line the split does not recognise) is written by the encoder itself, every time.
+`tests/test_exposition_text.py` holds the result byte for byte to the library's.
 
 Content negotiation and the choice of gzip are the library's too (`choose_encoder`, `gzip_accepted`; the
 level is ours); `name[]` filtering is left to the library's WSGI app.
@@ -16,6 +18,7 @@ level is ours); `name[]` filtering is left to the library's WSGI app.
 from __future__ import annotations
 
 import gzip
+import operator
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,6 +28,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter.web.responses import StartResponse, WSGIApp
@@ -38,7 +42,15 @@ bytes against 1759. Any level is the same gzip to Prometheus."""
 
 Encoder = Callable[[Collector], bytes]
 format_value: Callable[[float], str] = floatToGoString  # the library's own; it leaves it unannotated
-ShapeKey = tuple[str, str, str, str, str, tuple[tuple[str, tuple[tuple[str, str], ...]], ...]]
+FamilyKey = tuple[str, str, str, str, str]
+"""What a family's text depends on besides its samples: content type, name, type, help, unit."""
+MAX_VARIANTS = 8
+"""Shapes kept under one family key: its label sets (a version label) differ between Rooms."""
+
+_extras = operator.attrgetter(*(name for name in Sample._fields if name not in ("name", "labels", "value")))
+"""A sample's timestamp, then its exemplar (and native histogram, in releases that have one)."""
+_NO_EXTRAS = _extras(Sample("x", {}, 0))
+_SMALL_INTS = {number: format_value(number) for number in range(1024)}
 
 
 class _Families(Collector):
@@ -52,19 +64,27 @@ class _Families(Collector):
 
 
 class _Shape:
-    """One family's text with its values left out: the header lines, then one prefix per sample."""
+    """One family's text with its values left out: the header lines, then for each sample its name, its labels
+    and the text before its value."""
 
-    __slots__ = ("header", "prefixes")
+    __slots__ = ("header", "series")
 
-    def __init__(self, header: str, prefixes: list[str]) -> None:
-        self.header, self.prefixes = header, prefixes
+    def __init__(self, header: str, series: list[tuple[str, dict[str, str], str]]) -> None:
+        self.header, self.series = header, series
 
-    def text(self, family: Metric) -> str:
+    def text(self, family: Metric) -> str | None:
+        """The family's text, or None unless its samples are exactly this shape's (checked as it is written:
+        the same names and labels, in order, and no timestamp or exemplar)."""
+        samples = family.samples
+        if len(samples) != len(self.series):
+            return None
         lines = [self.header]
-        for prefix, sample in zip(self.prefixes, family.samples, strict=True):
-            lines.append(prefix)
-            lines.append(format_value(sample.value))
-            lines.append("\n")
+        for (name, labels, prefix), sample in zip(self.series, samples, strict=True):
+            if sample.name != name or sample.labels != labels or _extras(sample) != _NO_EXTRAS:
+                return None
+            value = sample.value
+            written = _SMALL_INTS.get(value) if type(value) is int else None  # counts, 0/1 states
+            lines.append(f"{prefix}{written or format_value(value)}\n")
         return "".join(lines)
 
 
@@ -73,7 +93,7 @@ class PreparedText:
 
     def __init__(self, max_shapes: int = MAX_SHAPES) -> None:
         self.max_shapes = max_shapes
-        self._shapes: dict[ShapeKey, _Shape | None] = {}
+        self._shapes: dict[FamilyKey, list[_Shape]] = {}
         self._trailers: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -82,16 +102,20 @@ class PreparedText:
         trailer = self._trailer(encoder, content_type)
         parts = []
         for family in families:
-            shape = self._shape(family, encoder, content_type, trailer)
-            if shape is None:
-                parts.append(_encoded(encoder, [family], trailer))
-            else:
-                parts.append(shape.text(family))
+            key = (content_type, family.name, family.type, family.documentation, family.unit)
+            text = None
+            for shape in self._shapes.get(key, ()):  # a dict read is atomic: no lock on the common path
+                text = shape.text(family)
+                if text is not None:
+                    break
+            parts.append(self._prepared(key, family, encoder, trailer) if text is None else text)
         parts.append(trailer)
         return "".join(parts).encode()
 
     def __len__(self) -> int:
-        return len(self._shapes)
+        """Shapes kept, every variant counted."""
+        with self._lock:
+            return sum(len(variants) for variants in self._shapes.values())
 
     def _trailer(self, encoder: Encoder, content_type: str) -> str:
         """What the encoder writes after every family (OpenMetrics' `# EOF`), from an empty registry."""
@@ -100,32 +124,20 @@ class PreparedText:
             trailer = self._trailers[content_type] = encoder(_Families([])).decode()
         return trailer
 
-    def _shape(self, family: Metric, encoder: Encoder, content_type: str, trailer: str) -> _Shape | None:
-        if any(_has_extras(sample) for sample in family.samples):
-            return None
-        key: ShapeKey = (
-            content_type,
-            family.name,
-            family.type,
-            family.documentation,
-            family.unit,
-            tuple((sample.name, tuple(sample.labels.items())) for sample in family.samples),
-        )
-        try:
-            return self._shapes[key]  # a dict read is atomic: no lock on the common path
-        except KeyError:
-            pass
+    def _prepared(self, key: FamilyKey, family: Metric, encoder: Encoder, trailer: str) -> str:
+        """A family no kept shape fits: its shape prepared and kept, and its text; written by the encoder
+        itself when its text does not split around its values."""
         shape = _prepare(family, encoder, trailer)
+        text = None if shape is None else shape.text(family)
+        if shape is None or text is None:
+            return _encoded(encoder, [family], trailer)
         with self._lock:
-            self._shapes[key] = shape
-            while len(self._shapes) > self.max_shapes:  # the oldest first: a lookup never takes the lock
-                del self._shapes[next(iter(self._shapes))]
-        return shape
-
-
-def _has_extras(sample: Any) -> bool:
-    """A timestamp, an exemplar or a native histogram: written by the encoder itself, never prepared."""
-    return bool(sample.timestamp is not None or sample.exemplar or getattr(sample, "native_histogram", None))
+            variants = [shape, *self._shapes.pop(key, ())][:MAX_VARIANTS]  # newest first
+            self._shapes[key] = variants  # re-inserted: the dict's order is the keys' age
+            kept = sum(len(each) for each in self._shapes.values())
+            while kept > self.max_shapes:  # the oldest keys first
+                kept -= len(self._shapes.pop(next(iter(self._shapes))))
+        return text
 
 
 def _encoded(encoder: Encoder, families: list[Metric], trailer: str) -> str:
@@ -151,13 +163,13 @@ def _prepare(family: Metric, encoder: Encoder, trailer: str) -> _Shape | None:
     samples = lines[header_lines:]
     if len(samples) != len(family.samples):
         return None
-    prefixes = []
-    for number, line in enumerate(samples, start=1):
+    series = []
+    for number, (line, sample) in enumerate(zip(samples, family.samples, strict=True), start=1):
         value = f" {format_value(number)}\n"
         if not line.endswith(value):
             return None
-        prefixes.append(line[: -len(value)] + " ")
-    return _Shape("".join(lines[:header_lines]), prefixes)
+        series.append((sample.name, dict(sample.labels), line[: -len(value)] + " "))
+    return _Shape("".join(lines[:header_lines]), series)
 
 
 prepared_text = PreparedText()
@@ -169,7 +181,8 @@ def metrics_answer(
 ) -> Iterable[bytes]:
     """`registry` answered as prometheus_client's WSGI app answers it (format by `Accept`, gzip by
     `Accept-Encoding`, `name[]` filters), through the prepared shapes."""
-    if "name[]" in parse_qs(environ.get("QUERY_STRING", "")):
+    query = environ.get("QUERY_STRING", "")
+    if "name" in query and "name[]" in parse_qs(query):
         library_app: WSGIApp = make_wsgi_app(registry)  # prometheus_client types it as a bare `Callable`
         return library_app(environ, start_response)
     encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT") or "")
