@@ -830,7 +830,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40, help="timed runs per figure in sections 1 and 2")
     parser.add_argument("--entries", type=int, default=10_000, help="entries of section 2's reply")
     parser.add_argument("--rooms", type=int, default=100, help="Rooms of section 3")
-    parser.add_argument("--rounds", type=int, default=9, help="timed rounds per figure in section 3")
+    parser.add_argument("--rounds", type=int, default=15, help="timed rounds per figure in section 3")
     parser.add_argument("--room-processes", type=int, default=1, help="processes serving section 3's Rooms")
     parser.add_argument("--profile", type=int, default=0, metavar="LINES", help="profile section 2's scrapes")
     parser.add_argument("--only", choices=("1", "2", "3"), action="append", help="run only these sections")
