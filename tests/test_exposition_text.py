@@ -20,7 +20,7 @@ from exporter.collect.collection import Collection
 from exporter.collect.families import collection_metrics
 from exporter.room import parse_target
 from exporter.room.picture import parse_room
-from exporter.web.exposition import MAX_VARIANTS, PreparedText, metrics_answer
+from exporter.web.exposition import MAX_CONTENT_TYPES, MAX_VARIANTS, PreparedText, metrics_answer
 from tests.test_parser_properties import PROPERTY_SETTINGS, scrapes
 
 ACCEPT_HEADERS = [
@@ -194,3 +194,19 @@ def test_the_answer_is_the_librarys_wsgi_answer(accept: str | None, encoding: st
     assert answers[1] == answers[0]
     if query.startswith("name[]"):
         assert b"trueconf_scrape_error" not in answers[1][2]
+
+
+def test_content_types_past_the_bound_are_written_by_the_library_and_never_kept() -> None:
+    """prometheus_client 0.21+ copies the `version=` a client asks for into the content type: a client that
+    asks for a new one at every scrape must not grow the cache, nor push the real shapes out."""
+    text = PreparedText()
+    family = GaugeMetricFamily("trueconf_up", "1 if the Room answered.", value=1)
+    encoder, content_type = choose_encoder("application/openmetrics-text;version=1.0.0")
+    text.encode([family], encoder, content_type)
+    kept = len(text)
+    expected = library_text([family], "application/openmetrics-text")
+    for number in range(MAX_CONTENT_TYPES * 10):
+        made_up = f"application/openmetrics-text; version=1.0.0.{number}; charset=utf-8"
+        assert text.encode([family], encoder, made_up) == expected
+    assert len(text) <= kept + MAX_CONTENT_TYPES - 1
+    assert text.encode([family], encoder, content_type) == expected

@@ -14,6 +14,7 @@ from exporter.emulator.scenario import load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from exporter.fleet.reload import ConfigHolder
 from exporter.room import CollectionError, Deadline, Reason, parse_target
+from exporter.room import sessions as sessions_module
 from exporter.room.client import OUTGOING_METHOD, fetch_room
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
@@ -141,6 +142,14 @@ def test_close_all_closes_every_session(room, pool):
 def test_the_pool_key_never_holds_the_pin():
     assert PIN not in SessionPool.key("ws://10.0.0.1:8765", PIN)
     assert SessionPool.key("ws://10.0.0.1:8765", PIN) != SessionPool.key("ws://10.0.0.1:8765", None)
+
+
+def test_closing_every_session_forgets_the_pins_hashed_for_their_keys():
+    """A reload closes every session: a PIN it dropped is not kept in memory by the digests' cache."""
+    SessionPool.key("ws://10.0.0.1:8765", "dropped-by-a-reload")
+    assert sessions_module._credentials_digest.cache_info().currsize >= 1
+    SessionPool().close_all()
+    assert sessions_module._credentials_digest.cache_info().currsize == 0
 
 
 @pytest.mark.process

@@ -102,7 +102,10 @@ class SessionPool:
             return sum(1 for slot in self._slots.values() if slot.connection is not None)
 
     def close_all(self) -> None:
-        """Close every session (a reload changed credentials); the next scrape of each Room logs in again."""
+        """Close every session (a reload changed credentials); the next scrape of each Room logs in again.
+        The digests' cache is emptied too: it holds the PINs it was given, and a reload may have dropped
+        some."""
+        _credentials_digest.cache_clear()
         with self._lock:
             slots = list(self._slots.values())
             self._slots.clear()

@@ -46,6 +46,10 @@ FamilyKey = tuple[str, str, str, str, str]
 """What a family's text depends on besides its samples: content type, name, type, help, unit."""
 MAX_VARIANTS = 8
 """Shapes kept under one family key: its label sets (a version label) differ between Rooms."""
+MAX_CONTENT_TYPES = 16
+"""Content types written through prepared shapes; any other is written by the library every time. The
+client's `Accept` header chooses it, and prometheus_client 0.21+ copies the `version=` it asks for into it:
+without a bound, each new header would be kept for good and push the real shapes out."""
 
 _extras = operator.attrgetter(*(name for name in Sample._fields if name not in ("name", "labels", "value")))
 """A sample's timestamp, then its exemplar (and native histogram, in releases that have one)."""
@@ -100,6 +104,8 @@ class PreparedText:
     def encode(self, families: Iterable[Metric], encoder: Encoder, content_type: str) -> bytes:
         """What `encoder(registry)` returns for a registry collecting `families`, byte for byte."""
         trailer = self._trailer(encoder, content_type)
+        if trailer is None:
+            return encoder(_Families(list(families)))
         parts = []
         for family in families:
             key = (content_type, family.name, family.type, family.documentation, family.unit)
@@ -117,11 +123,16 @@ class PreparedText:
         with self._lock:
             return sum(len(variants) for variants in self._shapes.values())
 
-    def _trailer(self, encoder: Encoder, content_type: str) -> str:
-        """What the encoder writes after every family (OpenMetrics' `# EOF`), from an empty registry."""
+    def _trailer(self, encoder: Encoder, content_type: str) -> str | None:
+        """What the encoder writes after every family (OpenMetrics' `# EOF`), from an empty registry; None
+        for a content type past the first MAX_CONTENT_TYPES."""
         trailer = self._trailers.get(content_type)
         if trailer is None:
-            trailer = self._trailers[content_type] = encoder(_Families([])).decode()
+            trailer = encoder(_Families([])).decode()
+            with self._lock:
+                if content_type not in self._trailers and len(self._trailers) >= MAX_CONTENT_TYPES:
+                    return None
+                self._trailers[content_type] = trailer
         return trailer
 
     def _prepared(self, key: FamilyKey, family: Metric, encoder: Encoder, trailer: str) -> str:
