@@ -33,9 +33,6 @@ from exporter.room.trace import Trace
 CLOSE_WAIT_SECONDS = 0.25
 """How long closing waits for the Room to acknowledge; the data is already in."""
 
-MIN_READ_TIMEOUT_SECONDS = 0.001
-"""A read's timeout is never zero (zero would make the socket non-blocking)."""
-
 _request_ids = itertools.count(1)
 _id_prefix = f"tcx{os.getpid()}-"
 
@@ -141,17 +138,18 @@ class RoomConnection:
         self.exchanges += 1
         with SocketWatchdog(deadline, self._sock):
             try:
-                # Socket timeouts are per read; each change is a system call, so one is set for the first
-                # reply (the patience) and one more once the Room has shown it is alive. The deadline itself
-                # is the watchdog's: it shuts the socket when the deadline passes, whatever a read waits for.
+                # The deadline is the watchdog's: it shuts the socket when the deadline passes, whatever a
+                # read waits for. So reads need no timeout of their own (with one, each read is a poll()
+                # and a recv(), two system calls that each give up the GIL), except while the patience
+                # runs: then a read gives up after it, and the socket blocks again once the Room is alive.
                 patience = first_reply_within
                 left = deadline.remaining(phase)
-                self._ws.settimeout(left if patience is None else min(patience, left))
+                self._ws.settimeout(None if patience is None else min(patience, left))
                 waiting_for_life = patience is not None
                 self._sock.sendall(masked(frames))
                 while pending and deadline.left() > 0:
                     if waiting_for_life and patience is None:
-                        self._ws.settimeout(max(deadline.left(), MIN_READ_TIMEOUT_SECONDS))
+                        self._ws.settimeout(None)
                         waiting_for_life = False
                     try:
                         message = self._receive(phase)
