@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import socket
 import struct
 import threading
@@ -147,3 +148,81 @@ def websocket_room(*frames: bytes, one_write: bool = False) -> Callable[[socket.
             pass
 
     return handle
+
+
+class InOrderRoom:
+    """A Room that handles its frames strictly in order, one at a time, as a synchronous server would: a
+    ping behind a slow request is ponged only once that request is answered. The emulator (websockets)
+    pongs at once, so it cannot show this. `delay` is spent before each reply but `auth`'s;
+    `half_open()` makes every connection so far read and send nothing more, without closing."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.connections = 0
+        self._silenced = 0
+
+    def half_open(self) -> None:
+        self._silenced = self.connections
+
+    def __call__(self, connection: socket.socket) -> None:
+        self.connections += 1
+        number = self.connections
+        buffer = bytearray()
+        while b"\r\n\r\n" not in buffer:
+            chunk = connection.recv(4096)
+            if not chunk:
+                return
+            buffer += chunk
+        head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID.encode()).digest())
+        connection.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        buffer = bytearray(rest)
+        while True:
+            opcode, payload = _read_client_frame(connection, buffer)
+            if number <= self._silenced:
+                time.sleep(30)  # half-open: nothing read, nothing sent, nothing closed
+                return
+            if opcode == 0x8:
+                connection.sendall(frame(payload[:2], opcode=0x8))
+                return
+            if opcode == 0x9:
+                connection.sendall(frame(payload, opcode=0xA))
+            elif opcode == 0x1:
+                request = json.loads(payload)
+                if request["method"] != "auth":
+                    time.sleep(self.delay)
+                reply = {"method": request["method"], "requestId": request["requestId"], "result": True}
+                if request["method"] == "getOutgoingFilesRequests":
+                    reply["outgoingFilesRequests"] = []
+                connection.sendall(frame(json.dumps(reply).encode()))
+
+
+def _read_client_frame(connection: socket.socket, buffer: bytearray) -> tuple[int, bytes]:
+    """One masked client frame from `buffer`, read further from `connection` as needed."""
+
+    def take(size: int) -> bytes:
+        while len(buffer) < size:
+            chunk = connection.recv(65536)
+            if not chunk:
+                raise ConnectionError("the client closed")
+            buffer.extend(chunk)
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        return data
+
+    first, second = take(2)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", take(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", take(8))
+    mask = take(4) if second & 0x80 else b"\0\0\0\0"
+    return first & 0x0F, bytes(byte ^ mask[index % 4] for index, byte in enumerate(take(length)))

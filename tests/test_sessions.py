@@ -20,6 +20,7 @@ from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
 from exporter.web.app import ExporterApp
 from exporter.web.settings import ExporterSettings
+from tests import raw_servers
 from tests.exposition import samples, value
 from tests.processes import http_get
 
@@ -222,6 +223,31 @@ def test_a_half_open_session_is_replaced_within_the_scrape(room, pool):
     assert time.monotonic() - started < 2.0
     assert any("lost" in step.outcome for step in trace.steps), trace.lines()
     assert pool.logins == 2
+
+
+def test_a_half_open_session_is_replaced_after_any_number_of_reuses_of_a_room_answering_in_order(pool):
+    """A Room handling frames one at a time: no pong of an earlier scrape is left to pass for this one's."""
+    in_order = raw_servers.InOrderRoom()
+    with raw_servers.tcp_server(in_order) as port:
+        for _ in range(3):
+            fetch(pool, port, pin=None)
+        in_order.half_open()
+        started = time.monotonic()
+        assert OUTGOING_METHOD in fetch(pool, port, pin=None, timeout=2.0).replies
+        assert time.monotonic() - started < 2.0
+        assert in_order.connections == 2, "the half-open session was replaced within the scrape"
+        pool.close_all()
+
+
+def test_a_slow_room_answering_in_order_keeps_its_session(pool):
+    """Its pong comes only after the requests ahead of the ping: the ping goes first, so a Room slower than
+    the patience (half the deadline) but alive is never taken for dead."""
+    in_order = raw_servers.InOrderRoom(delay=1.0)
+    with raw_servers.tcp_server(in_order) as port:
+        for _ in range(3):
+            assert OUTGOING_METHOD in fetch(pool, port, pin=None, timeout=1.7).replies
+        assert in_order.connections == 1
+        pool.close_all()
 
 
 def test_an_optional_method_never_answered_costs_one_slow_scrape_then_is_not_asked(room, pool):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from exporter.room import Deadline, fetch_outgoing_requests, parse_target
 from exporter.room import connection as room_connection
-from exporter.room.deadline import COMPACT_AT_LEAST, SocketWatchdog, _reaper
+from exporter.room.deadline import COMPACT_AT_LEAST, SocketWatchdog, _Reaper, _reaper
 from exporter.room.readahead import READ_AHEAD_BYTES, ReadAheadSocket
 from tests import raw_servers
 from tests.raw_servers import frame, reply_of_size, websocket_room
@@ -106,16 +107,19 @@ def test_the_upgrade_answer_and_the_replies_after_it_take_one_kernel_read(monkey
 
 def test_a_watched_socket_is_shut_down_when_its_deadline_passes(pair) -> None:
     ours, _ = pair
+    ours.settimeout(None)  # a blocking read: only the watchdog can end it
     started = time.monotonic()
-    with SocketWatchdog(Deadline(0.2), ours):
+    with SocketWatchdog(Deadline(0.2), ours) as watchdog:
         assert ours.recv(1) == b"", "the reaper's shutdown ends the blocked read"
     assert 0.15 < time.monotonic() - started < 1.5
+    assert watchdog.fired, "the one who watched is told the socket was shut down"
 
 
 def test_a_forgotten_socket_is_left_alone(pair) -> None:
     ours, theirs = pair
-    with SocketWatchdog(Deadline(0.05), ours):
+    with SocketWatchdog(Deadline(0.05), ours) as watchdog:
         pass
+    assert not watchdog.fired
     time.sleep(0.2)
     theirs.sendall(b"still open")
     assert ours.recv(100) == b"still open"
@@ -134,6 +138,26 @@ def test_an_earlier_deadline_watched_after_a_later_one_still_comes_on_time(pair)
     finally:
         other_ours.close()
         other_theirs.close()
+
+
+def test_a_reaper_that_could_not_start_fails_the_watch_and_starts_at_the_next(pair, monkeypatch) -> None:
+    """Reads block until the reaper shuts their socket: a watch it cannot guard must fail, never wait."""
+    ours, _ = pair
+    ours.settimeout(3.0)  # far past the deadline: a reaper that never runs fails the test, never hangs it
+    reaper = _Reaper()
+    real_start = threading.Thread.start
+
+    def no_thread_left(thread: threading.Thread) -> None:
+        monkeypatch.setattr(threading.Thread, "start", real_start)  # only the first start fails
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread_left)
+    with pytest.raises(RuntimeError):
+        reaper.watch(time.monotonic() + 0.1, ours)
+    reaper.watch(time.monotonic() + 0.2, ours)
+    started = time.monotonic()
+    assert ours.recv(1) == b""
+    assert time.monotonic() - started < 1.5
 
 
 def test_forgotten_entries_of_long_deadlines_do_not_pile_up(pair) -> None:

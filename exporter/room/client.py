@@ -176,7 +176,10 @@ def _on_slot(
             exchange = _exchange(slot.connection, asked, deadline, trace)
         except SessionLostError as lost:
             raise _broken(target, lost) from None
-    if not exchange.complete:
+    if exchange.shut_down and exchange.complete:
+        trace.step("session", "closed: the deadline passed as the last reply was read")
+        slot.drop_connection()
+    elif not exchange.complete:
         missing = set(asked) - set(exchange.replies) - {OUTGOING_METHOD}
         slot.silent_methods |= missing - slot.answered_methods  # late once is not never
         trace.step("session", f"closed: no reply in time to {', '.join(sorted(missing)) or OUTGOING_METHOD}")

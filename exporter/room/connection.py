@@ -48,6 +48,8 @@ class Exchange:
     """Each method's reply, successful or not, that arrived in time."""
     complete: bool
     """False when a reply is still pending: the connection must not be used again."""
+    shut_down: bool = False
+    """True when the deadline's watchdog shut the socket down, whatever was read: not to be used again."""
 
 
 class SessionLostError(Exception):
@@ -131,12 +133,13 @@ class RoomConnection:
             )
             for request_id, method in pending.items()
         ]
+        ping = f"alive? {next_request_id()}".encode()  # this exchange's own: a late pong proves nothing
         if first_reply_within is not None:
-            frames.append(websocket.ABNF.create_frame(b"alive?", websocket.ABNF.OPCODE_PING))
-        pongs_before = self._ws.pongs
+            # First, so that a Room handling frames strictly in order pongs before it works on the requests.
+            frames.insert(0, websocket.ABNF.create_frame(ping, websocket.ABNF.OPCODE_PING))
         replies: dict[str, dict[str, Any]] = {}
         self.exchanges += 1
-        with SocketWatchdog(deadline, self._sock):
+        with SocketWatchdog(deadline, self._sock) as watchdog:
             try:
                 # The deadline is the watchdog's: it shuts the socket when the deadline passes, whatever a
                 # read waits for. So reads need no timeout of their own (with one, each read is a poll()
@@ -156,13 +159,13 @@ class RoomConnection:
                     except (TimeoutError, websocket.WebSocketTimeoutException):
                         if patience is None or deadline.left() <= 0:
                             break
-                        if self._ws.pongs > pongs_before:  # alive, only slow: wait the whole deadline
+                        if self._ws.last_pong == ping:  # alive, only slow: wait the whole deadline
                             patience = None
                             continue
                         raise SessionLostError(
                             f"{self.target} answered neither a request nor a ping for {patience:.2f}s"
                         ) from None
-                    if self._ws.pongs > pongs_before:
+                    if self._ws.last_pong == ping:
                         patience = None
                     method = protocol.take_reply(message, pending)
                     if method is not None:
@@ -180,7 +183,7 @@ class RoomConnection:
             raise CollectionError(
                 Reason.TIMEOUT, f"{self.target} did not answer within {deadline.seconds:g}s"
             )
-        return Exchange(replies, complete=not pending)
+        return Exchange(replies, complete=not pending, shut_down=watchdog.fired)
 
     def _receive(self, phase: str) -> dict[str, Any]:
         opcode, data = self._ws.recv_message()

@@ -47,12 +47,14 @@ COMPACT_AT_LEAST = 1024
 
 
 class _Watch:
-    """One socket's deadline in the reaper's heap; `cancelled` once its collection is done with it."""
+    """One socket's deadline in the reaper's heap: `cancelled` once its collection is done with it, `fired`
+    once the reaper took it to shut the socket down. One excludes the other (both are set under the lock)."""
 
-    __slots__ = ("cancelled", "expires", "sequence", "sock")
+    __slots__ = ("cancelled", "expires", "fired", "sequence", "sock")
 
     def __init__(self, expires: float, sequence: int, sock: socket.socket | None) -> None:
-        self.expires, self.sequence, self.sock, self.cancelled = expires, sequence, sock, False
+        self.expires, self.sequence, self.sock = expires, sequence, sock
+        self.cancelled = self.fired = False
 
     def __lt__(self, other: _Watch) -> bool:
         return (self.expires, self.sequence) < (other.expires, other.sequence)
@@ -67,6 +69,10 @@ class _Reaper:
     only when the new deadline is the earliest, `forget` never (it marks the entry, which is dropped when
     it comes due, or when the heap is compacted). With 100 Rooms scraped at once, a notify per watch and
     a heap rebuilt per forget made this lock the exporter's busiest.
+
+    Reads of a Room block until this thread shuts their socket, so it must run: it is started by the first
+    `watch`, again by any `watch` that finds it gone, and a `watch` that cannot start it raises (the
+    collection fails) rather than leave a read unguarded.
     """
 
     def __init__(self) -> None:
@@ -83,19 +89,24 @@ class _Reaper:
                 self._due = [each for each in self._due if not each.cancelled]
                 heapq.heapify(self._due)
                 self._compact_at = max(COMPACT_AT_LEAST, 2 * len(self._due))
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(target=self._run, name="deadline-reaper", daemon=True)
+                thread.start()  # raises when no thread can start: nothing is watched unguarded
+                self._thread = thread
             earliest = not self._due or entry < self._due[0]
             heapq.heappush(self._due, entry)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="deadline-reaper", daemon=True)
-                self._thread.start()
-            elif earliest:
+            if earliest:
                 self._condition.notify()
         return entry
 
-    @staticmethod
-    def forget(entry: _Watch) -> None:
-        entry.cancelled = True  # attribute stores: atomic, no lock needed
-        entry.sock = None  # the socket is not kept alive until the entry's deadline
+    def forget(self, entry: _Watch) -> bool:
+        """Stop watching; True when the reaper had already taken the entry (its socket is, or is about to be,
+        shut down), False when it never will."""
+        with self._condition:  # uncontended but for a deadline falling due right now
+            if not entry.fired:
+                entry.cancelled = True
+                entry.sock = None  # the socket is not kept alive until the entry's deadline
+            return entry.fired
 
     def pending(self) -> int:
         """Entries in the heap, cancelled ones included until they come due (for tests)."""
@@ -109,8 +120,9 @@ class _Reaper:
                     timeout = self._due[0].expires - time.monotonic() if self._due else None
                     self._condition.wait(timeout)
                 entry = heapq.heappop(self._due)
-            sock = entry.sock
-            if sock is not None and not entry.cancelled:
+                sock = entry.sock
+                entry.fired = sock is not None and not entry.cancelled
+            if entry.fired and sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
@@ -129,6 +141,8 @@ class SocketWatchdog:
         self._deadline = deadline
         self._sock = sock
         self._entry: _Watch | None = None
+        self.fired = False
+        """True when the deadline passed before the watchdog was left: the socket was shut down."""
 
     def __enter__(self) -> SocketWatchdog:
         self._entry = _reaper.watch(self._deadline.expires, self._sock)
@@ -136,4 +150,4 @@ class SocketWatchdog:
 
     def __exit__(self, *exc_info: object) -> None:
         if self._entry is not None:
-            _reaper.forget(self._entry)
+            self.fired = _reaper.forget(self._entry)

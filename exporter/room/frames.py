@@ -52,8 +52,9 @@ class BoundedWebSocket(websocket.WebSocket):
         self.max_message_bytes = max_message_bytes
         self._message_bytes = 0
         """Payload bytes of the message being received so far (its first frame and its continuations)."""
-        self.pongs = 0
-        """Pongs received: the Room's WebSocket layer is alive, however slow its application."""
+        self.last_pong: bytes | None = None
+        """The payload of the last pong received: the Room's WebSocket layer is alive, however slow its
+        application. Payloads tell one ping's pong from a late pong to an earlier ping."""
 
     def recv_frame(self) -> websocket.ABNF:
         opcode, announced = _frame_head(self.frame_buffer)
@@ -84,7 +85,7 @@ class BoundedWebSocket(websocket.WebSocket):
                 self.pong(frame.data)
                 continue
             if frame.opcode == websocket.ABNF.OPCODE_PONG:
-                self.pongs += 1
+                self.last_pong = frame.data if isinstance(frame.data, bytes) else None
                 continue
             data = frame.data
             assert isinstance(data, bytes)  # a received frame's payload; ABNF allows str for frames to send
