@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from exporter.emulator.faults import Fault
+from exporter.emulator.living import LivingRoom
 from exporter.emulator.scenario import Scenario, load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from exporter.web.app import ExporterApp
@@ -44,29 +44,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def room() -> Iterator[Callable[..., RunningEmulator]]:
-    """Start in-process emulated Rooms on free loopback ports: `room(scenario, pin=..., fault=...)`.
+    """Start in-process emulated Rooms on free loopback ports: `room(scenario, living=None, **fields)`,
+    fields being any EmulatorSettings field (pin=..., fault=..., slow_reply_seconds=...).
 
     Each is a RunningEmulator: `.restart()` drops its connections, `.logins` counts the `auth` requests."""
     started: list[RunningEmulator] = []
 
     def make(
-        scenario: Scenario | str = "doc-example",
-        pin: str | None = None,
-        fault: Fault = Fault.NONE,
-        slow_reply_seconds: float = 30.0,
-        restart_seconds: float = 60.0,
+        scenario: Scenario | str = "doc-example", living: LivingRoom | None = None, **fields: Any
     ) -> RunningEmulator:
         if isinstance(scenario, str):
             scenario = load_scenario(scenario)
-        settings = EmulatorSettings(
-            websocket_port=0,
-            web_port=0,
-            pin=pin,
-            fault=fault,
-            slow_reply_seconds=slow_reply_seconds,
-            restart_seconds=restart_seconds,
-        )
-        emulator = RunningEmulator(EmulatedRoom(settings, scenario=scenario))
+        room = EmulatedRoom(EmulatorSettings(websocket_port=0, web_port=0, **fields), scenario, living)
+        emulator = RunningEmulator(room)
         emulator.start()
         started.append(emulator)
         return emulator

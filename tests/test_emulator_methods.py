@@ -35,8 +35,6 @@ from exporter.emulator.server import (
     OPTIONAL_METHODS,
     OUTGOING_METHOD,
     SYSTEM_INFO_METHOD,
-    EmulatedRoom,
-    EmulatorSettings,
     RunningEmulator,
 )
 
@@ -108,24 +106,14 @@ class Client:
 
 
 @pytest.fixture
-def start() -> Iterator[Callable[..., RunningEmulator]]:
-    """`start(scenario, living=None, **EmulatorSettings fields)`: an emulated Room on free loopback ports."""
-    started: list[RunningEmulator] = []
+def start(room: Callable[..., RunningEmulator]) -> Callable[..., RunningEmulator]:
+    """`start(scenario, living=None, **EmulatorSettings fields)`: conftest's `room`, every method's scenario
+    by default."""
 
-    def make(
-        scenario: Scenario | str = "every-method", living: LivingRoom | None = None, **settings: Any
-    ) -> RunningEmulator:
-        if isinstance(scenario, str):
-            scenario = load_scenario(scenario)
-        room = EmulatedRoom(EmulatorSettings(websocket_port=0, web_port=0, **settings), scenario, living)
-        emulator = RunningEmulator(room)
-        emulator.start()
-        started.append(emulator)
-        return emulator
+    def make(scenario: Scenario | str = "every-method", **options: Any) -> RunningEmulator:
+        return room(scenario, **options)
 
-    yield make
-    for emulator in started:
-        emulator.stop()
+    return make
 
 
 @pytest.fixture
