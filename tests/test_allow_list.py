@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from exporter.collect.collection import collect_room
 from exporter.fleet import probe as probe_module
 from exporter.fleet.config import ExporterConfig, parse_config
-from exporter.fleet.probe import ProbeRefusedError, resolve_probe
+from exporter.fleet.probe import ProbeRefusedError, parse_query, resolve_probe
 from exporter.room import Reason, parse_target
 from exporter.room.connect import CheckedTarget, Resolver, ip_literal
 
@@ -152,7 +152,7 @@ def dns(monkeypatch) -> Callable[[dict[str, list[list[str]]]], FakeDns]:
 
 
 def probe(cfg: ExporterConfig, target: str):
-    return resolve_probe(cfg, f"target={target}")
+    return resolve_probe(cfg, parse_query(f"target={target}"))
 
 
 def test_a_name_is_allowed_by_ip_entries_only_when_every_address_matches(dns):
@@ -275,7 +275,7 @@ def test_checks_of_names_against_ip_entries_cannot_hold_up_collections_lookups(r
         for thread in stuck_probes:
             thread.start()
         time.sleep(0.1)
-        _, third = resolve_probe(cfg, "target=slow-3.evil.test", deadline_seconds=lambda _: 0.2)
+        _, third = resolve_probe(cfg, parse_query("target=slow-3.evil.test"), deadline_seconds=lambda _: 0.2)
         assert isinstance(third, CheckedTarget) and third.lookup.error is not None
         assert "could not start in time" in third.lookup.error.message
         started = time.monotonic()

@@ -56,9 +56,9 @@ def parse_query(query_string: str) -> Query:
     return parse_qs(query_string, keep_blank_values=True)
 
 
-def wants_debug(query: str | Query) -> bool:
+def wants_debug(query: Query) -> bool:
     """`debug=true` asks for the probe's trace as text instead of its metrics (as blackbox_exporter's)."""
-    values = (parse_query(query) if isinstance(query, str) else query).get("debug", [])
+    values = query.get("debug", [])
     if len(values) > 1:
         raise ProbeRefusedError("400 Bad Request", "give 'debug' once")
     if values and values[0].lower() not in DEBUG_VALUES:
@@ -68,7 +68,7 @@ def wants_debug(query: str | Query) -> bool:
 
 def resolve_probe(
     config: ExporterConfig,
-    query_string: str | Query,
+    query: Query,
     deadline_seconds: Callable[[Module], float] | None = None,
 ) -> tuple[Module, RoomTarget]:
     """The module and target a probe asks for; ProbeRefusedError when the request is bad or not allowed.
@@ -77,7 +77,6 @@ def resolve_probe(
     left out, the module's timeout. It bounds the one name lookup a CheckedTarget needs, and the collection
     that follows counts its own deadline from the start of that lookup.
     """
-    query = parse_query(query_string) if isinstance(query_string, str) else query_string
     targets = query.get("target", [])
     if not targets or not targets[0].strip():
         raise ProbeRefusedError(
