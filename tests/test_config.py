@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.fleet.config import ConfigError, load_config
+from exporter.fleet.config import ConfigError, ExporterConfig, load_config
 from exporter.room import parse_target
 from tests.test_cli import run
 
@@ -41,7 +41,8 @@ def test_each_mistake_is_named_with_file_key_and_problem(path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "name", ["not-yaml", "unknown-module-key", "timeout-out-of-range", "allowed-target-with-scheme"]
+    "name",
+    ["not-yaml", "unknown-module-key", "timeout-out-of-range", "allowed-target-with-scheme", "pins-unscoped"],
 )
 def test_serve_refuses_to_start_with_a_broken_config(name):
     path = CONFIG_FIXTURES / f"{name}.yml"
@@ -80,6 +81,10 @@ def test_the_valid_fixture(monkeypatch):
     assert (lobby.sessions, lobby.collectors) == (False, (("incoming", False), ("system_info", True)))
     assert (default.sessions, default.collectors) == (None, ())  # as serve's flags say
     assert "4815" not in repr(default) and "2222" not in repr(config)
+    assert default.allow_list is not None and lobby.allow_list is not None and open_rooms.allow_list is None
+    assert default.allow_list.entries == ("127.0.0.1", "room-*.example.org", "10.20.30.0/24")
+    assert default.pin_origin == f"pin_file {CONFIG_FIXTURES / 'room-pin.txt'}"
+    assert lobby.pin_origin == "pin_env TRUECONF_TEST_LOBBY_PIN" and open_rooms.pin_origin == ""
 
 
 def test_pin_env_also_reads_the_container_secret_file(monkeypatch, tmp_path):
@@ -176,3 +181,135 @@ def test_the_example_config_is_valid(tmp_path, monkeypatch):
     assert set(config.modules) == {"default", "boardrooms", "discovered", "open"}
     assert config.allows(parse_target("ROOM-12.meeting.example.org"))
     assert not config.allows(parse_target("boardroom.example.org:9999"))
+    default, boardrooms = config.modules["default"], config.modules["boardrooms"]
+    assert config.allows_for(default, default.parse_target("ROOM-12.meeting.example.org"))
+    assert not config.allows_for(boardrooms, boardrooms.parse_target("ROOM-12.meeting.example.org"))
+    assert not config.allows_for(default, default.parse_target("boardroom.example.org:8765"))
+    assert config.allows_for(config.modules["open"], parse_target("boardroom.example.org:8765"))
+
+
+def load_text(tmp_path: Path, text: str) -> ExporterConfig:
+    (tmp_path / "a-pin").write_text("1111")
+    (tmp_path / "b-pin").write_text("2222")
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    return load_config(path, 5.0)
+
+
+@pytest.mark.parametrize(
+    "modules",
+    [
+        "  default:\n    pin_file: a-pin\n  open: {}\n",  # one PIN module: as in 0.1
+        "  default:\n    pin_file: a-pin\n  discover:\n    pin_file: ./a-pin\n    discovery: true\n",
+        "  a:\n    pin_env: TRUECONF_TEST_SHARED_PIN\n  b:\n    pin_env: TRUECONF_TEST_SHARED_PIN\n",
+    ],
+    ids=["one-pin-module", "one-pin-file-twice", "one-pin-variable-twice"],
+)
+def test_modules_sharing_one_pin_need_no_lists_of_their_own(tmp_path, monkeypatch, modules):
+    monkeypatch.setenv("TRUECONF_TEST_SHARED_PIN", "3333")
+    config = load_text(tmp_path, f"modules:\n{modules}allowed_targets: [127.0.0.0/8]\n")
+    assert all(module.allow_list is None for module in config.modules.values())
+
+
+@pytest.mark.parametrize(
+    "modules",
+    [
+        "  a:\n    pin_file: a-pin\n  b:\n    pin_file: b-pin\n",
+        "  a:\n    pin_file: a-pin\n  b:\n    pin_env: TRUECONF_TEST_B_PIN\n",
+        # the same value read from two places is still two PINs to the loader: it never compares PINs
+        "  a:\n    pin: '4444'\n  b:\n    pin: '4444'\n",
+    ],
+    ids=["two-files", "file-and-variable", "two-inline-pins"],
+)
+def test_two_pins_without_lists_of_their_own_are_refused(tmp_path, monkeypatch, modules):
+    monkeypatch.setenv("TRUECONF_TEST_B_PIN", "2222")
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, f"modules:\n{modules}  open: {{}}\nallowed_targets: [127.0.0.0/8]\n")
+    message = str(caught.value)
+    assert (
+        "modules.a.allowed_targets: missing: the modules a, b read PINs from more than one place" in message
+    )
+    assert "add it to a, b" in message and "open" not in message
+    assert "\n" not in message and not any(pin in message for pin in ("1111", "2222", "4444"))
+
+
+TWO_SCOPED = """modules:
+  a:
+    pin_file: a-pin
+    allowed_targets: [{a}]
+  b:
+    pin_file: {b_pin}
+    allowed_targets: [{b}]
+  open:
+    allowed_targets: ["10.0.0.0/8"]
+"""
+
+
+def overlap_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        f"{r.getMessage()} {getattr(r, 'detail', '')}"
+        for r in caplog.records
+        if "allow the same targets" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "shown"),
+    [
+        ('"10.0.0.0/8"', '"10.20.30.0/24:8765"', "modules a ('10.0.0.0/8') and b ('10.20.30.0/24:8765')"),
+        ('"10.20.30.*"', '"10.20.30.7"', "modules a ('10.20.30.*') and b ('10.20.30.7')"),
+        ('"[fd00::/64]:8765"', '"fd00::5"', "modules a ('[fd00::/64]:8765') and b ('fd00::5')"),
+        ('"room-*.example.org"', '"ROOM-*.example.org:8765"', "('room-*.example.org:8765')"),
+        ('"*.example.org"', '"boardroom.example.org"', "modules a ('*.example.org') and b"),
+        ('"boardroom.example.org:8765"', '"**.example.org"', "modules a ('boardroom.example.org:8765')"),
+    ],
+)
+def test_overlapping_lists_of_different_pins_are_warned_about_once(tmp_path, caplog, a, b, shown):
+    with caplog.at_level(logging.WARNING):
+        config = load_text(
+            tmp_path, TWO_SCOPED.format(a=f"{a}, room-1.test", b=f"{b}, room-1.test", b_pin="b-pin")
+        )
+    assert set(config.modules) == {"a", "b", "open"}  # loaded: an overlap can be meant
+    [warning] = overlap_warnings(caplog)  # one per pair of modules, however many entries overlap
+    assert "a Room there can be sent either PIN" in warning and shown in warning
+    assert "open" not in warning and "1111" not in warning and "2222" not in warning
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "b_pin"),
+    [
+        ('"10.0.0.0/8"', '"10.0.0.0/8"', "a-pin"),  # one PIN: overlapping is harmless
+        ('"10.0.0.0/24"', '"10.0.1.0/24"', "b-pin"),
+        ('"10.0.0.0/8:8765"', '"10.0.0.0/8:9000"', "b-pin"),  # different ports
+        ('"room-*.example.org"', '"boardroom.example.org"', "b-pin"),
+        ('"*.example.org"', '"a.b.example.org"', "b-pin"),  # '*' stays in one label
+        ('"10.0.0.0/8"', '"room-1.example.org"', "b-pin"),  # a name's addresses are not known at load
+        ('"::ffff:0:0/96"', '"0.0.0.0/0"', "b-pin"),  # only networks of one IP version are compared
+    ],
+)
+def test_lists_that_do_not_visibly_overlap_load_quietly(tmp_path, caplog, a, b, b_pin):
+    with caplog.at_level(logging.WARNING):
+        load_text(tmp_path, TWO_SCOPED.format(a=a, b=b, b_pin=b_pin))
+    assert overlap_warnings(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("top", "module", "target", "allowed"),
+    [
+        ("[127.0.0.0/8]", '["127.0.0.1:8765"]', "127.0.0.1:8765", True),
+        ("[127.0.0.0/8]", '["127.0.0.1:8765"]', "127.0.0.1:8766", False),  # outside the module's list
+        ('["127.0.0.1:9000"]', '["127.0.0.0/8"]', "127.0.0.1:8765", False),  # outside the fleet
+        (None, '["room-*.example.org"]', "room-1.example.org", True),  # no fleet list: the module's alone
+        (None, '["room-*.example.org"]', "lobby.example.org", False),
+    ],
+)
+def test_a_module_list_narrows_the_top_level_one(tmp_path, top, module, target, allowed):
+    text = f"modules:\n  a:\n    pin_file: a-pin\n    allowed_targets: {module}\n"
+    config = load_text(tmp_path, text + (f"allowed_targets: {top}\n" if top else ""))
+    assert config.allows_for(config.modules["a"], parse_target(target)) is allowed
+    assert config.unscoped_pin_modules() == []
+
+
+def test_a_pin_module_with_no_list_anywhere_is_reported_for_the_start_up_warning(tmp_path):
+    config = load_text(tmp_path, "modules:\n  a:\n    pin_file: a-pin\n  open: {}\n")
+    assert config.unscoped_pin_modules() == ["a"]

@@ -5,6 +5,11 @@
         pin_file: /run/secrets/room_pin   # or pin_env: ROOM_PIN (also reads ROOM_PIN_FILE), or pin: (warned)
         timeout: 5s                       # seconds: 5, 5s, 2.5s or 500ms; --timeout when left out
         discovery: false                  # true: a bare HOST[:PORT] is the Room's web UI; ask it for the port
+        allowed_targets:                  # where this module's PIN may go: the same syntax as below
+          - "room-*.example.org"
+      boardrooms:
+        pin_env: BOARDROOM_PIN
+        allowed_targets: ["10.0.0.5:8765"]
       open-rooms: {}                      # no PIN: unsecured auth
     allowed_targets:                      # optional; see "The allow-list" below
       - "room-*.example.org"              # a name pattern: '*' stays within one label
@@ -13,6 +18,15 @@
 
 Loading is all or nothing: any mistake raises ConfigError naming the file, the key and the problem, and the
 message never contains a PIN (not even a YAML error's snippet of the offending line).
+
+Scoping PINs. A module's own `allowed_targets` narrows the top-level list for the probes naming it: a probe
+is allowed only when the target is in both (in the module's alone when there is no top-level list). When
+modules read PINs from more than one place (`pin_file` PATH, `pin_env` VARIABLE, or a module's own `pin`),
+every module with a PIN must have a list of its own, or the file is refused: otherwise anyone who can call
+/probe could send one module's PIN to a Room meant for another. Modules reading the same place share one
+PIN, so a config with one PIN (one module or several) needs no module list. Two modules with different PINs
+whose lists visibly overlap (the same name pattern, a name the other's pattern matches, or overlapping IP
+networks, with compatible ports) are warned about at every load, without failing it.
 
 The allow-list. Each entry is one of two kinds, optionally followed by `:PORT` (an IPv6 one as `[ADDR]:PORT`);
 an entry without a port allows every port, one with a port only that port (for a discovery target, the web
@@ -52,7 +66,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODULE = "default"
 TOP_LEVEL_KEYS = ("modules", "allowed_targets")
-MODULE_KEYS = ("pin_file", "pin_env", "pin", "timeout", "discovery", "sessions", "collectors")
+MODULE_KEYS = (
+    "pin_file",
+    "pin_env",
+    "pin",
+    "timeout",
+    "discovery",
+    "sessions",
+    "collectors",
+    "allowed_targets",
+)
 PIN_KEYS = ("pin_file", "pin_env", "pin")
 MIN_TIMEOUT_SECONDS = 0.05
 MAX_TIMEOUT_SECONDS = 600.0
@@ -79,6 +102,11 @@ class Module:
     """Keep a session open between scrapes; None: as `serve` was told (--room.sessions)."""
     collectors: tuple[tuple[str, bool], ...] = ()
     """Optional methods switched on or off here, by collector name; the others as `serve` was told."""
+    allow_list: AllowList | None = None
+    """The module's own `allowed_targets`: its probes must match it as well as the top-level list."""
+    pin_origin: str = ""
+    """Where the PIN is read (`pin_file PATH`, `pin_env VARIABLE`, or `pin in modules.NAME`); '' without a
+    PIN. Modules of one origin share one PIN. Never the PIN itself."""
 
     def parse_target(self, text: str) -> RoomTarget:
         """A target as written in a probe: a bare HOST[:PORT] means the web UI when discovery is on."""
@@ -143,6 +171,34 @@ def is_host_name(host: str) -> bool:
 
 
 @dataclass(frozen=True)
+class AllowList:
+    """One `allowed_targets` list, parsed: the top-level one (the fleet) or a module's own (where its PIN
+    may go). The entries as written (trimmed, lower-case) and their rules, in the same order."""
+
+    entries: tuple[str, ...]
+    rules: tuple[AllowRule, ...]
+
+    def allows(self, target: RoomTarget) -> bool:
+        """True when an entry of the target's own kind matches it as written: an IP entry an IP-literal
+        target, a name pattern a name. Looks nothing up."""
+        address = ip_literal(target.host)
+        if address is not None:
+            return self.allows_addresses((address,), target.port)
+        return any(isinstance(r, NameRule) and r.matches(target.host, target.port) for r in self.rules)
+
+    def checks_addresses(self, target: RoomTarget) -> bool:
+        """True when a name target that no name pattern allows may still be allowed by its addresses: the
+        list has IP entries and the target is not an IP literal."""
+        return ip_literal(target.host) is None and any(isinstance(rule, AddressRule) for rule in self.rules)
+
+    def allows_addresses(self, addresses: Iterable[IPAddress], port: int) -> bool:
+        """True when there is at least one address and every one matches an IP entry for `port`."""
+        rules = [rule for rule in self.rules if isinstance(rule, AddressRule)]
+        addresses = list(addresses)
+        return bool(addresses) and all(any(r.matches(a, port) for r in rules) for a in addresses)
+
+
+@dataclass(frozen=True)
 class ExporterConfig:
     """A validated config file."""
 
@@ -153,30 +209,38 @@ class ExporterConfig:
     rules: tuple[AllowRule, ...] = ()
     """The entries of `allowed_targets`, parsed, in the same order."""
 
-    def allows(self, target: RoomTarget) -> bool:
-        """True when there is no allow-list, or when an entry of the target's own kind matches it as written:
-        an IP entry an IP-literal target, a name pattern a name. Looks nothing up."""
+    @property
+    def allow_list(self) -> AllowList | None:
+        """The top-level list; None when there is none."""
         if self.allowed_targets is None:
-            return True
-        address = ip_literal(target.host)
-        if address is not None:
-            return self.allows_addresses((address,), target.port)
-        return any(isinstance(r, NameRule) and r.matches(target.host, target.port) for r in self.rules)
+            return None
+        return AllowList(self.allowed_targets, self.rules)
+
+    def allows(self, target: RoomTarget) -> bool:
+        """True when there is no allow-list, or when it allows the target as written (AllowList.allows)."""
+        allow_list = self.allow_list
+        return allow_list is None or allow_list.allows(target)
 
     def checks_addresses(self, target: RoomTarget) -> bool:
-        """True when a name target that no name pattern allows may still be allowed by its addresses: the
-        list has IP entries and the target is not an IP literal."""
-        return (
-            self.allowed_targets is not None
-            and ip_literal(target.host) is None
-            and any(isinstance(rule, AddressRule) for rule in self.rules)
-        )
+        """True when the top-level list could still allow a name target by its addresses."""
+        allow_list = self.allow_list
+        return allow_list is not None and allow_list.checks_addresses(target)
 
     def allows_addresses(self, addresses: Iterable[IPAddress], port: int) -> bool:
-        """True when there is at least one address and every one matches an IP entry for `port`."""
-        rules = [rule for rule in self.rules if isinstance(rule, AddressRule)]
-        addresses = list(addresses)
-        return bool(addresses) and all(any(r.matches(a, port) for r in rules) for a in addresses)
+        """True when there is at least one address and every one matches a top-level IP entry for `port`."""
+        return AllowList(self.allowed_targets or (), self.rules).allows_addresses(addresses, port)
+
+    def allows_for(self, module: Module, target: RoomTarget) -> bool:
+        """True when both the top-level list and the module's own allow the target as written (a list that
+        is absent allows it). Looks nothing up: a name only IP entries could allow is resolve_probe's."""
+        return self.allows(target) and (module.allow_list is None or module.allow_list.allows(target))
+
+    def unscoped_pin_modules(self) -> list[str]:
+        """The modules whose PIN /probe would send to any host it is given: no list of their own, and no
+        top-level list either."""
+        if self.allowed_targets is not None:
+            return []
+        return [m.name for m in self.modules.values() if m.pin is not None and m.allow_list is None]
 
 
 def load_config(path: Path | str, default_timeout: float) -> ExporterConfig:
@@ -205,7 +269,11 @@ def parse_config(document: Any, path: Path | str, default_timeout: float) -> Exp
         if not isinstance(name, str) or not MODULE_NAME.match(name):
             raise ConfigError(path, f"modules.{name}", "a module name is letters, digits, '_', '.' or '-'")
         modules[name] = _module(path, name, body, default_timeout)
-    allowed = _allowed_targets(path, document.get("allowed_targets"), "allowed_targets" in document)
+    allowed = _allowed_targets(
+        path, "allowed_targets", document.get("allowed_targets"), "allowed_targets" in document
+    )
+    _require_pin_scopes(path, modules)
+    _warn_of_overlapping_pin_scopes(path, modules)
     if allowed is None:
         return ExporterConfig(path=str(path), modules=modules)
     return ExporterConfig(
@@ -228,10 +296,11 @@ def _module(path: Path | str, name: str, body: Any, default_timeout: float) -> M
     given = [k for k in PIN_KEYS if k in body]
     if len(given) > 1:
         raise ConfigError(path, key, f"give only one of pin_file, pin_env and pin, not {' and '.join(given)}")
-    pin, source = None, "none"
+    pin, source, origin = None, "none", ""
     if given:
         source = given[0]
         pin = _pin(path, f"{key}.{source}", source, body[source])
+        origin = _pin_origin(path, key, source, body[source])
     timeout = _timeout(path, f"{key}.timeout", body["timeout"]) if "timeout" in body else default_timeout
     discovery = body.get("discovery", False)
     if not isinstance(discovery, bool):
@@ -247,7 +316,96 @@ def _module(path: Path | str, name: str, body: Any, default_timeout: float) -> M
         pin_source=source,
         sessions=sessions,
         collectors=_collectors(path, f"{key}.collectors", body.get("collectors", {})),
+        allow_list=_module_allow_list(path, key, body),
+        pin_origin=origin,
     )
+
+
+def _pin_origin(path: Path | str, key: str, source: str, value: str) -> str:
+    """Where a module's PIN is read, as the text that identifies it; `value` is already validated. An
+    inline PIN is its module's own, so the origin never holds a PIN."""
+    if source == "pin_file":
+        return f"pin_file {file_named_in(path, value.strip())}"
+    if source == "pin_env":
+        return f"pin_env {value.strip()}"
+    return f"pin in {key}"
+
+
+def _module_allow_list(path: Path | str, key: str, body: dict[str, Any]) -> AllowList | None:
+    rules = _allowed_targets(
+        path,
+        f"{key}.allowed_targets",
+        body.get("allowed_targets"),
+        "allowed_targets" in body,
+        "leave it out to use the top-level allowed_targets alone",
+    )
+    return None if rules is None else AllowList(tuple(rule.entry for rule in rules), rules)
+
+
+def _require_pin_scopes(path: Path | str, modules: dict[str, Module]) -> None:
+    """With more than one PIN, every module with a PIN names the Rooms its PIN is for: without its own list
+    a probe naming it could send its PIN to a Room of another module (issue 15)."""
+    with_pin = [m for m in modules.values() if m.pin is not None]
+    if len({m.pin_origin for m in with_pin}) < 2:
+        return
+    unscoped = [m.name for m in with_pin if m.allow_list is None]
+    if not unscoped:
+        return
+    raise ConfigError(
+        path,
+        f"modules.{unscoped[0]}.allowed_targets",
+        f"missing: the modules {', '.join(m.name for m in with_pin)} read PINs from more than one place, "
+        f"so each needs allowed_targets of its own naming the Rooms its PIN is for; add it to "
+        f"{', '.join(unscoped)} (or read every PIN from one place)",
+    )
+
+
+def _warn_of_overlapping_pin_scopes(path: Path | str, modules: dict[str, Module]) -> None:
+    """One warning per pair of modules with different PINs whose own lists visibly overlap: a Room there
+    can be sent either PIN. Modules of one PIN origin may overlap silently: they hold the same PIN."""
+    scoped = [m for m in modules.values() if m.pin is not None and m.allow_list is not None]
+    for index, first in enumerate(scoped):
+        for second in scoped[index + 1 :]:
+            if first.pin_origin == second.pin_origin:
+                continue
+            assert first.allow_list is not None and second.allow_list is not None
+            overlap = _overlap(first.allow_list, second.allow_list)
+            if overlap is not None:
+                log.warning(
+                    "modules with different PINs allow the same targets: a Room there can be sent either PIN",
+                    extra={
+                        "file": str(path),
+                        "detail": f"modules {first.name} ({overlap[0]!r}) and {second.name} ({overlap[1]!r})",
+                    },
+                )
+
+
+def _overlap(first: AllowList, second: AllowList) -> tuple[str, str] | None:
+    """The first pair of entries, one from each list, that visibly allow a common target; None if none."""
+    for a in first.rules:
+        for b in second.rules:
+            if _rules_overlap(a, b):
+                return a.entry, b.entry
+    return None
+
+
+def _rules_overlap(a: AllowRule, b: AllowRule) -> bool:
+    """Overlapping IP networks; the same name pattern, or a name without `*` that the other's pattern
+    matches; with compatible ports either way. A name and an IP entry never visibly overlap (a name's
+    addresses are only known at probe time)."""
+    if a.port is not None and b.port is not None and a.port != b.port:
+        return False
+    if isinstance(a, AddressRule) and isinstance(b, AddressRule):
+        return a.network.version == b.network.version and a.network.overlaps(b.network)
+    if isinstance(a, NameRule) and isinstance(b, NameRule):
+        return a.pattern.pattern == b.pattern.pattern or _names_match(a, b) or _names_match(b, a)
+    return False
+
+
+def _names_match(literal: NameRule, pattern: NameRule) -> bool:
+    """True when `literal` is a plain name (no `*`) that `pattern` matches."""
+    name = _split_port(literal.entry)[0]
+    return "*" not in name and pattern.pattern.fullmatch(name) is not None
 
 
 def _collectors(path: Path | str, key: str, value: Any) -> tuple[tuple[str, bool], ...]:
@@ -324,25 +482,31 @@ def _timeout(path: Path | str, key: str, value: Any) -> float:
     return seconds
 
 
-def _allowed_targets(path: Path | str, value: Any, present: bool) -> tuple[AllowRule, ...] | None:
+def _allowed_targets(
+    path: Path | str,
+    key: str,
+    value: Any,
+    present: bool,
+    absent_means: str = "leave it out to allow every target",
+) -> tuple[AllowRule, ...] | None:
+    """An `allowed_targets` list at `key` (the top-level one or a module's), parsed; None when absent."""
     if not present:
         return None
     if not isinstance(value, list) or not value:
         raise ConfigError(
             path,
-            "allowed_targets",
-            f"must be a non-empty list of host names or globs, "
-            f"found {_kind(value)}; leave it out to allow every target",
+            key,
+            f"must be a non-empty list of host names or globs, found {_kind(value)}; {absent_means}",
         )
     rules = []
     for index, entry in enumerate(value):
-        key = f"allowed_targets[{index}]"
+        entry_key = f"{key}[{index}]"
         if not isinstance(entry, str) or not entry.strip():
-            raise ConfigError(path, key, f"must be a non-empty string, found {_kind(entry)}")
+            raise ConfigError(path, entry_key, f"must be a non-empty string, found {_kind(entry)}")
         try:
             rules.append(parse_allow_entry(entry))
         except AllowEntryError as error:
-            raise ConfigError(path, key, f"{_echo_entry(entry)} {error}") from None
+            raise ConfigError(path, entry_key, f"{_echo_entry(entry)} {error}") from None
     return tuple(rules)
 
 

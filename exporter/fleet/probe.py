@@ -1,11 +1,13 @@
 """What a `/probe?target=HOST[:PORT]&module=NAME` request asks for, checked against the config.
 
 This is the multi-target pattern: a request that cannot be served is refused with a one-line reason, 400 for
-a missing or malformed target or an unknown module, 403 for a target outside `allowed_targets`, decided
-before any connection is attempted. The HTTP answer itself is web.app's.
+a missing or malformed target or an unknown module, 403 for a target outside `allowed_targets` (the
+top-level list, or the module's own: a probe must be inside both), decided before any connection is
+attempted, so a module's PIN never goes to a Room outside its own list. The HTTP answer itself is web.app's.
 
 A name target that no name pattern allows, when the list has IP entries, is looked up here, once, within the
-probe's deadline: allowed only if every address it has matches an IP entry, and then handed on as a
+probe's deadline (one lookup for both lists): allowed only if every address it has matches an IP entry of
+each list that did not allow the name itself, and then handed on as a
 CheckedTarget, whose collection connects to exactly those addresses. A lookup that fails or times out is
 not a 403 but the collection's failure (`trueconf_up 0`, reason connect or timeout), with no connection
 made: the same answer as for a name allowed by a name pattern that does not resolve. The 403 never says
@@ -19,9 +21,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from exporter.fleet.config import DEFAULT_MODULE, ExporterConfig, Module
+from exporter.fleet.config import DEFAULT_MODULE, AllowList, ExporterConfig, Module
 from exporter.room import Deadline, RoomTarget, TargetError
 from exporter.room.connect import CheckedTarget, Lookup, Resolver
 from exporter.room.errors import CollectionError
@@ -106,37 +109,62 @@ def resolve_probe(
         raise ProbeRefusedError(
             "400 Bad Request", f"bad target: {_echo(str(error), MAX_ECHO_CHARS * 2)}"
         ) from None
-    if config.allows(target):
+    refusing = [scope for scope in _scopes(config, module) if not scope.allow_list.allows(target)]
+    if not refusing:
         return module, target
-    if config.checks_addresses(target):
-        seconds = deadline_seconds(module) if deadline_seconds else module.timeout_seconds
-        return module, _checked(config, module, target, Deadline(seconds))
-    log.info(
-        "probe refused: target not in allowed_targets",
-        extra={"target": str(target), "detail": f"module {module.name}"},
-    )
-    raise ProbeRefusedError("403 Forbidden", f"target {_echo(str(target))} is not in allowed_targets")
+    for scope in refusing:
+        if not scope.allow_list.checks_addresses(target):
+            log.info(
+                f"probe refused: target not in {scope.log_words}",
+                extra={"target": str(target), "detail": f"module {module.name}"},
+            )
+            raise ProbeRefusedError("403 Forbidden", f"target {_echo(str(target))} is not in {scope.words}")
+    seconds = deadline_seconds(module) if deadline_seconds else module.timeout_seconds
+    return module, _checked(refusing, module, target, Deadline(seconds))
 
 
-def _checked(config: ExporterConfig, module: Module, target: RoomTarget, deadline: Deadline) -> CheckedTarget:
-    """The name target with the addresses it was looked up to have, if every one matches an IP entry."""
+@dataclass(frozen=True)
+class _Scope:
+    """One list a probe must be inside, with how a refusal names it."""
+
+    allow_list: AllowList
+    words: str
+    """For the 403: `allowed_targets`, or `the allowed_targets of module 'NAME'`."""
+    log_words: str
+
+
+def _scopes(config: ExporterConfig, module: Module) -> list[_Scope]:
+    """The top-level list (the fleet), then the module's own (where its PIN may go): each that exists."""
+    scopes = []
+    if config.allow_list is not None:
+        scopes.append(_Scope(config.allow_list, "allowed_targets", "allowed_targets"))
+    if module.allow_list is not None:
+        words = f"the allowed_targets of module {module.name!r}"
+        scopes.append(_Scope(module.allow_list, words, "the module's allowed_targets"))
+    return scopes
+
+
+def _checked(scopes: list[_Scope], module: Module, target: RoomTarget, deadline: Deadline) -> CheckedTarget:
+    """The name target with the addresses it was looked up to have (once), if every one matches an IP entry
+    of each list in `scopes` (those that did not allow the name itself)."""
     try:
         addresses = check_lookups.resolve(target.host, deadline, "lookup")
     except CollectionError as error:
         lookup = Lookup((), deadline.started, error)
     else:
-        if not config.allows_addresses((address.ip for address in addresses), target.port):
-            log.info(
-                "probe refused: target resolves to addresses outside allowed_targets",
-                extra={
-                    "target": str(target),
-                    "detail": f"module {module.name}; {target.host} is {', '.join(map(str, addresses))}",
-                },
-            )
-            raise ProbeRefusedError(
-                "403 Forbidden",
-                f"target {_echo(str(target))} is not in allowed_targets, and neither are all its addresses",
-            )
+        for scope in scopes:
+            if not scope.allow_list.allows_addresses((address.ip for address in addresses), target.port):
+                log.info(
+                    f"probe refused: target resolves to addresses outside {scope.log_words}",
+                    extra={
+                        "target": str(target),
+                        "detail": f"module {module.name}; {target.host} is {', '.join(map(str, addresses))}",
+                    },
+                )
+                raise ProbeRefusedError(
+                    "403 Forbidden",
+                    f"target {_echo(str(target))} is not in {scope.words}, and neither are all its addresses",
+                )
         lookup = Lookup(addresses, deadline.started)
     return CheckedTarget(target.host, target.port, target.discover, lookup)
 
