@@ -32,7 +32,7 @@ from exporter.room.client import methods_for
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
 from exporter.web.exposition import metrics_answer
-from exporter.web.pages import debug_probe_page, landing_page
+from exporter.web.pages import debug_probe_page, landing_page, room_page
 from exporter.web.responses import StartResponse, plain_text
 from exporter.web.settings import ExporterSettings
 
@@ -85,7 +85,15 @@ class ExporterApp:
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
             return [landing_page(self.settings, self.config, self.history)]
+        if path == "/room":
+            return self.room(environ, start_response)
         return plain_text(start_response, "404 Not Found", "not found; try /metrics\n")
+
+    def room(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """`/room?target=...&module=...`: one Room's last results, linked from its row on `/`."""
+        status, page = room_page(self.history, environ.get("QUERY_STRING", ""), fleet=self.config is not None)
+        start_response(status, [("Content-Type", "text/html; charset=utf-8")])
+        return [page]
 
     def collect(
         self,

@@ -1,0 +1,63 @@
+"""Text from a Room (its JSON keys, its error messages) or from a client (a target) made safe to show.
+
+Such text reaches a terminal through the debug probe and the logs, and a browser through the status page. A
+control character (ESC starts a terminal escape sequence, BEL rings, CR and LF forge lines), a bidi override
+or isolate (U+202E turns what follows around), a zero-width character or a line separator there lets a Room
+rewrite what an operator reads. Each such character is written as a visible escape instead: `\\x1b`,
+`\\u202e`, `\\n`. Everything else, printable text and spaces, passes unchanged, so a normal message reads
+as it was written. A backslash stays itself: the escapes are for a person's eyes, not for decoding.
+
+This module imports nothing from the rest of the package, so every part (the Room client's trace and the
+logs included) may use it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Control (C0, DEL, C1), format (bidi overrides and isolates, zero-width characters, BOM), lone surrogates
+(a JSON string may hold one; no UTF-8 writer can), and line and paragraph separators."""
+
+SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def is_unsafe(char: str) -> bool:
+    """True for a character that must never leave the exporter as itself."""
+    return unicodedata.category(char) in UNSAFE_CATEGORIES
+
+
+def visible(text: str) -> str:
+    """`text` with every unsafe character written as a Python-style escape; printable text unchanged."""
+    if text.isprintable():  # the common case, at C speed: isprintable is False for every unsafe character
+        return text
+    return "".join(_python_escape(char) if is_unsafe(char) else char for char in text)
+
+
+def json_safe(encoded: str) -> str:
+    """JSON text (as `json.dumps(..., ensure_ascii=False)` writes it) with every unsafe character still in
+    it written as JSON's own `\\uXXXX` escape: still valid JSON that decodes to the same values, and a line
+    that no terminal or log viewer can be turned by."""
+    if encoded.isprintable():
+        return encoded
+    return "".join(_json_escape(char) if is_unsafe(char) else char for char in encoded)
+
+
+def _python_escape(char: str) -> str:
+    short = SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    point = ord(char)
+    if point < 0x100:
+        return f"\\x{point:02x}"
+    if point < 0x10000:
+        return f"\\u{point:04x}"
+    return f"\\U{point:08x}"
+
+
+def _json_escape(char: str) -> str:
+    point = ord(char)
+    if point < 0x10000:
+        return f"\\u{point:04x}"
+    point -= 0x10000  # JSON writes a character past the BMP as its UTF-16 surrogate pair
+    return f"\\u{0xD800 + (point >> 10):04x}\\u{0xDC00 + (point & 0x3FF):04x}"
