@@ -8,6 +8,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -16,13 +18,17 @@ import pytest
 
 from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import Scenario
+from exporter.fleet.config import ConfigError, ExporterConfig, parse_config
+from exporter.fleet.probe import ProbeRefusedError, parse_query, resolve_probe
 from exporter.fleet.reload import ConfigHolder
-from exporter.room import parse_target
+from exporter.room import RoomTarget, parse_target
+from exporter.room.connect import CheckedTarget
 from exporter.web.app import ExporterApp
 from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
 from tests.exposition import names, samples, value
 from tests.processes import http_get
+from tests.test_allow_list import FakeDns
 
 ROOM_PIN = "62830415"
 
@@ -293,3 +299,143 @@ def test_sighup_reloads_a_running_process(processes, room, tmp_path):
         time.sleep(0.05)
     assert probe(base, f"127.0.0.1:{port}", "second")[0] == 200
     assert exporter.alive()
+
+
+BOARDROOM_PIN = "73019468"
+ISSUE_15_CONFIG = """
+modules:
+  default:
+    pin_file: pin
+  boardrooms:
+    pin_file: boardroom-pin
+allowed_targets: ["127.0.0.0/8"]
+"""
+"""Issue 15's reproduction: two PINs, one fleet-wide list."""
+
+
+def scoped_config(room_port: int, boardroom_port: int) -> str:
+    """Issue 15's config with each PIN module scoped to its own Room."""
+    return ISSUE_15_CONFIG.replace(
+        "    pin_file: pin\n", f"    pin_file: pin\n    allowed_targets: ['127.0.0.1:{room_port}']\n"
+    ).replace(
+        "    pin_file: boardroom-pin\n",
+        f"    pin_file: boardroom-pin\n    allowed_targets: ['127.0.0.1:{boardroom_port}']\n",
+    )
+
+
+def test_a_modules_pin_never_reaches_a_room_outside_its_own_list(room, fleet_exporter, tmp_path):
+    """Issue 15: /probe?target=ROOM&module=boardrooms sent the boardroom PIN to a Room meant for `default`.
+    Now it is a 403 naming the module, and that Room sees no connection, let alone an `auth`."""
+    (tmp_path / "boardroom-pin").write_text(BOARDROOM_PIN)
+    meeting_room = room("doc-example", pin=ROOM_PIN)
+    boardroom = room("doc-example", pin=BOARDROOM_PIN)
+    base, _ = fleet_exporter(scoped_config(meeting_room.ports.websocket, boardroom.ports.websocket))
+    assert value(probe(base, f"127.0.0.1:{meeting_room.ports.websocket}")[1], "trueconf_up") == 1
+    assert value(probe(base, f"127.0.0.1:{boardroom.ports.websocket}", "boardrooms")[1], "trueconf_up") == 1
+    assert (meeting_room.logins, boardroom.logins) == (1, 1)
+
+    for target, module, other in (
+        (meeting_room, "boardrooms", "boardrooms"),
+        (boardroom, None, "default"),  # no module: `default`, scoped just the same
+        (boardroom, "default", "default"),
+    ):
+        connections = len(target.room.records)
+        for written in (f"127.0.0.1:{target.ports.websocket}", f"ws://127.0.0.1:{target.ports.websocket}"):
+            status, text = probe(base, written, module)
+            assert status == 403, text
+            assert text == (
+                f"target 'ws://127.0.0.1:{target.ports.websocket}' is not in the allowed_targets "
+                f"of module '{other}'\n"
+            )
+        assert len(target.room.records) == connections  # not even a connection
+    assert (meeting_room.logins, boardroom.logins) == (1, 1)  # each Room only ever got its own PIN
+
+
+def test_the_issue_15_config_is_refused_before_any_pin_is_sent(room, fleet_exporter, tmp_path):
+    """Unscoped, the same config is refused at start-up (ConfigHolder is what `serve` starts with), so no
+    probe can send the boardroom PIN anywhere; on 0.1 it loaded, and the meeting Room got a wrong `auth`."""
+    (tmp_path / "boardroom-pin").write_text(BOARDROOM_PIN)
+    meeting_room = room("doc-example", pin=ROOM_PIN)
+    with pytest.raises(ConfigError) as caught:
+        base, _ = fleet_exporter(ISSUE_15_CONFIG)
+        probe(base, f"127.0.0.1:{meeting_room.ports.websocket}", "boardrooms")
+    assert "modules.default.allowed_targets: missing" in str(caught.value)
+    assert "add it to default, boardrooms" in str(caught.value)
+    assert meeting_room.logins == 0 and meeting_room.room.records == []
+
+
+def test_a_reload_that_drops_the_scopes_keeps_the_scoped_config(room, fleet_exporter, tmp_path):
+    (tmp_path / "boardroom-pin").write_text(BOARDROOM_PIN)
+    meeting_room = room("doc-example", pin=ROOM_PIN)
+    base, holder = fleet_exporter(scoped_config(meeting_room.ports.websocket, 1))
+    (tmp_path / "config.yml").write_text(ISSUE_15_CONFIG)
+    status, _, body = post(f"{base}/-/reload")
+    assert status == 500 and b"modules.default.allowed_targets: missing" in body
+    assert holder.config.modules["boardrooms"].allow_list is not None  # the scoped config stays in force
+    assert probe(base, f"127.0.0.1:{meeting_room.ports.websocket}", "boardrooms")[0] == 403
+    assert meeting_room.logins == 0
+
+
+@pytest.fixture
+def dns(monkeypatch) -> Callable[[dict[str, list[list[str]]]], FakeDns]:
+    """getaddrinfo answered from a table (test_allow_list's FakeDns): no real resolver is ever asked."""
+
+    def install(names: dict[str, list[list[str]]]) -> FakeDns:
+        fake = FakeDns(names)
+        monkeypatch.setattr(socket, "getaddrinfo", fake)
+        return fake
+
+    return install
+
+
+def scoped(top: list[str] | None, module: list[str]) -> ExporterConfig:
+    document: dict[str, object] = {"modules": {"default": {"allowed_targets": module}}}
+    if top is not None:
+        document["allowed_targets"] = top
+    return parse_config(document, "config.yml", default_timeout=5.0)
+
+
+def resolve(config: ExporterConfig, target: str) -> RoomTarget:
+    return resolve_probe(config, parse_query(f"target={quote(target)}"))[1]
+
+
+@pytest.mark.parametrize(
+    ("top", "module"),
+    [
+        (["room-*.example.org"], ["10.20.30.0/24"]),  # the fleet by name, the module by address
+        (["10.20.30.0/24"], ["room-*.example.org", "192.0.2.0/24"]),  # the other way round
+        (["10.0.0.0/8"], ["10.20.30.0/24"]),  # both by address: one lookup serves both
+        (None, ["10.20.30.0/24"]),  # the module's list alone
+    ],
+)
+def test_a_name_is_looked_up_once_and_its_addresses_checked_against_every_list_needing_them(dns, top, module):
+    fake = dns(
+        {
+            "room-1.example.org": [["10.20.30.4"]],
+            "room-2.example.org": [["10.20.30.4", "10.99.0.1"]],
+            "room-3.example.org": [["192.0.2.7"]],
+        }
+    )
+    config = scoped(top, module)
+    target = resolve(config, "room-1.example.org")
+    assert isinstance(target, CheckedTarget)  # connects to exactly the addresses checked
+    assert [str(a) for a in target.lookup.addresses] == ["10.20.30.4"]
+    for name in ("room-2.example.org", "room-3.example.org"):
+        with pytest.raises(ProbeRefusedError) as caught:
+            resolve(config, name)
+        assert caught.value.status == "403 Forbidden"
+        assert "and neither are all its addresses" in caught.value.reason
+        assert "10.99" not in caught.value.reason and "192.0.2" not in caught.value.reason
+    assert fake.calls == Counter({"room-1.example.org": 1, "room-2.example.org": 1, "room-3.example.org": 1})
+
+
+def test_a_name_both_lists_allow_by_pattern_is_left_to_its_collection(dns):
+    fake = dns({})
+    config = scoped(["**.example.org", "10.0.0.0/8"], ["room-*.example.org"])
+    assert not isinstance(resolve(config, "room-1.example.org"), CheckedTarget)
+    with pytest.raises(ProbeRefusedError) as caught:  # no IP entry in the module's list: nothing to look up
+        resolve(config, "lobby.example.org")
+    assert caught.value.reason == (
+        "target 'ws://lobby.example.org:8765' is not in the allowed_targets of module 'default'"
+    )
+    assert fake.calls == Counter()
