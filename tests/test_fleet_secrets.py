@@ -1,6 +1,7 @@
 """Multi-target mode keeps every PIN secret, and logs one line per failed probe.
 
-No PIN in a log line (debug level, both formats), a page, a metric, an error answer or a reload message.
+No PIN in a log line (debug level, both formats), a page, a metric, an error answer, a reload message or
+a warning about modules whose PINs could reach the same Room.
 """
 
 from __future__ import annotations
@@ -35,15 +36,6 @@ def post(url: str) -> tuple[int, bytes]:
 def test_no_pin_appears_anywhere_in_multi_target_mode(processes, room, tmp_path, log_format):
     (tmp_path / "pin").write_text(FILE_PIN)
     (tmp_path / "secret").write_text(SECRET_FILE_PIN)
-    config = tmp_path / "config.yml"
-    config.write_text(
-        "modules:\n"
-        "  from-file:\n    pin_file: pin\n"
-        "  from-env:\n    pin_env: ROOM_PIN\n"
-        "  from-secret-file:\n    pin_env: OTHER_PIN\n"
-        f"  inline:\n    pin: '{INLINE_PIN}'\n"
-        "allowed_targets: [127.0.0.1]\n"
-    )
     rooms = {
         name: room("doc-example", pin=pin).ports.websocket
         for name, pin in (
@@ -53,6 +45,23 @@ def test_no_pin_appears_anywhere_in_multi_target_mode(processes, room, tmp_path,
             ("from-secret-file", SECRET_FILE_PIN),
         )
     }
+    wrong_room = room("doc-example", pin="99999999").ports.websocket
+    sources = {
+        "from-file": "pin_file: pin",
+        "from-env": "pin_env: ROOM_PIN",
+        "from-secret-file": "pin_env: OTHER_PIN",
+        "inline": f"pin: '{INLINE_PIN}'",
+    }
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "modules:\n"
+        + "".join(
+            f"  {name}:\n    {source}\n"
+            f"    allowed_targets: ['127.0.0.1:{rooms[name]}', '127.0.0.1:{wrong_room}']\n"
+            for name, source in sources.items()
+        )
+        + "allowed_targets: [127.0.0.1]\n"
+    )
     exporter = processes["exporter"](
         "--config.file",
         str(config),
@@ -68,11 +77,13 @@ def test_no_pin_appears_anywhere_in_multi_target_mode(processes, room, tmp_path,
         status, _, body = http_get(f"{base}/probe?target=127.0.0.1:{port}&module={module}")
         assert status == 200 and b"trueconf_up 1.0" in body, (module, body)
         seen.append(body.decode())
-    wrong_room = room("doc-example", pin="99999999").ports.websocket
     for module in rooms:  # every module's PIN sent to a Room that refuses it: a logged failure each
         body = http_get(f"{base}/probe?target=127.0.0.1:{wrong_room}&module={module}")[2].decode()
         assert 'trueconf_scrape_error{reason="auth"} 1.0' in body
         seen.append(body)
+    status, _, body = http_get(f"{base}/probe?target=127.0.0.1:{rooms['from-file']}&module=inline")
+    assert status == 403 and b"the allowed_targets of module 'inline'" in body  # outside its own list
+    seen.append(body.decode())
     for path in (
         "/",
         "/metrics",
@@ -96,6 +107,9 @@ def test_no_pin_appears_anywhere_in_multi_target_mode(processes, room, tmp_path,
     for pin in (FILE_PIN, ENV_PIN, INLINE_PIN, SECRET_FILE_PIN):
         assert pin not in everything
     assert "PIN is written into the config file" in logs  # the inline PIN was warned about, without the PIN
+    overlaps = [line for line in logs.splitlines() if "a Room there can be sent either PIN" in line]
+    assert len(overlaps) == 6  # each pair of the four PINs shares the wrong Room: warned, without a PIN
+    assert all(f"127.0.0.1:{wrong_room}" in line for line in overlaps)
 
     failures = [line for line in logs.splitlines() if "collection failed" in line]
     assert len(failures) == len(rooms)  # one line per failed probe
