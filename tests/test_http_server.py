@@ -208,6 +208,11 @@ def test_a_kept_alive_connection_is_closed_after_the_idle_timeout(serve):
         pytest.param(b"GET /metrics HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", id="two-hosts"),
         pytest.param(b"GET /metrics HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n", id="space-in-name"),
         pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", id="tls-to-plain-port"),
+        pytest.param(b"GET /healthz HTTP/1.1\nHost: x\n\n", id="bare-lf-lines"),
+        pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n", id="one-bare-lf"),
+        pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\n", id="bare-lf-blank-line"),
+        pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", id="obs-fold-space"),
+        pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tb\r\n\r\n", id="obs-fold-tab"),
     ],
 )
 def test_malformed_requests_are_400_and_never_reach_the_app(serve, request_bytes):
@@ -218,6 +223,93 @@ def test_malformed_requests_are_400_and_never_reach_the_app(serve, request_bytes
     assert headers["connection"] == "close"
     assert body == b"bad request\n", "the answer never quotes the request"
     assert recorder.calls == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(b"http://[/", id="absolute-unclosed-bracket"),
+        pytest.param(b"http://[::1/healthz", id="absolute-bad-ipv6"),
+        pytest.param(b"http://x:port/healthz", id="absolute-bad-port"),
+        pytest.param(b"ftp://x/healthz", id="absolute-not-http"),
+        pytest.param(b"http:///healthz", id="absolute-without-host"),
+        pytest.param(b"healthz", id="no-leading-slash"),
+        pytest.param(b"*", id="asterisk"),
+        pytest.param(b"x:80", id="authority-form"),
+    ],
+)
+def test_a_malformed_request_target_is_400_with_one_debug_line_at_most(serve, caplog, target):
+    """A target urlsplit cannot parse used to escape as an exception: no answer, a traceback per request."""
+    recorder = Recorder()
+    port = serve(app=recorder)
+    with caplog.at_level(logging.DEBUG, logger="exporter.web.server"):
+        raw = exchange(port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert parse(exchange(port, GET_HEALTHZ))[0] == 200  # the server goes on
+    status, headers, body = parse(raw)
+    assert (status, body, headers["connection"]) == (400, b"bad request\n", "close")
+    assert recorder.calls == ["GET /healthz"]
+    records = [
+        r for r in caplog.records if r.name == "exporter.web.server" and "healthz" not in r.getMessage()
+    ]
+    assert len(records) <= 1, [r.getMessage() for r in records]
+    assert all(r.levelno == logging.DEBUG and not hasattr(r, "traceback") for r in records)
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        (b"/healthz?a=1", "/healthz", "a=1"),
+        (b"http://x/healthz?a=1", "/healthz", "a=1"),
+        (b"https://x:8080/healthz", "/healthz", ""),
+        (b"http://x", "/", ""),
+        (b"http://[::1]:80/a%20b", "/a b", ""),
+    ],
+)
+def test_well_formed_targets_reach_the_app_as_path_and_query(serve, target, path, query):
+    seen: list[tuple[str, str]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append((environ["PATH_INFO"], environ["QUERY_STRING"]))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok\n"]
+
+    assert parse(exchange(serve(app=app), b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"))[0] == 200
+    assert seen == [(path, query)]
+
+
+def test_transfer_encoding_with_content_length_is_400_and_nothing_is_smuggled(serve):
+    """RFC 9112 6.3: a front proxy framing by Content-Length would pass the chunked "body" on as data; the
+    exporter framed by Transfer-Encoding and ran what followed the chunks as a second request."""
+    recorder = Recorder()
+    port = serve(app=recorder)
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = b"0\r\n\r\n" + smuggled
+    request = (
+        b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + body
+    )
+    with connect(port) as sock:
+        sock.sendall(request)
+        raw = read_all(sock, timeout=5)  # the server answers once, then closes
+    status, headers, rest = parse(raw)
+    assert (status, headers["connection"]) == (400, "close")
+    assert rest == b"bad request\n", "one answer, nothing after it"
+    assert recorder.calls == []
+
+
+def test_a_chunked_body_alone_is_read(serve):
+    seen: list[bytes] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ["wsgi.input"].read())
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok\n"]
+
+    request = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    assert parse(exchange(serve(app=app), request))[0] == 200
+    assert seen == [b"abc"]
 
 
 def test_http_1_0_without_host_is_served(serve):

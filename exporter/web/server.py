@@ -22,6 +22,7 @@ import errno
 import http
 import io
 import logging
+import re
 import resource
 import socket
 import threading
@@ -103,11 +104,43 @@ class _ErrorLog(io.StringIO):
 
 
 class _RefusalError(Exception):
-    """A request answered by the server itself (400, 413, 431, 505), then the connection closed."""
+    """A request answered by the server itself (400, 413, 431, 505), then the connection closed; `detail`
+    says why in the one debug line logged."""
 
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, status: int, text: str, detail: str = "") -> None:
         super().__init__(text)
-        self.status, self.text = status, text
+        self.status, self.text, self.detail = status, text, detail
+
+
+@dataclass
+class _Request:
+    """A request read whole and accepted: h11's event, the target's path (not yet unquoted) and query."""
+
+    event: h11.Request
+    path: str
+    query: str
+    body: bytes = b""
+
+
+_HEAD_END = re.compile(rb"\n\r?\n")
+"""Where h11 ends a request head (its own blank-line pattern), so the raw head checked is the one it read."""
+
+
+def split_target(target: bytes) -> tuple[str, str] | None:
+    """The path and query of an origin-form (`/path?query`) or absolute-form (`http://host/path`) target;
+    None for anything else (asterisk or authority form, a missing leading slash, a URL urlsplit refuses)."""
+    text = target.decode("latin-1")  # h11 lets only visible ASCII through
+    if text.startswith("/"):
+        path, _, query = text.partition("?")
+        return path, query
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.path or "/", parts.query
 
 
 class _RateLimitedWarning:
@@ -485,55 +518,81 @@ class _Connection:
                 async with asyncio.timeout(self.timeout):
                     request = await self._read_request()
             except h11.RemoteProtocolError as error:
-                log.debug("bad request", extra={"address": self.peer, "detail": str(error)})
                 status = error.error_status_hint
-                await self._refuse(_RefusalError(status, REFUSAL_TEXTS.get(status, "bad request\n")))
+                await self._refuse(
+                    _RefusalError(status, REFUSAL_TEXTS.get(status, "bad request\n"), str(error))
+                )
                 return
             except _RefusalError as refusal:
                 await self._refuse(refusal)
                 return
             if request is None:
                 return
-            await self._answer(*request)
+            await self._answer(request)
             if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
                 return
             self.h11.start_next_cycle()
 
-    async def _read_request(self) -> tuple[h11.Request, bytes] | None:
+    async def _read_request(self) -> _Request | None:
         """The next whole request (head and body), None when the client closed between requests."""
-        request: h11.Request | None = None
+        request: _Request | None = None
+        raw: bytearray | None = bytearray(self.h11.trailing_data[0])
+        """The head's bytes as received (h11 normalises line endings): kept until the head is parsed."""
         body = bytearray()
         while True:
             event = self.h11.next_event()
             if event is h11.NEED_DATA:
                 if self.h11.they_are_waiting_for_100_continue:
                     await self._write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
-                self.h11.receive_data(await self.stream.read(READ_CHUNK_BYTES))
+                data = await self.stream.read(READ_CHUNK_BYTES)
+                if raw is not None:
+                    raw += data
+                self.h11.receive_data(data)
             elif isinstance(event, h11.Request):
-                self._check_head(event)
-                request = event
+                assert raw is not None
+                request = self._check_head(event, raw)
+                raw = None
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self.limits.max_body_bytes:
                     raise _RefusalError(413, "request body too large\n")
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
-                return request, bytes(body)
+                request.body = bytes(body)
+                return request
             else:  # ConnectionClosed before a request began
                 return None
 
-    def _check_head(self, request: h11.Request) -> None:
+    def _check_head(self, request: h11.Request, raw: bytearray) -> _Request:
+        """What h11 lets through and this server refuses; the target split into path and query."""
         if request.http_version not in (b"1.0", b"1.1"):
             raise _RefusalError(505, "only HTTP/1.0 and HTTP/1.1 are served\n")
         size = len(request.method) + len(request.target) + 11
         size += sum(len(name) + len(value) + 4 for name, value in request.headers)
         if size > self.limits.max_header_bytes:  # complete in one read, so h11's own limit did not see it
             raise _RefusalError(431, REFUSAL_TEXTS[431])
+        # h11 reads bare-LF line ends and obs-fold continuation lines; RFC 9112 lets a server refuse both,
+        # and a proxy in front that reads them otherwise would see other headers than this server.
+        end = _HEAD_END.search(raw)
+        head = raw[: end.end()] if end is not None else raw
+        if head.count(b"\n") != head.count(b"\r\n"):
+            raise _RefusalError(400, REFUSAL_TEXTS[400], "bare LF line ending")
+        if b"\n " in head or b"\n\t" in head:
+            raise _RefusalError(400, REFUSAL_TEXTS[400], "obs-fold header line")
+        names = {name for name, _ in request.headers}  # h11 gives them lower-case
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # RFC 9112 6.3: both is a request smuggling attempt (or a broken client): refuse, then close.
+            raise _RefusalError(400, REFUSAL_TEXTS[400], "Transfer-Encoding with Content-Length")
         for name, value in request.headers:
             if name == b"content-length" and int(value) > self.limits.max_body_bytes:
                 raise _RefusalError(413, "request body too large\n")
+        target = split_target(request.target)
+        if target is None:
+            raise _RefusalError(400, REFUSAL_TEXTS[400], "malformed request-target")
+        return _Request(request, *target)
 
-    async def _answer(self, request: h11.Request, body: bytes) -> None:
+    async def _answer(self, accepted: _Request) -> None:
+        request = accepted.event
         method = request.method.decode("ascii")
         head = method == "HEAD"
         self.server._answering += 1  # a SIGTERM now lets this answer go out (HTTPServer._finish_answers)
@@ -549,7 +608,7 @@ class _Connection:
                     ("Connection", "close"),
                 )
             else:
-                environ = self._environ(request, body, "GET" if head else method)
+                environ = self._environ(accepted, "GET" if head else method)
                 answer = await self.server.run_app(environ)
             await self._send(answer, head)
         finally:
@@ -557,13 +616,9 @@ class _Connection:
         line = f"{method} {request.target.decode('latin-1')} HTTP/{request.http_version.decode('ascii')}"
         log.debug(f'http "{line}" {answer.status} {len(answer.body)}', extra={"address": self.peer})
 
-    def _environ(self, request: h11.Request, body: bytes, method: str) -> dict[str, Any]:
+    def _environ(self, accepted: _Request, method: str) -> dict[str, Any]:
         """The WSGI environ (PEP 3333) of a request; HEAD is shown to the app as the GET it answers like."""
-        target = request.target.decode("latin-1")
-        if "://" in target.partition("?")[0]:  # absolute form: the path and query are what count
-            parts = urllib.parse.urlsplit(target)
-            target = parts.path + (f"?{parts.query}" if parts.query else "")
-        path, _, query = target.partition("?")
+        request, path, query, body = accepted.event, accepted.path, accepted.query, accepted.body
         server_host, server_port = self.writer.get_extra_info("sockname")[:2]
         remote_host, _, remote_port = self.peer.rpartition(":")
         environ: dict[str, Any] = {
@@ -620,7 +675,8 @@ class _Connection:
 
     async def _refuse(self, refusal: _RefusalError) -> None:
         """Answer a request the server refuses, then close after draining what the client still sends."""
-        log.debug("request refused", extra={"address": self.peer, "status": refusal.status})
+        extra = {"address": self.peer, "status": refusal.status}
+        log.debug("request refused", extra={**extra, "detail": refusal.detail} if refusal.detail else extra)
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         answer = _plain_answer(refusal.status, refusal.text, ("Connection", "close"))
