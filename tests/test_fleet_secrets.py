@@ -145,3 +145,22 @@ def test_single_target_flags_are_ignored_with_a_warning_in_multi_target_mode(pro
     assert "ignored with --config.file" in exporter.stderr and "--target" in exporter.stderr
     status, _, body = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")
     assert status == 200 and b"trueconf_up" not in body
+
+
+def test_serve_warns_of_a_pin_module_with_no_list_at_all_and_only_of_it(processes, tmp_path):
+    """The start-up warning names the PIN modules /probe would send anywhere; a module scoped by its own
+    list, with no top-level list, is not one of them."""
+    (tmp_path / "pin").write_text(FILE_PIN)
+    (tmp_path / "other").write_text(SECRET_FILE_PIN)
+    unscoped = tmp_path / "unscoped.yml"
+    unscoped.write_text("modules:\n  default:\n    pin_file: pin\n  open: {}\n")
+    logs = processes["exporter"]("--config.file", str(unscoped)).stderr
+    [line] = [line for line in logs.splitlines() if "no allowed_targets" in line]
+    assert 'detail="modules default"' in line
+    scoped = tmp_path / "scoped.yml"
+    scoped.write_text(
+        "modules:\n  default:\n    pin_file: pin\n    allowed_targets: [127.0.0.1]\n"
+        "  other:\n    pin_file: other\n    allowed_targets: [127.0.0.2]\n"
+    )
+    logs = processes["exporter"]("--config.file", str(scoped)).stderr
+    assert "no allowed_targets" not in logs and "either PIN" not in logs

@@ -150,10 +150,10 @@ def load_config(path: Path | None, default_timeout: float) -> ConfigHolder | Non
             extra={"detail": ", ".join(ignored)},
         )
     config = holder.config
-    if config.allowed_targets is None and any(m.pin is not None for m in config.modules.values()):
+    if unscoped := config.unscoped_pin_modules():
         log.warning(
             "no allowed_targets: /probe connects to any host it is given, sending the module's PIN",
-            extra={"file": str(path)},
+            extra={"file": str(path), "detail": f"modules {', '.join(unscoped)}"},
         )
     return holder
 
