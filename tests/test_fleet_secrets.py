@@ -84,8 +84,10 @@ def test_no_pin_appears_anywhere_in_multi_target_mode(processes, room, tmp_path,
     status, _, body = http_get(f"{base}/probe?target=127.0.0.1:{rooms['from-file']}&module=inline")
     assert status == 403 and b"the allowed_targets of module 'inline'" in body  # outside its own list
     seen.append(body.decode())
+    page = http_get(f"{base}/")[2].decode()
+    assert page.count(", 2 allowed targets of its own</li>") == 4  # the status page: each module is scoped
+    seen.append(page)
     for path in (
-        "/",
         "/metrics",
         "/healthz",
         "/probe",

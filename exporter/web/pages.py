@@ -126,7 +126,8 @@ def _fleet_about(holder: ConfigHolder) -> str:
     modules = list(config.modules.values())
     listed = "".join(
         f"<li><code>{shown(m.name, ABOUT_BYTES)}</code>: {shown(_pin_words(m.pin_source), ABOUT_BYTES)}, "
-        f"timeout {m.timeout_seconds:.6g}s, discovery {'on' if m.discovery else 'off'}</li>"
+        f"timeout {m.timeout_seconds:.6g}s, discovery {'on' if m.discovery else 'off'}"
+        f"{'' if m.allow_list is None else f', {len(m.allow_list.entries)} allowed targets of its own'}</li>"
         for m in modules[:MAX_LISTED]
     ) + _more(len(modules) - MAX_LISTED, "modules")
     if config.allowed_targets is None:
