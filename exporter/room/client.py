@@ -11,12 +11,15 @@ CollectionError with one of the fixed reasons, and its text never contains the P
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from exporter.room import protocol
+from exporter.room.budget import MessageBudget
 from exporter.room.connection import Exchange, RoomConnection, SessionLostError
 from exporter.room.deadline import Deadline
 from exporter.room.errors import CollectionError, Reason
+from exporter.room.file_requests import INCOMING_LIST_KEY, REPLY_LIST_KEY, aggregate
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.room.sessions import RoomSlot, SessionPool
 from exporter.room.target import RoomTarget
@@ -37,6 +40,9 @@ def methods_for(collectors: dict[str, bool]) -> tuple[str, ...]:
     """What a scrape asks: getOutgoingFilesRequests, then every optional method whose collector is on."""
     return (OUTGOING_METHOD, *(m for name, m in OPTIONAL_METHODS.items() if collectors.get(name, True)))
 
+
+MAX_SHAPE_CHARS = 1000
+"""A reply's shape in a debug probe's trace is cut here: a hostile reply can have any number of keys."""
 
 REUSE_PATIENCE_SHARE = 0.5
 """A reused session gets this share of the time left to say anything at all; past it, it is taken as dead
@@ -72,7 +78,8 @@ def fetch_room(
     """
     trace = trace or Trace(deadline.started, detailed=False)
     if pool is None or not keep_session:
-        result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool)
+        budget = pool.budget if pool is not None else MessageBudget()
+        result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool, budget)
     else:
         result = _session(target, pin, deadline, methods, max_message_bytes, trace, pool)
     outgoing = result.replies[OUTGOING_METHOD]
@@ -105,8 +112,9 @@ def _one_connection(
     max_message_bytes: int,
     trace: Trace,
     pool: SessionPool | None,
+    budget: MessageBudget,
 ) -> RoomReplies:
-    connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace)
+    connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace, budget)
     if pool is not None:
         pool.logged_in()
     try:
@@ -170,7 +178,7 @@ def _on_slot(
             slot.drop_connection()
             asked = _to_ask(slot, methods)  # the new session asks the version again
     if exchange is None:
-        slot.connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace)
+        slot.connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace, pool.budget)
         pool.logged_in()
         try:
             exchange = _exchange(slot.connection, asked, deadline, trace)
@@ -210,12 +218,30 @@ def _exchange(
     trace: Trace,
     first_reply_within: float | None = None,
 ) -> Exchange:
-    exchange = connection.exchange(methods, deadline, first_reply_within=first_reply_within)
+    shapes: dict[str, str] = {}
+    exchange = connection.exchange(
+        methods, deadline, first_reply_within=first_reply_within, keep=partial(_reduced, trace, shapes)
+    )
     for method in methods:
         reply = exchange.replies.get(method)
-        outcome = "no reply in time" if reply is None else f"reply {shape(reply) if trace.detailed else ''}"
+        outcome = "no reply in time" if reply is None else f"reply {shapes.get(method, '')}"
         trace.step(method, outcome.rstrip())
     return exchange
+
+
+def _reduced(trace: Trace, shapes: dict[str, str], reply: dict[str, Any]) -> dict[str, Any]:
+    """A reply as kept after the parse lane: its request list aggregated (the entries are dropped there, so a
+    scrape keeps a few hundred bytes of a 10 000-entry reply); its shape noted first for a debug probe."""
+    if trace.detailed:
+        described = shape(reply)
+        if len(described) > MAX_SHAPE_CHARS:
+            described = described[:MAX_SHAPE_CHARS] + "..."
+        shapes[str(reply.get("method"))[:50]] = described
+    for key in (REPLY_LIST_KEY, INCOMING_LIST_KEY):
+        entries = reply.get(key)
+        if isinstance(entries, list):
+            reply[key] = aggregate(entries)
+    return reply
 
 
 def _broken(target: RoomTarget, lost: SessionLostError) -> CollectionError:

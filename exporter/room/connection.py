@@ -13,6 +13,7 @@ import itertools
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
@@ -21,6 +22,7 @@ from typing import Any
 import websocket
 
 from exporter.room import protocol
+from exporter.room.budget import MessageBudget
 from exporter.room.connect import addresses_for, open_tcp
 from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.discovery import discover_websocket_port
@@ -59,16 +61,25 @@ class SessionLostError(Exception):
 class RoomConnection:
     """An open, authorised WebSocket to one Room. Not thread-safe: one exchange at a time (sessions.py)."""
 
-    def __init__(self, target: RoomTarget, ws: BoundedWebSocket, sock: socket.socket) -> None:
+    def __init__(
+        self, target: RoomTarget, ws: BoundedWebSocket, sock: socket.socket, budget: MessageBudget
+    ) -> None:
         self.target = target
         self._ws = ws
         self._sock = sock
+        self._budget = budget
         self.opened_at = time.monotonic()
         self.exchanges = 0
 
     @classmethod
     def open(
-        cls, target: RoomTarget, pin: str | None, deadline: Deadline, max_message_bytes: int, trace: Trace
+        cls,
+        target: RoomTarget,
+        pin: str | None,
+        deadline: Deadline,
+        max_message_bytes: int,
+        trace: Trace,
+        budget: MessageBudget,
     ) -> RoomConnection:
         """Look the Room up once, connect to exactly those addresses, upgrade and authorise, in `deadline`."""
         addresses = addresses_for(target, deadline)  # the one lookup: every connection below goes to these
@@ -83,7 +94,8 @@ class RoomConnection:
         trace.step("connect", f"TCP to {host_port(str(address), port)}")
         try:
             with SocketWatchdog(deadline, sock):
-                connection = cls(target, _handshake(url, sock, deadline, max_message_bytes), sock)
+                ws = _handshake(url, sock, deadline, max_message_bytes, budget)
+                connection = cls(target, ws, sock, budget)
                 trace.step("upgrade", "HTTP 101 Switching Protocols")
                 connection._authorise(pin, deadline)
                 trace.step("auth", f"accepted, {_auth_kind(pin)}")
@@ -114,6 +126,7 @@ class RoomConnection:
         params: dict[str, dict[str, Any]] | None = None,
         phase: str = "request",
         first_reply_within: float | None = None,
+        keep: Keep | None = None,
     ) -> Exchange:
         """Send one request per method in one write, and read until every reply is in or the deadline passes.
 
@@ -124,6 +137,9 @@ class RoomConnection:
         an open connection, CollectionError (timeout) when nothing was answered in time, CollectionError
         (protocol) for a broken message or frame. An exchange that ends with replies missing leaves them
         pending: the caller closes such a connection, so a late reply can never answer a later scrape.
+
+        Each message is parsed in the budget's lane and reduced there by `keep` (see budget.py): a
+        notification is dropped, a reply is kept as `keep` returns it (whole when `keep` is None).
         """
         pending = {next_request_id(): method for method in methods}
         frames = [
@@ -139,6 +155,7 @@ class RoomConnection:
             frames.insert(0, websocket.ABNF.create_frame(ping, websocket.ABNF.OPCODE_PING))
         replies: dict[str, dict[str, Any]] = {}
         self.exchanges += 1
+        self._ws.deadline = deadline
         with SocketWatchdog(deadline, self._sock) as watchdog:
             try:
                 # The deadline is the watchdog's: it shuts the socket when the deadline passes, whatever a
@@ -155,7 +172,7 @@ class RoomConnection:
                         self._ws.settimeout(None)
                         waiting_for_life = False
                     try:
-                        message = self._receive(phase)
+                        message = self._receive(phase, deadline, keep or _whole)
                     except (TimeoutError, websocket.WebSocketTimeoutException):
                         if patience is None or deadline.left() <= 0:
                             break
@@ -167,6 +184,8 @@ class RoomConnection:
                         ) from None
                     if self._ws.last_pong == ping:
                         patience = None
+                    if message is None:  # a notification: it proves nothing, it may have waited since
+                        continue
                     method = protocol.take_reply(message, pending)
                     if method is not None:
                         replies[method] = message
@@ -179,34 +198,51 @@ class RoomConnection:
                     Reason.PROTOCOL,
                     f"the Room sent a malformed WebSocket frame during {phase}: {describe(error)}",
                 ) from None
+            finally:
+                self._ws.release_message()  # whatever a broken message had reserved
+                self._ws.deadline = None
         if pending and not replies:
             raise CollectionError(
                 Reason.TIMEOUT, f"{self.target} did not answer within {deadline.seconds:g}s"
             )
         return Exchange(replies, complete=not pending, shut_down=watchdog.fired)
 
-    def _receive(self, phase: str) -> dict[str, Any]:
+    def _receive(self, phase: str, deadline: Deadline, keep: Keep) -> dict[str, Any] | None:
+        """The next message as `keep` leaves it (None for a notification), parsed within the budget."""
         opcode, data = self._ws.recv_message()
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            raise SessionLostError(f"the Room closed the connection during {phase}")
-        if opcode != websocket.ABNF.OPCODE_TEXT:
-            raise CollectionError(Reason.PROTOCOL, f"the Room sent a binary frame during {phase}")
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CollectionError(
-                Reason.PROTOCOL, f"the Room sent text that is not UTF-8 during {phase}"
-            ) from None
-        return protocol.decode(text)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                raise SessionLostError(f"the Room closed the connection during {phase}")
+            if opcode != websocket.ABNF.OPCODE_TEXT:
+                raise CollectionError(Reason.PROTOCOL, f"the Room sent a binary frame during {phase}")
+            return self._budget.parse(data, deadline, lambda message: _notification_dropped(message, keep))
+        finally:
+            del data
+            self._ws.release_message()
 
     def close(self, deadline: Deadline | None = None) -> None:
         """Close politely when there is time left, at once otherwise; never raises, never waits longer than
         CLOSE_WAIT_SECONDS (a watchdog shuts the socket down should the Room drip its answer)."""
         wait = CLOSE_WAIT_SECONDS if deadline is None else max(0.0, min(deadline.left(), CLOSE_WAIT_SECONDS))
-        with contextlib.suppress(Exception), SocketWatchdog(Deadline(wait + 0.01), self._sock):
+        closing = Deadline(wait + 0.01)
+        self._ws.deadline = closing
+        with contextlib.suppress(Exception), SocketWatchdog(closing, self._sock):
             self._ws.close(timeout=wait)
+        self._ws.release_message()
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+Keep = Callable[[dict[str, Any]], dict[str, Any]]
+"""What a reply becomes once parsed, inside the parse lane (the client aggregates request lists there)."""
+
+
+def _whole(reply: dict[str, Any]) -> dict[str, Any]:
+    return reply
+
+
+def _notification_dropped(message: dict[str, Any], keep: Keep) -> dict[str, Any] | None:
+    return None if protocol.is_notification(message) else keep(message)
 
 
 def masked(frames: list[websocket.ABNF]) -> bytes:
@@ -223,7 +259,9 @@ def _fixed_key(key: bytes, length: int) -> bytes:
     return key
 
 
-def _handshake(url: str, sock: socket.socket, deadline: Deadline, max_message_bytes: int) -> BoundedWebSocket:
+def _handshake(
+    url: str, sock: socket.socket, deadline: Deadline, max_message_bytes: int, budget: MessageBudget
+) -> BoundedWebSocket:
     """The WebSocket upgrade on `sock`, the one connection this collection opened, and nowhere else.
 
     websocket-client follows up to 3 redirects by default, each on a new connection of its own (past the
@@ -233,7 +271,10 @@ def _handshake(url: str, sock: socket.socket, deadline: Deadline, max_message_by
     # RoomSession decodes every text message itself (C speed); websocket-client's pure-Python UTF-8 check of
     # the same bytes costs ~0.4 s per MiB of CPU that no deadline can interrupt.
     ws = BoundedWebSocket(
-        max_message_bytes=max_message_bytes, enable_multithread=False, skip_utf8_validation=True
+        max_message_bytes=max_message_bytes,
+        budget=budget,
+        enable_multithread=False,
+        skip_utf8_validation=True,
     )
     try:
         ws.settimeout(deadline.remaining("handshake"))

@@ -266,6 +266,8 @@ def parse_list_reply(reply: dict[str, Any], key: str) -> Snapshot:
     zero requests.
     """
     entries = reply.get(key)
+    if isinstance(entries, Snapshot):  # aggregated as it was read (room/client.py), the entries dropped
+        return entries
     if entries is None:
         log.debug(
             "a successful reply without a list: zero entries",

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.room.budget import MessageBudget
 from exporter.room.connection import RoomConnection
 
 DEFAULT_IDLE_SECONDS = 300.0
@@ -63,6 +64,8 @@ class SessionPool:
         self._lock = threading.Lock()
         self._logins = 0
         self._sweeper: threading.Thread | None = None
+        self.budget = MessageBudget()
+        """What reading every Room's messages may cost at once (room/budget.py), shared by all collections."""
 
     @staticmethod
     def key(target: str, pin: str | None) -> str:

@@ -1,0 +1,148 @@
+"""What reading the Rooms' messages may cost in memory, bounded for the whole process, not per message.
+
+A limit on a message's bytes is not a limit on its memory: 4 MiB of `[{},{},...]` is 1.4 million dicts, about
+106 MiB once parsed, and a 1.8 MB reply of 10 000 real entries is 8 MiB. So three things are bounded here,
+each before it is paid (figures: `benchmarks/bench_message_cost.py`):
+
+1. Bytes being read. A message's first FREE_BYTES are every collection's own; the bytes past them are
+   reserved from one shared budget (`shared_bytes`) before the frame's payload is read, and given back once
+   the message is parsed. A collection that finds the budget spent waits for it within its deadline.
+2. Parsing. `json.loads` holds the GIL, so two parses at once take as long as one after the other: parsing
+   goes through one lane, and a message is parsed only when its cost, counted beforehand from its bytes
+   (`parse_cost`: JSON's separators are an upper bound on its values), is at most `max_parse_cost`. A message
+   past it is refused (reason `protocol`) unparsed.
+3. What is kept. Inside the lane, a reply's request list becomes its aggregate and a notification becomes
+   nothing; what is left of a reply must be small (at most MAX_KEPT_NODES JSON values), or it is refused.
+
+So the memory of all Room messages in flight is at most `shared_bytes` + `max_parse_cost` +
+(collections in flight) x (FREE_BYTES + what is kept), whatever the Rooms send.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from exporter.room import protocol
+from exporter.room.deadline import Deadline
+from exporter.room.errors import CollectionError, Reason
+
+FREE_BYTES = 64 * 1024
+"""The bytes of one message a collection reads without asking the shared budget (a warm scrape's replies)."""
+DEFAULT_SHARED_BYTES = 16 * 1024 * 1024
+"""Bytes of large messages read at once across every collection: eight 10 000-entry replies (2 MB each)."""
+DEFAULT_MAX_PARSE_COST = 48 * 1024 * 1024
+"""The most one message may cost to parse (its bytes, its text, its values). A real 16 000-entry reply
+costs about 39 MiB by `parse_cost` (it takes 13 MiB in fact): the count is an upper bound."""
+BYTES_PER_VALUE = 96
+"""The most one JSON value costs once parsed, counted per separator (`{ [ , :`): measured at most 92 bytes
+(a chain of one-key objects), 38 for `[{},{}]`, 42 for a real entry's fields."""
+MAX_KEPT_NODES = 256
+"""The JSON values a reply may keep once its request list is aggregated: a real getSystemInfo has ~30."""
+
+
+def parse_cost(data: bytes, text: str) -> int:
+    """An upper bound on the memory `json.loads(text)` takes with `data` and `text` alive: the two copies,
+    the strings (at most the text again) and every value at BYTES_PER_VALUE, counted without parsing."""
+    separators = data.count(b"{") + data.count(b"[") + data.count(b",") + data.count(b":")
+    return len(data) + 2 * sys.getsizeof(text) + BYTES_PER_VALUE * (separators + 1)
+
+
+def small_enough(value: Any, limit: int = MAX_KEPT_NODES) -> bool:
+    """True when `value` holds at most `limit` JSON values; stops counting at the limit, so it is cheap."""
+    stack = [value]
+    seen = 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            seen += len(item)  # the keys
+        elif isinstance(item, list):
+            stack.extend(item[: limit + 1])
+            if len(item) > limit:
+                return False
+    return True
+
+
+class MessageBudget:
+    """The shared budget of bytes in flight and the one parse lane. Thread-safe; one per exporter."""
+
+    def __init__(
+        self, shared_bytes: int = DEFAULT_SHARED_BYTES, max_parse_cost: int = DEFAULT_MAX_PARSE_COST
+    ) -> None:
+        self.shared_bytes = shared_bytes
+        self.max_parse_cost = max_parse_cost
+        self._free = shared_bytes
+        self._condition = threading.Condition()
+        self._lane = threading.Lock()
+
+    def reserve(self, size: int, deadline: Deadline) -> None:
+        """Take `size` bytes of the shared budget, waiting for them within `deadline` (then a timeout).
+
+        A message larger than the whole budget cannot be read here at all: reason `protocol` at once."""
+        if size > self.shared_bytes:
+            raise CollectionError(
+                Reason.PROTOCOL,
+                f"the Room sent a message of more than {self.shared_bytes + FREE_BYTES} bytes, more than "
+                "the exporter reads at once for all Rooms together",
+            )
+        with self._condition:
+            if not self._condition.wait_for(lambda: self._free >= size, timeout=max(0.0, deadline.left())):
+                raise CollectionError(
+                    Reason.TIMEOUT,
+                    f"the deadline of {deadline.seconds:g}s passed while other Rooms' large messages "
+                    "were being read",
+                )
+            self._free -= size
+
+    def release(self, size: int) -> None:
+        if size:
+            with self._condition:
+                self._free += size
+                self._condition.notify_all()
+
+    @property
+    def free(self) -> int:
+        """Shared bytes not reserved now."""
+        return self._free
+
+    def parse(
+        self, data: bytes, deadline: Deadline, keep: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """`data` decoded and parsed in the lane, then `keep(message)`: what is left of it (None for nothing).
+
+        Refused (reason `protocol`) unparsed when its parse would cost more than `max_parse_cost`, and after
+        `keep` when what is left holds more than MAX_KEPT_NODES values. The caller must drop `data` after."""
+        if not self._lane.acquire(timeout=max(0.0, deadline.left())):
+            raise CollectionError(
+                Reason.TIMEOUT, f"the deadline of {deadline.seconds:g}s passed waiting to parse a message"
+            )
+        try:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CollectionError(Reason.PROTOCOL, "the Room sent text that is not UTF-8") from None
+            cost = parse_cost(data, text)
+            if cost > self.max_parse_cost:
+                raise CollectionError(
+                    Reason.PROTOCOL,
+                    f"the Room sent a message of {len(data)} bytes that would take about {cost >> 20} MiB "
+                    f"to parse (at most {self.max_parse_cost >> 20} MiB): too many JSON values",
+                )
+            message = protocol.decode(text)
+            del text
+            kept = keep(message)
+            del message
+            if kept is not None and not small_enough(kept):
+                raise CollectionError(
+                    Reason.PROTOCOL,
+                    f"the Room sent a reply of more than {MAX_KEPT_NODES} values besides its request list",
+                )
+            return kept
+        finally:
+            self._lane.release()

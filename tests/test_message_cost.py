@@ -1,0 +1,224 @@
+"""What a Room's messages may cost the exporter in memory and CPU: bounded before it is paid (room/budget.py).
+
+Each hostile message here is under --max-message-bytes: a limit on bytes alone let them through, and each
+cost 25 to 65 times its size once parsed, or seconds of CPU in fragments.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from exporter.room import Deadline, Reason, parse_target
+from exporter.room.budget import FREE_BYTES, MessageBudget, parse_cost, small_enough
+from exporter.room.client import OUTGOING_METHOD, RoomReplies, fetch_room
+from exporter.room.errors import CollectionError
+from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES, MAX_FRAMES_PER_MESSAGE
+from exporter.room.sessions import SessionPool
+from tests import raw_servers
+from tests.raw_servers import frame, reply_of_size, websocket_room
+
+MIB = 1024 * 1024
+LIST_REPLY = b'{"method":"getOutgoingFilesRequests","requestId":"","result":true,"outgoingFilesRequests":['
+
+
+def entries_reply(count: int) -> bytes:
+    """A successful reply listing `count` realistic entries (about 200 bytes each)."""
+    entries = b",".join(
+        b'{"id":%d,"fileId":%d,"fileName":"report-%d.pdf","fileSize":%d,"status":%d,"timestamp":%d,'
+        b'"peerId":"user%d@room.example.org","peerDisplayName":"User %d","confId":""}'
+        % (i, 1000 + i, i, 123456 + i, i % 4, 1733300000 + i, i, i)
+        for i in range(count)
+    )
+    return LIST_REPLY + entries + b"]}"
+
+
+def empty_objects_reply(size: int) -> bytes:
+    """A reply of about `size` bytes whose list is nothing but `{}`: 1.4 million dicts in 4 MiB."""
+    count = (size - len(LIST_REPLY) - 2) // 3
+    return LIST_REPLY + b",".join([b"{}"] * count) + b"]}"
+
+
+def fetch(port: int, pool: SessionPool | None = None, timeout: float = 5.0) -> RoomReplies | CollectionError:
+    try:
+        return fetch_room(
+            parse_target(f"ws://127.0.0.1:{port}"), None, Deadline(timeout), pool=pool, keep_session=False
+        )
+    except CollectionError as error:
+        return error
+
+
+def peak_while(action: Callable[[], object]) -> tuple[object, int]:
+    """What `action` returned, and the peak of Python's allocations while it ran (every thread)."""
+    tracemalloc.start()
+    try:
+        result = action()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+@pytest.fixture
+def room_sending() -> Iterator[Callable[..., int]]:
+    """Serve a raw Room that answers auth, then sends the given frames; yields its port."""
+    servers = []
+
+    def serve(*frames: bytes) -> int:
+        server = raw_servers.tcp_server(websocket_room(*frames))
+        servers.append(server)
+        return server.__enter__()
+
+    yield serve
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+def test_a_dense_reply_under_the_byte_limit_is_refused_unparsed(room_sending) -> None:
+    """4 MiB of `{}`: 106 MiB once parsed; refused by its count of values before json.loads runs."""
+    port = room_sending(frame(empty_objects_reply(DEFAULT_MAX_MESSAGE_BYTES - 100)))
+    result, peak = peak_while(lambda: fetch(port))
+    assert isinstance(result, CollectionError), result
+    assert result.reason is Reason.PROTOCOL and "too many JSON values" in result.message
+    assert peak < 24 * MIB, f"peak {peak / MIB:.1f} MiB for a 4 MiB message"
+
+
+def test_a_dense_notification_costs_no_more_than_a_dense_reply(room_sending) -> None:
+    dense = b'{"method":"event","event":"x","list":[' + b",".join([b"{}"] * 1_300_000) + b"]}"
+    port = room_sending(frame(dense), frame(reply_of_size(200)))
+    result, peak = peak_while(lambda: fetch(port))
+    assert isinstance(result, CollectionError) and result.reason is Reason.PROTOCOL, result
+    assert peak < 24 * MIB, f"peak {peak / MIB:.1f} MiB"
+
+
+def test_a_ten_thousand_entry_reply_is_read_and_kept_as_its_aggregate(room_sending) -> None:
+    port = room_sending(frame(entries_reply(10_000)))
+    result, peak = peak_while(lambda: fetch(port))
+    assert isinstance(result, RoomReplies), result
+    snapshot = result.replies[OUTGOING_METHOD]["outgoingFilesRequests"]
+    assert snapshot.total == 10_000 and snapshot.pending == 5_000
+    assert small_enough(result.replies[OUTGOING_METHOD]), "the entries are not kept past the parse"
+    assert peak < 24 * MIB, f"peak {peak / MIB:.1f} MiB for a 2 MB reply"
+
+
+def test_a_hostile_reply_cannot_keep_much_besides_its_list(room_sending) -> None:
+    """What is kept after the parse lane is small, or the reply is refused: a big `productInfo` is no list."""
+    filler = b",".join(b'"k%d":%d' % (i, i) for i in range(2_000))
+    reply = b'{"method":"getOutgoingFilesRequests","requestId":"","result":true,"extra":{' + filler + b"}}"
+    port = room_sending(frame(reply))
+    result = fetch(port)
+    assert isinstance(result, CollectionError) and result.reason is Reason.PROTOCOL, result
+    assert "besides its request list" in result.message
+
+
+def test_a_message_in_too_many_fragments_is_refused_quickly(room_sending) -> None:
+    """3.5 MB in 2-byte fragments took 9.6 s of CPU; past MAX_FRAMES_PER_MESSAGE it is a protocol error."""
+    body = reply_of_size(MAX_FRAMES_PER_MESSAGE * 2 + 2)
+    fragments = [frame(body[:2], fin=False)]
+    fragments += [frame(body[i : i + 2], opcode=0x0, fin=False) for i in range(2, len(body) - 2, 2)]
+    fragments.append(frame(body[-2:], opcode=0x0))
+    port = room_sending(b"".join(fragments))
+    started = time.process_time()
+    result = fetch(port)
+    assert isinstance(result, CollectionError) and result.reason is Reason.PROTOCOL, result
+    assert f"more than {MAX_FRAMES_PER_MESSAGE} frames" in result.message
+    assert time.process_time() - started < 2.0
+
+
+def test_a_message_in_fragments_under_the_frame_limit_is_read(room_sending) -> None:
+    body = reply_of_size(1_000)
+    fragments = [frame(body[:10], fin=False)]
+    fragments += [frame(body[i : i + 10], opcode=0x0, fin=False) for i in range(10, len(body) - 10, 10)]
+    fragments.append(frame(body[-10:], opcode=0x0))
+    result = fetch(room_sending(b"".join(fragments)))
+    assert isinstance(result, RoomReplies), result
+
+
+def test_endless_empty_continuations_end_within_the_deadline(room_sending) -> None:
+    port = room_sending(frame(b"{", fin=False) + frame(b"", opcode=0x0, fin=False) * 200_000)
+    started = time.monotonic()
+    result = fetch(port, timeout=1.0)
+    assert isinstance(result, CollectionError), result
+    assert time.monotonic() - started < 1.5
+
+
+def test_bytes_past_the_free_share_wait_for_the_shared_budget_and_are_given_back(room_sending) -> None:
+    pool = SessionPool()
+    pool.budget = MessageBudget(shared_bytes=FREE_BYTES)  # room for one large message at a time
+    port = room_sending(frame(reply_of_size(FREE_BYTES + 1_000)))
+    held = pool.budget.free
+    pool.budget.reserve(held, Deadline(1.0))  # another collection holds all of it
+    started = time.monotonic()
+    waited = fetch(port, pool, timeout=0.5)
+    assert isinstance(waited, CollectionError) and waited.reason is Reason.TIMEOUT, waited
+    assert "large messages" in waited.message
+    assert time.monotonic() - started < 1.0
+    pool.budget.release(held)
+    result = fetch(port, pool)
+    assert isinstance(result, RoomReplies), result
+    assert pool.budget.free == FREE_BYTES, "every reservation is given back once the message is parsed"
+
+
+def test_a_message_larger_than_the_whole_budget_is_refused_at_once(room_sending) -> None:
+    pool = SessionPool()
+    pool.budget = MessageBudget(shared_bytes=1_000)
+    result = fetch(room_sending(frame(reply_of_size(FREE_BYTES + 2_000))), pool)
+    assert isinstance(result, CollectionError) and result.reason is Reason.PROTOCOL, result
+    assert pool.budget.free == 1_000
+
+
+def test_a_refused_or_broken_message_gives_its_reservation_back(room_sending) -> None:
+    pool = SessionPool()
+    budget = pool.budget
+    dense = room_sending(frame(empty_objects_reply(2 * MIB)))
+    cut = room_sending(frame(b"x" * 10, announced=FREE_BYTES * 4))  # announced, never sent whole
+    for port in (dense, cut):
+        result = fetch(port, pool, timeout=0.5)
+        assert isinstance(result, CollectionError), result
+        assert budget.free == budget.shared_bytes, f"leaked after: {result}"
+
+
+def test_the_shared_budget_serves_waiters_as_it_is_released() -> None:
+    budget = MessageBudget(shared_bytes=100)
+    budget.reserve(100, Deadline(1.0))
+    got = threading.Event()
+
+    def wait_for_it() -> None:
+        budget.reserve(60, Deadline(5.0))
+        got.set()
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    assert not got.wait(0.1)
+    budget.release(100)
+    assert got.wait(2.0)
+    waiter.join()
+    assert budget.free == 40
+
+
+def test_the_parse_cost_is_an_upper_bound_on_what_parsing_takes() -> None:
+    """The count must never be below the truth, for the shapes that cost most per byte."""
+    import json  # noqa: PLC0415
+
+    chain = b"[" + b",".join([b'{"a":' * 50 + b"{}" + b"}" * 50] * 2_000) + b"]"
+    shapes = {
+        "empty objects": empty_objects_reply(400_000),
+        "empty lists": b"[" + b",".join([b"[]"] * 130_000) + b"]",
+        "one-key chains": chain,
+        "floats": b"[" + b",".join([b"1.5"] * 100_000) + b"]",
+        "distinct keys": b"{" + b",".join(b'"k%d":%d' % (i, i) for i in range(40_000)) + b"}",
+        "real entries": entries_reply(2_000),
+        "astral text": b'["' + "\U0001f600".encode() + b"a" * 300_000 + b'"]',
+    }
+    for name, data in shapes.items():
+        text = data.decode()
+        tracemalloc.start()
+        parsed = json.loads(text)
+        taken, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert parse_cost(data, text) - len(data) - text.__sizeof__() >= taken, name
+        del parsed
