@@ -94,7 +94,7 @@ def test_the_upgrade_answer_and_the_replies_after_it_take_one_kernel_read(monkey
         return ReadAheadSocket(counted[-1])  # type: ignore[arg-type]
 
     monkeypatch.setattr(room_connection, "ReadAheadSocket", read_ahead_counted)
-    with raw_servers.tcp_server(websocket_room(frame(reply_of_size(5_000)), one_write=True)) as port:
+    with raw_servers.tcp_server(websocket_room(frame(reply_of_size(2_000)), one_write=True)) as port:
         target = parse_target(f"ws://127.0.0.1:{port}")
         reply = fetch_outgoing_requests(target, None, Deadline(5.0))
     assert reply["result"] is True

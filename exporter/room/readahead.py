@@ -7,8 +7,9 @@ made those hand-offs a large share of the exporter's CPU. Reading ahead makes it
 replies, and one for the upgrade answer.
 
 Only the reads change: everything else (timeouts, `shutdown` by the deadline watchdog, `close`) is the
-socket's own. What was read ahead stays here between scrapes, never more than READ_AHEAD_BYTES; the rest
-waits in the kernel, as before.
+socket's own. What was read ahead and not yet handed out stays here between scrapes, never more than
+READ_AHEAD_BYTES (what was handed out is let go at once); the rest waits in the kernel, as before. So an idle
+session holds at most a few KiB here, whatever the Room sent behind its last reply.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-READ_AHEAD_BYTES = 65536
-"""The most one read asks the kernel for; larger reads (big payloads) go to the socket directly."""
+READ_AHEAD_BYTES = 4096
+"""The most one read asks the kernel for; larger reads (big payloads) go to the socket directly. A warm
+scrape's four replies and pong are ~2 KiB; an idle session keeps at most this much."""
 
 
 class ReadAheadSocket:
@@ -36,7 +38,10 @@ class ReadAheadSocket:
         """
         if self._offset < len(self._pending):
             start, self._offset = self._offset, min(self._offset + size, len(self._pending))
-            return self._pending[start : self._offset]
+            chunk = self._pending[start : self._offset]
+            if self._offset == len(self._pending):
+                self._pending, self._offset = b"", 0  # all handed out: nothing kept while idle
+            return chunk
         if size >= READ_AHEAD_BYTES:
             return self._sock.recv(size)
         data = self._sock.recv(READ_AHEAD_BYTES)
