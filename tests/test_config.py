@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from exporter.fleet.config import ConfigError, ExporterConfig, load_config
+from exporter.fleet.config import ConfigError, ExporterConfig, load_config, parse_config
 from exporter.room import parse_target
 from tests.test_cli import run
 
@@ -313,3 +315,23 @@ def test_a_module_list_narrows_the_top_level_one(tmp_path, top, module, target, 
 def test_a_pin_module_with_no_list_anywhere_is_reported_for_the_start_up_warning(tmp_path):
     config = load_text(tmp_path, "modules:\n  a:\n    pin_file: a-pin\n  open: {}\n")
     assert config.unscoped_pin_modules() == ["a"]
+
+
+@pytest.mark.parametrize("doc", ["fleet.md", "configuration.md"])
+def test_the_docs_example_configs_load(tmp_path, monkeypatch, doc):
+    """Every config example in the docs is one the loader accepts (scoped where it has two PINs)."""
+    text = (Path(__file__).parent.parent / "docs" / doc).read_text()
+    examples = [
+        block
+        for block in map(yaml.safe_load, re.findall(r"```yaml\n(.*?)```", text, re.S))
+        if isinstance(block, dict) and "modules" in block
+    ]
+    assert examples
+    (tmp_path / "pin").write_text("1111")
+    monkeypatch.setenv("BOARDROOM_PIN", "2222")
+    for document in examples:
+        for module in document["modules"].values():
+            if "pin_file" in module:
+                module["pin_file"] = str(tmp_path / "pin")
+        config = parse_config(document, tmp_path / "config.yml", 5.0)
+        assert all(m.allow_list is not None for m in config.modules.values() if m.pin is not None)
