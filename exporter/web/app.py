@@ -23,6 +23,7 @@ from prometheus_client.process_collector import ProcessCollector
 from exporter.collect.collection import Collection, collect_room
 from exporter.collect.families import BuildInfoCollector, RoomCollector
 from exporter.collect.history import RecentResults
+from exporter.collect.inflight import SharedCollections
 from exporter.collect.session_metrics import SessionCollector
 from exporter.fleet.config import Module
 from exporter.fleet.probe import ProbeRefusedError, parse_query, resolve_probe, wants_debug
@@ -66,6 +67,8 @@ class ExporterApp:
         """The latest results of every Room collected, for the status page at `/`."""
         self.sessions = SessionPool(settings.session_idle_seconds, settings.max_sessions)
         """The Rooms' open sessions (when sessions are on); a successful reload closes them all."""
+        self.in_flight = SharedCollections()
+        """The collections running now, shared by the scrapes of the same Room that arrive meanwhile."""
         if config is not None:
             config.after_reload.append(self.sessions.close_all)
 
@@ -104,21 +107,32 @@ class ExporterApp:
         trace: Trace | None = None,
     ) -> Collection:
         """One collection, for /metrics and /probe alike: the one place collection settings are applied
-        (a module's own over the flags), and the one place its result is remembered for the status page."""
+        (a module's own over the flags), and the one place its result is remembered for the status page.
+        Scrapes of the same Room at once share one collection; a debug probe (`trace`) runs its own."""
         settings = self.settings
         collectors = dict(settings.collectors) | dict(module.collectors if module else ())
         use_sessions = settings.sessions if module is None or module.sessions is None else module.sessions
-        collection = collect_room(
-            target,
-            pin,
-            timeout,
-            settings.max_message_bytes,
-            trace,
-            pool=self.sessions,
-            methods=methods_for(collectors),
-            keep_session=use_sessions,
-        )
-        self.history.record(collection, module.name if module else None)
+        methods = methods_for(collectors)
+
+        def collect() -> Collection:
+            return collect_room(
+                target,
+                pin,
+                timeout,
+                settings.max_message_bytes,
+                trace,
+                pool=self.sessions,
+                methods=methods,
+                keep_session=use_sessions,
+            )
+
+        if trace is not None:
+            collection, ran = collect(), True
+        else:
+            key = (str(target), module.name if module else None, methods, use_sessions)
+            collection, ran = self.in_flight.collect(key, target, timeout, collect)
+        if ran:
+            self.history.record(collection, module.name if module else None)
         return collection
 
     def probe(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
