@@ -14,12 +14,16 @@ logs included) may use it.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 
 UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 """Control (C0, DEL, C1), format (bidi overrides and isolates, zero-width characters, BOM), lone surrogates
 (a JSON string may hold one; no UTF-8 writer can), and line and paragraph separators."""
 
 SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+CACHED_CHARACTERS = 4096
+"""Distinct characters whose written form is remembered (about 0.5 MiB at most): a text of characters seen
+before is written at C speed, one dict lookup each, instead of a Unicode lookup in Python each."""
 
 
 def is_unsafe(char: str) -> bool:
@@ -31,7 +35,7 @@ def visible(text: str) -> str:
     """`text` with every unsafe character written as a Python-style escape; printable text unchanged."""
     if text.isprintable():  # the common case, at C speed: isprintable is False for every unsafe character
         return text
-    return "".join(_python_escape(char) if is_unsafe(char) else char for char in text)
+    return "".join(map(_PYTHON_STYLE.__getitem__, text))
 
 
 def json_safe(encoded: str) -> str:
@@ -40,7 +44,21 @@ def json_safe(encoded: str) -> str:
     that no terminal or log viewer can be turned by."""
     if encoded.isprintable():
         return encoded
-    return "".join(_json_escape(char) if is_unsafe(char) else char for char in encoded)
+    return "".join(map(_JSON_STYLE.__getitem__, encoded))
+
+
+class _WrittenAs(dict[str, str]):
+    """Each character as it is to be written: itself, or its escape when unsafe; filled as characters come."""
+
+    def __init__(self, escape: Callable[[str], str]) -> None:
+        super().__init__()
+        self.escape = escape
+
+    def __missing__(self, char: str) -> str:
+        written = self.escape(char) if is_unsafe(char) else char
+        if len(self) < CACHED_CHARACTERS:  # racing threads may pass it by a few: harmless
+            self[char] = written
+        return written
 
 
 def _python_escape(char: str) -> str:
@@ -61,3 +79,7 @@ def _json_escape(char: str) -> str:
         return f"\\u{point:04x}"
     point -= 0x10000  # JSON writes a character past the BMP as its UTF-16 surrogate pair
     return f"\\u{0xD800 + (point >> 10):04x}\\u{0xDC00 + (point & 0x3FF):04x}"
+
+
+_PYTHON_STYLE = _WrittenAs(_python_escape)
+_JSON_STYLE = _WrittenAs(_json_escape)

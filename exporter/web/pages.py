@@ -195,14 +195,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if 0 <= seconds < 100 else f"{seconds:.3g} s"
 
 
-def _query(target: str, module: str | None) -> str:
+def _query(target: str, module: str | None) -> str | None:
+    """A Room's query (`target=...&module=...`), or None when longer than LINK_QUERY_BYTES."""
+    if len(target) + len(module or "") > LINK_QUERY_BYTES:  # quoting never shortens: spare the work
+        return None
     fields = {"target": target} if module is None else {"target": target, "module": module}
-    return urllib.parse.urlencode(fields)
+    query = urllib.parse.urlencode(fields)
+    return query if len(query) <= LINK_QUERY_BYTES else None
 
 
 def _room_link(target: str, module: str | None) -> str:
     query = _query(target, module)
-    if len(query) > LINK_QUERY_BYTES:
+    if query is None:
         return "target too long to link"
     return f'<a href="room?{html.escape(query)}">last {RESULTS_SHOWN}</a>'
 
@@ -244,7 +248,7 @@ def _room_body(room: RoomHistory, fleet: bool) -> str:
     probe = ""
     if fleet and room.module is not None:
         query = _query(room.target, room.module)
-        if len(query) <= LINK_QUERY_BYTES:
+        if query is not None:
             probe = f' <a href="probe?{html.escape(query)}&amp;debug=true">probe now, with its trace</a>'
     rows = "".join(_result_row(result) for result in list(reversed(room.results))[:RESULTS_SHOWN])
     title = f"<code>{shown(room.target, ROOM_TARGET_BYTES)}</code>{_module_words(room.module)}"
