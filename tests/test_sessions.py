@@ -3,6 +3,7 @@ scrape, concurrent scrapes sharing one session, and every bound (idle time, coun
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.request
@@ -287,3 +288,42 @@ def test_an_optional_method_late_once_is_asked_again(room, pool):
     emulator.room.settings.fault = Fault.NONE
     again = fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(1.0), ALL_METHODS, pool=pool)
     assert "getIncomingFilesRequests" in again.asked, "answered before: one late reply does not silence it"
+
+
+def test_the_session_table_holds_at_most_max_sessions_slots_failed_ones_included(pool):
+    """Slots for targets where nothing listens were kept until the idle timeout: 33 000 of them, each
+    scanned under the pool's lock. Now the table is bounded and the oldest slot leaves in O(1)."""
+    pool.max_sessions = 5
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: every connect is refused
+        for index in range(50):
+            with pytest.raises(CollectionError):
+                fetch_room(
+                    parse_target(f"ws://127.0.0.{index % 250 + 1}:{port}"), PIN, Deadline(1.0), pool=pool
+                )
+            assert len(pool) <= 5
+    assert len(pool) == 5
+
+
+def test_sessions_opened_at_once_past_the_bound_never_stay_open(room, pool):
+    """Twenty Rooms scraped at once by a pool of five: every evicted session is closed, in use or not."""
+    rooms = [room("doc-example", pin=PIN) for _ in range(20)]
+    pool.max_sessions = 5
+    start = threading.Barrier(20)
+
+    def scrape(emulator: RunningEmulator) -> None:
+        start.wait()
+        for _ in range(3):
+            fetch(pool, emulator.ports.websocket)
+
+    threads = [threading.Thread(target=scrape, args=(emulator,)) for emulator in rooms]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert pool.open_sessions() <= 5 and len(pool) <= 5
+    deadline = time.monotonic() + 5
+    while sum(emulator.open_connections for emulator in rooms) > 5:  # the Rooms see the closes arrive
+        assert time.monotonic() < deadline, [emulator.open_connections for emulator in rooms]
+        time.sleep(0.01)

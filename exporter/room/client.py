@@ -148,7 +148,7 @@ def _session(
         raise
     finally:
         slot.last_used = deadline.started
-        slot.lock.release()
+        pool.release(slot)
 
 
 def _on_slot(

@@ -3,7 +3,7 @@ one `auth` per session instead of one per scrape (reference §7: each `auth` iss
 
 Collection stays scrape-triggered: nothing is ever sent to a Room between scrapes. Bounds:
 - a session not used for `idle_seconds` is closed by one shared sweeper thread;
-- at most `max_sessions` are open; the least recently used is closed first;
+- at most `max_sessions` slots (open, opening or failed) are kept; the least recently used leaves first;
 - scrapes of one Room (an HA pair of Prometheus servers) take turns on its session, never logging in twice;
 - a session whose exchange ended with a reply still pending is closed at once, never reused.
 """
@@ -40,6 +40,8 @@ class RoomSlot:
     """Methods this Room has answered at least once: one late reply never makes them `silent`."""
     system_info: dict[str, Any] | None = None
     """The `getSystemInfo` reply of the open session: the version is asked once per session."""
+    evicted: bool = False
+    """Out of the pool's table (it was full): closed by the scrape using it when that scrape ends."""
 
     def detach(self) -> RoomConnection | None:
         """Take the connection off the slot (to be closed by the caller, outside any pool-wide lock)."""
@@ -73,23 +75,42 @@ class SessionPool:
         return f"{target} {_credentials_digest(pin)}"
 
     def slot(self, key: str) -> RoomSlot:
-        """The slot of `key`, made most recently used; least recently used sessions past the bound close."""
-        evicted = []
+        """The slot of `key`, made most recently used; when the table is full, the least recently used slot
+        leaves it (O(1)): at most `max_sessions` slots, open, opening or failed, are ever kept. An evicted
+        slot in use by a scrape is closed by `release` when that scrape ends."""
+        evicted = None
         with self._lock:
-            slot = self._slots.pop(key, None) or RoomSlot()
+            slot = self._slots.get(key)
+            if slot is not None:
+                self._slots.move_to_end(key)
+            else:
+                if len(self._slots) >= self.max_sessions:
+                    _, old = self._slots.popitem(last=False)
+                    evicted = self._evict(old)
+                slot = self._slots[key] = RoomSlot()
             slot.last_used = time.monotonic()  # so the sweeper leaves it alone while this scrape waits for it
-            self._slots[key] = slot
             self._start_sweeper()
-            if len(self._slots) > self.max_sessions:  # else the sessions (at most one a slot) are in bounds
-                others = [s for s in self._slots.values() if s.connection is not None and s is not slot]
-                for old in others[: max(0, len(others) - (self.max_sessions - 1))]:  # room for this one
-                    if old.lock.acquire(blocking=False):
-                        try:
-                            evicted.append(old.detach())
-                        finally:
-                            old.lock.release()
-        _close(evicted)  # outside the pool's lock: closing may take a while, other scrapes need the lock
+        _close([evicted])  # outside the pool's lock: closing may take a while, other scrapes need the lock
         return slot
+
+    def release(self, slot: RoomSlot) -> None:
+        """End a scrape's turn on `slot` (whose lock it holds); a slot evicted meanwhile is closed now."""
+        with self._lock:  # with `_evict` under the same lock, an eviction sees either the turn or its end
+            evicted = slot.evicted
+            slot.lock.release()
+        if evicted:
+            slot.drop_connection()
+
+    @staticmethod
+    def _evict(slot: RoomSlot) -> RoomConnection | None:
+        """Mark `slot` out of the table (the pool's lock held); its connection, when no scrape is using it."""
+        slot.evicted = True
+        if not slot.lock.acquire(blocking=False):
+            return None  # its scrape closes it in `release`
+        try:
+            return slot.detach()
+        finally:
+            slot.lock.release()
 
     def logged_in(self) -> None:
         with self._lock:
@@ -99,6 +120,11 @@ class SessionPool:
     def logins(self) -> int:
         """Logins (`auth` requests that succeeded) since the process started."""
         return self._logins
+
+    def __len__(self) -> int:
+        """Slots kept: open sessions, and Rooms being opened or that failed (at most `max_sessions`)."""
+        with self._lock:
+            return len(self._slots)
 
     def open_sessions(self) -> int:
         with self._lock:
@@ -117,12 +143,15 @@ class SessionPool:
                 slot.drop_connection()
 
     def sweep(self, now: float | None = None) -> None:
-        """Close the sessions idle longer than `idle_seconds`, and forget slots with nothing to remember."""
+        """Close the sessions idle longer than `idle_seconds`, and forget their slots. The table is in order
+        of use, so the sweep stops at the first slot used recently."""
         now = time.monotonic() if now is None else now
         idle = []
         with self._lock:
             for key, slot in list(self._slots.items()):
-                if now - slot.last_used <= self.idle_seconds or not slot.lock.acquire(blocking=False):
+                if now - slot.last_used <= self.idle_seconds:
+                    break
+                if not slot.lock.acquire(blocking=False):
                     continue
                 try:
                     idle.append(slot.detach())
