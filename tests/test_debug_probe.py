@@ -3,19 +3,33 @@ never the PIN, never a file or peer name."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import unicodedata
 
 import pytest
 
 from exporter.emulator.faults import Fault
+from exporter.emulator.scenario import load_scenario
 from exporter.fleet.reload import ConfigHolder
+from exporter.logs import JsonFormatter, LogfmtFormatter
 from exporter.room import parse_target
+from exporter.room.picture import OUTGOING_METHOD
 from exporter.room.trace import shape
 from exporter.web.app import ExporterApp
 from exporter.web.settings import ExporterSettings
 from tests.processes import http_get
 
 ROOM_PIN = "97531864"
+HOSTILE = "\x1b[2J\x07\r\n    999.9 ms  forged     trace line\u202eevil"
+"""A Room's words meant for a terminal: clear the screen, ring, forge a trace line, turn the text around."""
+HOSTILE_SHOWN = "\\x1b[2J\\x07\\r\\n    999.9 ms  forged     trace line\\u202eevil"
+UNSAFE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
+def unsafe_in(text: str, allowed: str = "\n") -> list[str]:
+    return [char for char in text if char not in allowed and unicodedata.category(char) in UNSAFE]
 
 
 @pytest.fixture
@@ -104,3 +118,47 @@ def test_shape_keeps_keys_and_lengths_never_values():
         "n": None,
     }
     assert shape(reply) == "{result: bool, list: list[2] of {name, peer, size}, n: null}"
+
+
+@pytest.fixture
+def hostile_room(room) -> int:
+    """A Room that refuses getOutgoingFilesRequests in words meant for a terminal, under a key of the same
+    kind: its WebSocket port."""
+    scenario = load_scenario("doc-example")
+    scenario.reply_fields = {OUTGOING_METHOD: {"result": False, "error": HOSTILE, f"key{HOSTILE}": 1}}
+    return room(scenario, pin=ROOM_PIN).ports.websocket
+
+
+def test_a_rooms_keys_and_words_reach_the_trace_escaped(fleet, hostile_room):
+    """Reproduction 10 of issue 15: ESC, BEL, CR/LF and U+202E reached the debug probe raw."""
+    trace = debug_probe(fleet, f"127.0.0.1:{hostile_room}")
+    assert unsafe_in(trace) == []
+    assert f"key{HOSTILE_SHOWN}: number" in trace, "the key, escaped"
+    assert f"refused getOutgoingFilesRequests: {HOSTILE_SHOWN}" in trace, "the error text, escaped"
+    assert not any(
+        "forged" in line and "key" not in line and "refused" not in line for line in trace.split("\n")
+    )
+    assert phases(trace)[-1] == "failed"
+
+
+def test_a_rooms_words_reach_the_status_pages_escaped(fleet, hostile_room):
+    http_get(f"{fleet}/probe?target=127.0.0.1:{hostile_room}")
+    page = http_get(f"{fleet}/")[2].decode()
+    assert unsafe_in(page) == []
+    assert f"refused getOutgoingFilesRequests: {HOSTILE_SHOWN}" in page
+    [link] = re.findall(r'href="(room\?[^"]+)"', page)
+    room = http_get(f"{fleet}/{link.replace('&amp;', '&')}")[2].decode()
+    assert unsafe_in(room) == []
+    assert f"refused getOutgoingFilesRequests: {HOSTILE_SHOWN}" in room
+
+
+@pytest.mark.parametrize("formatter", [LogfmtFormatter(), JsonFormatter()], ids=["logfmt", "json"])
+def test_a_rooms_words_reach_the_log_escaped(fleet, hostile_room, caplog, formatter):
+    with caplog.at_level(logging.WARNING, logger="exporter.collect.collection"):
+        http_get(f"{fleet}/probe?target=127.0.0.1:{hostile_room}")
+    [record] = [r for r in caplog.records if r.getMessage() == "collection failed"]
+    line = formatter.format(record)
+    assert unsafe_in(line, allowed="") == []
+    assert "\\u202e" in line and "\\u001b[2J\\u0007\\r\\n" in line
+    if isinstance(formatter, JsonFormatter):
+        assert json.loads(line)["detail"].endswith(HOSTILE), "JSON still reads back the Room's words"

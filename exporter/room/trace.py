@@ -2,7 +2,9 @@
 each reply, so an operator can see why a Room is down without a packet capture.
 
 Nothing recorded here is a secret or a person's data: phases, addresses, timings, statuses, and replies
-reduced to their keys and list lengths (never a value, so no file name, peer name or PIN).
+reduced to their keys and list lengths (never a value, so no file name, peer name or PIN). A key or an error
+message is the Room's own text, so every line shows its control and bidi characters escaped (text.visible):
+a Room cannot clear the operator's terminal or forge a line of the trace.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from exporter.text import visible
 
 MAX_SHAPE_DEPTH = 3
 
@@ -37,7 +41,7 @@ class Trace:
     def lines(self) -> list[str]:
         """A header, then one line per step: milliseconds since the start, phase, outcome."""
         return [f"{'time':>12}  {'phase':<26} outcome"] + [
-            f"{s.seconds * 1000:9.1f} ms  {s.phase:<26} {s.outcome}" for s in self.steps
+            f"{s.seconds * 1000:9.1f} ms  {visible(s.phase):<26} {visible(s.outcome)}" for s in self.steps
         ]
 
 
@@ -47,12 +51,16 @@ def shape(value: Any, depth: int = 0) -> str:
     if isinstance(value, dict):
         if depth >= MAX_SHAPE_DEPTH:
             return f"{{{len(value)} keys}}"
-        return "{" + ", ".join(f"{key}: {shape(item, depth + 1)}" for key, item in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{visible(str(key))}: {shape(item, depth + 1)}" for key, item in value.items())
+            + "}"
+        )
     if isinstance(value, list):
         mappings = [item for item in value if isinstance(item, dict)]
         if not mappings or depth >= MAX_SHAPE_DEPTH:
             return f"list[{len(value)}]"
-        keys = sorted({str(key) for item in mappings for key in item})
+        keys = sorted({visible(str(key)) for item in mappings for key in item})
         return f"list[{len(value)}] of {{{', '.join(keys)}}}"
     if value is None:
         return "null"
