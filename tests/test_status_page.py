@@ -89,9 +89,10 @@ def fleet_settings() -> ExporterSettings:
 
 
 def config_file(tmp_path: Path, modules: int = 1, allowed: int = 1, name_length: int = 10) -> ConfigHolder:
-    """A config of `modules` PIN-less modules and `allowed` allowed-target entries, names as long as asked."""
+    """A config of `modules` PIN-less modules (each with an allowed target of its own) and `allowed`
+    allowed-target entries, names as long as asked."""
     lines = ["modules:"]
-    lines += [f"  {'m' * name_length}{i}: {{}}" for i in range(modules)]
+    lines += [f"  {'m' * name_length}{i}: {{allowed_targets: ['10.0.0.0/8']}}" for i in range(modules)]
     lines += ["allowed_targets:"]
     lines += [f"  - 'room-{i}.{'a' * name_length}.example.org'" for i in range(allowed)]
     path = tmp_path / "config.yml"
