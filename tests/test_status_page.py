@@ -235,6 +235,8 @@ def test_shown_is_safe_html_within_its_bytes(text, limit):
         ("&".join(f"p{i}=1" for i in range(50)), "400 Bad Request"),
         ("target=ws%3A%2F%2F10.0.0.1%3A8765&module=other", "404 Not Found"),
         ("target=ws%3A%2F%2F10.0.0.1%3A8765&module=default", "200 OK"),
+        ("target=10.0.0.1&module=default", "200 OK"),
+        ("target=%5B&module=default", "404 Not Found"),
     ],
 )
 def test_a_rooms_page_answers_a_bad_query_in_one_line(query, status):

@@ -21,7 +21,7 @@ from exporter import __version__
 from exporter.collect.history import Latest, RecentResults, Result, RoomHistory
 from exporter.fleet.config import Module
 from exporter.fleet.reload import ConfigHolder
-from exporter.room import RoomTarget
+from exporter.room import RoomTarget, TargetError, parse_target
 from exporter.room.trace import Trace
 from exporter.text import visible
 from exporter.web.settings import ExporterSettings
@@ -224,7 +224,7 @@ def room_page(history: RecentResults, query_string: str, fleet: bool) -> tuple[s
     if len(targets) != 1 or len(modules) > 1:
         return _refused("400 Bad Request", "give 'target' once, and 'module' at most once")
     target, module = targets[0], (modules[0] if modules else None) or None
-    room = history.room(target, module)
+    room = history.room(target, module) or history.room(_as_recorded(target), module)
     if room is None:
         return _refused(
             "404 Not Found",
@@ -232,6 +232,15 @@ def room_page(history: RecentResults, query_string: str, fleet: bool) -> tuple[s
             f"{_module_words(module)}: not collected in the last hour, or never.",
         )
     return "200 OK", _page("TrueConf Room exporter: one Room", _room_body(room, fleet))
+
+
+def _as_recorded(target: str) -> str:
+    """A target as a person may write it (`room-12.example.org`) in the form results are recorded under
+    (`ws://room-12.example.org:8765`); unchanged when it is no target at all."""
+    try:
+        return str(parse_target(target))
+    except TargetError:
+        return target
 
 
 def _module_words(module: str | None) -> str:
