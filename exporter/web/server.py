@@ -55,6 +55,18 @@ IDLE_TIMEOUT_SECONDS = 120.0
 """How long a kept-alive connection may wait for its next request: longer than Prometheus's usual 60 s
 interval, so a scrape every minute reuses its connection."""
 WRITE_TIMEOUT_SECONDS = 30.0
+"""How long the kernel may take to accept a whole answer (as the client reads); then the connection closes."""
+DEFAULT_MAX_UNSENT_BYTES = 16 * 1024 * 1024
+"""Bytes of answers the server may hold, all connections together, for clients that have not taken them yet:
+a status page of a few hundred KiB for each of some fifty clients that never read, or thousands of scrape
+answers. Past it, the connections waiting longest are closed to make room (they are the ones not reading)."""
+SEND_BUFFER_BYTES = 32 * 1024
+"""SO_SNDBUF of each connection. Linux otherwise grows a send buffer up to tcp_wmem's 4 MiB: 50 clients that
+asked for a 1.7 MB page and never read held 85 MB of kernel memory, charged to the exporter's cgroup. Linux
+doubles the figure for its bookkeeping; a scrape answer of a few KiB fits at once."""
+WRITE_CHUNK_BYTES = 64 * 1024
+"""A large answer goes to the transport in pieces of this size, each once the previous one is with the
+kernel: no copy of a whole large answer is made (h11's framing, asyncio's buffer), only of one piece."""
 MAX_HEADER_BYTES = 8 * 1024
 """The request line and headers together (h11's default limit); Prometheus sends well under 1 KiB."""
 MAX_BODY_BYTES = 64 * 1024
@@ -88,6 +100,7 @@ class ServerLimits:
     max_collections: int = DEFAULT_MAX_COLLECTIONS
     idle_timeout: float = IDLE_TIMEOUT_SECONDS
     write_timeout: float = WRITE_TIMEOUT_SECONDS
+    max_unsent_bytes: int = DEFAULT_MAX_UNSENT_BYTES
     max_header_bytes: int = MAX_HEADER_BYTES
     max_body_bytes: int = MAX_BODY_BYTES
 
@@ -206,6 +219,9 @@ class HTTPServer:
         self.limits = limits or ServerLimits()
         self._collect_pool = ThreadPoolExecutor(self.limits.max_collections, thread_name_prefix="collect")
         self._other_pool = ThreadPoolExecutor(OTHER_WORKERS, thread_name_prefix="http")
+        self._other_slots = asyncio.Semaphore(OTHER_WORKERS)
+        """Taken from before the app runs until its answer is being sent: answers made but not yet written
+        (nor counted in the budget) are at most this many, however fast the pool makes them."""
         self._open = 0
         self._collecting = 0
         self._answering = 0
@@ -227,6 +243,13 @@ class HTTPServer:
         )
         self._collect_warning = _RateLimitedWarning(
             "collection limit reached (--web.max-collections): scrapes are answered 503"
+        )
+        self._unsent = 0
+        self._holders: dict[_Connection, int] = {}
+        """Connections whose answers the kernel has not taken whole, oldest first: the bytes each holds."""
+        self._unsent_warning = _RateLimitedWarning(
+            "answers held for clients that do not read reached their budget: the connections waiting "
+            "longest are closed"
         )
 
     # ---- life cycle ----
@@ -350,6 +373,7 @@ class HTTPServer:
         try:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             reader, writer = await self._streams(sock)
             stream = _PlainStream(reader, writer)
             plain_to_tls_port = False
@@ -393,13 +417,33 @@ class HTTPServer:
         transport.set_write_buffer_limits(high=0)  # drain() returns only once every byte is with the kernel
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
+    # ---- answers the kernel has not taken yet ----
+
+    def hold(self, connection: _Connection, size: int) -> None:
+        """Count `size` bytes held for `connection` (replacing what it held). Past the budget, the connections
+        holding longest are closed first: a client that reads is through in milliseconds, so those waiting
+        longest are the ones that do not read, and a small answer to a reading client still goes out."""
+        self._unsent += size - self._holders.get(connection, 0)
+        self._holders[connection] = size
+        while self._unsent > self.limits.max_unsent_bytes:
+            victim = next(iter(self._holders))
+            if victim is connection:  # it alone is larger than the budget: it goes out, or times out
+                break
+            self._unsent_warning(unsent=self._unsent, connections=len(self._holders))
+            self.release(victim)
+            victim.evict()
+
+    def release(self, connection: _Connection) -> None:
+        self._unsent -= self._holders.pop(connection, 0)
+
     # ---- running the app ----
 
     async def run_app(self, environ: dict[str, Any]) -> _Answer:
         """The app's answer, from a pool thread; 503 when every collection slot is taken."""
         loop = asyncio.get_running_loop()
         if environ["PATH_INFO"] not in COLLECTION_PATHS:
-            return await loop.run_in_executor(self._other_pool, self._call_app, environ)
+            async with self._other_slots:  # released just before the answer is written: no await between
+                return await loop.run_in_executor(self._other_pool, self._call_app, environ)
         if self._collecting >= self.limits.max_collections:
             self._collect_warning(collecting=self._collecting)
             return _plain_answer(
@@ -502,6 +546,14 @@ class _Connection:
         self.timeout = timeout
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         self.scheme = "https" if isinstance(stream, TLSStream) else "http"
+        self.write_deadline: float | None = None
+        """When the answer being sent must be with the kernel whole; set at its first wait."""
+        self.evicted = False
+
+    def evict(self) -> None:
+        """Closed to free the server's budget for answers (HTTPServer.hold)."""
+        self.evicted = True
+        self.writer.transport.abort()
 
     async def serve(self) -> None:
         first = True
@@ -661,17 +713,39 @@ class _Connection:
         data = self.h11.send(
             h11.Response(status_code=answer.status, reason=answer.reason.encode("latin-1"), headers=headers)
         )
-        if answer.body and not head:
-            data += self.h11.send(h11.Data(data=answer.body)) or b""
-        data += self.h11.send(h11.EndOfMessage()) or b""
-        await self._write(data or b"")
+        body = b"" if head else answer.body
+        self.write_deadline = None
+        try:
+            if len(body) <= WRITE_CHUNK_BYTES:
+                if body:
+                    data += self.h11.send(h11.Data(data=body)) or b""
+                data += self.h11.send(h11.EndOfMessage()) or b""
+                await self._write(data or b"", len(body))
+                return
+            await self._write(data or b"", len(body))
+            view = memoryview(body)
+            for start in range(0, len(body), WRITE_CHUNK_BYTES):
+                piece = bytes(view[start : start + WRITE_CHUNK_BYTES])
+                await self._write(self.h11.send(h11.Data(data=piece)) or b"", len(body))
+            await self._write(self.h11.send(h11.EndOfMessage()) or b"", len(body))
+        finally:
+            self.server.release(self)
 
-    async def _write(self, data: bytes | None) -> None:
+    async def _write(self, data: bytes | None, answer_bytes: int = 0) -> None:
+        """Hand `data` to the transport. When the kernel does not take it at once, what this connection
+        holds (the `answer_bytes` of the answer it belongs to, and the transport's copy) is counted in the
+        server's budget until the kernel has it all, and the whole answer has the write timeout."""
         self.stream.write(data or b"")
-        if not self.writer.transport.get_write_buffer_size():
+        buffered = self.writer.transport.get_write_buffer_size()
+        if not buffered:
             return  # all of it is with the kernel already (the usual case): no timer to arm and cancel
-        async with asyncio.timeout(self.limits.write_timeout):
+        if self.write_deadline is None:
+            self.write_deadline = asyncio.get_running_loop().time() + self.limits.write_timeout
+        self.server.hold(self, answer_bytes + buffered)
+        async with asyncio.timeout_at(self.write_deadline):
             await self.stream.drain()
+        if self.evicted:
+            raise ConnectionResetError("closed to keep answers held for clients within their budget")
 
     async def _refuse(self, refusal: _RefusalError) -> None:
         """Answer a request the server refuses, then close after draining what the client still sends."""
