@@ -1,4 +1,4 @@
-"""The routes of the exporter's WSGI app: `/`, `/metrics`, `/probe`, `/-/reload`, `/healthz`.
+"""The routes of the exporter's WSGI app: `/`, `/room`, `/metrics`, `/probe`, `/-/reload`, `/healthz`.
 
 Every `/metrics` or `/probe` request builds a fresh registry around a fresh collection, so overlapping scrapes
 never share state. The answer is prometheus_client's (text or OpenMetrics by `Accept`, gzip), written through
