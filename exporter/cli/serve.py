@@ -25,11 +25,12 @@ from exporter.cli.room_options import (
     room_options,
     session_options,
 )
-from exporter.cli.running import run_until_stopped
+from exporter.cli.running import EXIT_GRACE_SECONDS, leave_promptly, run_until_stopped
 from exporter.fleet.config import ConfigError
 from exporter.fleet.reload import ConfigHolder
 from exporter.logs import setup_logging
 from exporter.room import RoomTarget
+from exporter.room.deadline import cancel_all
 from exporter.room.target import host_port
 from exporter.web.app import ExporterApp
 from exporter.web.config import WebConfigError, WebConfigWatcher
@@ -118,6 +119,7 @@ def serve(
     )
     limits = ServerLimits(read_header_timeout, max_connections, max_collections)
     run_server(settings, listen_address, config=config, web_config=web_config, limits=limits)
+    leave_promptly()  # nothing of ours is left to wait for: a thread stuck elsewhere must not hold the exit
 
 
 def load_web_config(path: Path | None) -> WebConfigWatcher | None:
@@ -172,7 +174,12 @@ def run_server(
     announce: Callable[[str], None] | None = None,
     limits: ServerLimits | None = None,
 ) -> None:
-    """Serve until SIGTERM or Ctrl-C; `announce` is told the metrics URL once the port is bound."""
+    """Serve until SIGTERM or Ctrl-C; `announce` is told the metrics URL once the port is bound.
+
+    Stopping: the server stops accepting and gives the answers in progress SHUTDOWN_DRAIN_SECONDS; then the
+    collections still in flight are cancelled (their Room sockets shut down) and their threads, daemons, get
+    EXIT_GRACE_SECONDS to end before this returns without them.
+    """
     host, port = listen_address
     limits = limits or ServerLimits()
     fit_open_file_limit(limits, settings.max_sessions if settings.sessions or config is not None else 0)
@@ -199,5 +206,18 @@ def run_server(
     try:
         run_until_stopped(server.serve_forever, on_hangup)
     finally:
+        cancelled = cancel_all()  # the drain is over: what still waits on a Room would wait to its deadline
         server.server_close()
+        if cancelled:
+            log.info(
+                "stopping: the drain time is over; collections still waiting on a Room were cancelled",
+                extra={"sockets": cancelled},
+            )
+        left = server.wait_idle(EXIT_GRACE_SECONDS)
+        if left:
+            log.warning(
+                "stopping without waiting for requests still in progress (a name lookup cannot be "
+                "interrupted)",
+                extra={"requests": left},
+            )
         log.info("exporter stopped", extra={"address": f"{host or '*'}:{bound_port}"})

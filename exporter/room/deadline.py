@@ -151,3 +151,21 @@ class SocketWatchdog:
     def __exit__(self, *exc_info: object) -> None:
         if self._entry is not None:
             self.fired = _reaper.forget(self._entry)
+
+
+def cancel_all() -> int:
+    """Fire every deadline now: shut down every watched socket, so that the collections blocked on them end at
+    once instead of at their deadlines (a stopping exporter whose drain time is over). Returns how many
+    sockets it shut down. A watch started afterwards has its own deadline as usual."""
+    with _reaper._condition:
+        due, _reaper._due = _reaper._due, []
+        socks = []
+        for entry in due:
+            if entry.sock is not None and not entry.cancelled:
+                entry.fired = True  # `forget` now says the socket was shut: it is never reused
+                socks.append(entry.sock)
+        _reaper._condition.notify()
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    return len(socks)

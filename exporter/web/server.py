@@ -22,6 +22,7 @@ import errno
 import http
 import io
 import logging
+import queue
 import re
 import resource
 import socket
@@ -30,7 +31,7 @@ import time
 import traceback
 import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +88,8 @@ answer."""
 SHUTDOWN_GRACE_SECONDS = 2.0
 SHUTDOWN_DRAIN_SECONDS = 10.0
 """On SIGTERM, how long answers already being computed (a scrape waiting on a slow Room) may still take to go
-out; no new connection is accepted meanwhile. Well inside systemd's and Kubernetes' stop timeouts."""
+out; no new connection is accepted meanwhile. Then the stop path (cli/serve.py) cancels the collections
+still in flight: the shipped stop timeouts (20 s) leave room for this, SHUTDOWN_GRACE_SECONDS and the exit."""
 REFUSAL_TEXTS = {400: "bad request\n", 431: "request headers too large\n"}
 
 
@@ -172,6 +174,83 @@ class _RateLimitedWarning:
             self.last, self.count = now, 0
 
 
+class _DaemonPool(Executor):
+    """Up to `size` daemon threads, started as work comes, that run what `run_in_executor` gives them.
+
+    ThreadPoolExecutor's workers are joined at interpreter exit: a collection blocked on a Room (until a 60 s
+    deadline), or in a name lookup that nothing can interrupt, kept a stopped exporter alive that long. These
+    threads are not waited for; the stop path cancels the collections, then `wait_idle` says what is left.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size, self._name = size, name
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None]
+        self._queue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._threads = 0
+        self._busy = 0
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if kwargs:
+            raise TypeError("keyword arguments are not passed on (run_in_executor gives none)")
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the pool is shut down")
+            if not self._idle.acquire(blocking=False) and self._threads < self._size:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}_{self._threads}", daemon=True
+                )
+                thread.start()  # raises when no thread can start: then nothing was queued
+                self._threads += 1
+            self._queue.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args = item
+            del item
+            if future.set_running_or_notify_cancel():
+                with self._lock:
+                    self._busy += 1
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as error:  # noqa: BLE001 - handed to the caller, as ThreadPoolExecutor does
+                    future.set_exception(error)
+                finally:
+                    del future, fn, args  # the answer is not kept alive by an idle thread
+                    with self._lock:
+                        self._busy -= 1
+                        self._changed.notify_all()
+            self._idle.release()
+        self._queue.put(None)  # the next worker stops too
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more work; `cancel_futures` drops the work not started. Never joins a thread: `wait`
+        waits for the calls running to end."""
+        with self._lock:
+            self._closed = True
+            while cancel_futures:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+            self._queue.put(None)
+        if wait:
+            self.wait_idle(None)
+
+    def wait_idle(self, seconds: float | None) -> int:
+        """Wait up to `seconds` (None: for ever) for the calls running to end; how many still run."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._busy == 0, seconds)
+            return self._busy
+
+
 @dataclass
 class _Answer:
     status: int
@@ -217,8 +296,8 @@ class HTTPServer:
         self.web_config = web_config
         self.tls = web_config is not None and web_config.current().tls is not None
         self.limits = limits or ServerLimits()
-        self._collect_pool = ThreadPoolExecutor(self.limits.max_collections, thread_name_prefix="collect")
-        self._other_pool = ThreadPoolExecutor(OTHER_WORKERS, thread_name_prefix="http")
+        self._collect_pool = _DaemonPool(self.limits.max_collections, "collect")
+        self._other_pool = _DaemonPool(OTHER_WORKERS, "http")
         self._other_slots = asyncio.Semaphore(OTHER_WORKERS)
         """Taken from before the app runs until its answer is being sent: answers made but not yet written
         (nor counted in the budget) are at most this many, however fast the pool makes them."""
@@ -303,6 +382,14 @@ class HTTPServer:
         self._listener.close()
         self._collect_pool.shutdown(wait=False, cancel_futures=True)
         self._other_pool.shutdown(wait=False, cancel_futures=True)
+
+    def wait_idle(self, seconds: float) -> int:
+        """After `server_close`: wait up to `seconds` for the app calls still running (collections whose
+        sockets the stop path shut down end within milliseconds; a name lookup cannot be interrupted);
+        returns how many still run. Their threads are daemons: the process does not wait for them."""
+        until = time.monotonic() + seconds
+        left = self._collect_pool.wait_idle(seconds)
+        return left + self._other_pool.wait_idle(max(0.0, until - time.monotonic()))
 
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
