@@ -31,7 +31,12 @@ ROOM_SCENARIO = ROOT / "tests" / "fixtures" / "dashboard-room.json"
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 JOB_MATCHER = 'job=~"$job"'
+SITE_MATCHER = 'site=~"$site"'
 INSTANCE_MATCHER = 'instance=~"$instance"'
+ROOM_MATCHERS = (JOB_MATCHER, SITE_MATCHER, INSTANCE_MATCHER)
+"""Every selector of every panel carries these three, so every panel follows the job, site and Room picked."""
+LINK_VARIABLES = ("exporter", "module")
+"""The textbox variables the Room links are built from: the exporter URL, the module."""
 
 _TOKEN = re.compile(
     r"""
@@ -199,6 +204,51 @@ def regex_value(values: list[str]) -> str:
     regex-escaped (its backslashes doubled for the PromQL string), several joined as `(a|b)`."""
     escaped = [re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", value) for value in values]
     return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+
+
+WORST_FIRST = re.compile(r"\b(?:topk|bottomk)\(\s*(\d+)\s*,")
+
+
+def worst_first_limit(expr: str) -> int | None:
+    """The N of a `topk(N, ...)` / `bottomk(N, ...)` query (the largest if several), None without one."""
+    found = [int(n) for n in WORST_FIRST.findall(expr)]
+    return max(found) if found else None
+
+
+def data_links(panel: dict[str, Any]) -> list[dict[str, Any]]:
+    """The data links of a panel's fields (defaults and overrides)."""
+    field_config = panel.get("fieldConfig", {})
+    found = list(field_config.get("defaults", {}).get("links", []))
+    for override in field_config.get("overrides", []):
+        for prop in override.get("properties", []):
+            if prop.get("id") == "links":
+                found += prop.get("value") or []
+    return found
+
+
+def link_url(template: str, variables: dict[str, str], room: str) -> str:
+    """A data link's URL as Grafana builds it for `room`: `${name:raw}` as is, `${name:percentencode}` and
+    the Room (`${__data.fields.instance...}` in a table row, `${__field.labels.instance...}` on a series)
+    percent-encoded; any other variable or format is an error."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, fmt = match.group("name"), match.group("format")
+        if name in ("__data.fields.instance", "__field.labels.instance"):
+            value = room
+        elif name in variables:
+            value = variables[name]
+        else:
+            raise KeyError(f"no value for ${{{name}}} in {template!r}")
+        if fmt == "raw":
+            return value
+        if fmt == "percentencode":
+            return urllib.parse.quote(value, safe="")
+        raise ValueError(f"${{{name}}} without :raw or :percentencode in {template!r}")
+
+    url = re.sub(r"\$\{(?P<name>[\w.]+)(?::(?P<format>\w+))?\}", replace, template)
+    if "$" in url:
+        raise ValueError(f"an unsupported variable form in {template!r}")
+    return url
 
 
 def substitute(expr: str, values: dict[str, str]) -> str:

@@ -6,7 +6,9 @@ exporter scraped against the emulator, never from a list written here.
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,12 @@ pytestmark = pytest.mark.e2e
 
 PROVISIONING = dq.ROOT / "grafana" / "provisioning"
 DASHBOARD_UID = "trueconf-file-transfers"
+SCHEMA_VERSION = 39
+"""Pinned: Grafana migrates an older schema on load, and a newer one may not load in older Grafanas."""
+ROWS = ["Fleet summary", "Fleet health", "Transfers", "The exporter"]
+ROOM_TABLE = "Rooms, worst first"
+MOST_LINES = 10
+"""A panel with a line (or bar) per Room draws at most this many Rooms, the worst ones."""
 
 REQUIRED_METRICS = {
     "trueconf_up": "which Rooms answer",
@@ -37,6 +45,7 @@ REQUIRED_METRICS = {
     "trueconf_room_info": "a table of Room versions",
     "trueconf_exporter_room_logins_total": "logins per Room or exporter",
     "trueconf_exporter_room_sessions": "open Room sessions",
+    "trueconf_room_identity_info": "the Rooms' names in the Room table",
 }
 """What the issue says the dashboard shows at least (metric -> what for)."""
 
@@ -82,11 +91,26 @@ def test_fixed_uid_and_no_import_placeholders(dashboard: dict[str, Any]) -> None
     text = dq.DASHBOARD.read_text(encoding="utf-8")
     assert "${DS_" not in text, "a datasource placeholder of an exported dashboard: use ${datasource}"
     assert dashboard.get("title")
-    assert dashboard.get("schemaVersion", 0) >= 36
+    assert dashboard.get("schemaVersion") == SCHEMA_VERSION
+
+
+def _demo_exporter_url() -> str:
+    """The exporter of prometheus/prometheus.yml's demo as a browser reaches it: its /probe job's target."""
+    config = yaml.safe_load(dq.PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    [probe] = [job for job in config["scrape_configs"] if job.get("metrics_path") == "/probe"]
+    [address] = [
+        rule["replacement"] for rule in probe["relabel_configs"] if rule["target_label"] == "__address__"
+    ]
+    return f"http://{address}"
 
 
 def test_no_hard_coded_hosts(dashboard: dict[str, Any]) -> None:
-    text = dq.DASHBOARD.read_text(encoding="utf-8")
+    """No host anywhere but the default of the `exporter` variable, which is the demo's exporter."""
+    without_default = {
+        **dashboard,
+        "templating": {"list": [v for v in dashboard["templating"]["list"] if v["name"] != "exporter"]},
+    }
+    text = json.dumps(without_default)
     hosts = re.findall(
         r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\blocalhost\b|https?://[^\s\"]+|\b[\w-]+\.(?:com|org|net|local)\b", text
     )
@@ -94,8 +118,12 @@ def test_no_hard_coded_hosts(dashboard: dict[str, Any]) -> None:
     for panel, target in dq.panel_queries(dashboard):
         for selector in dq.selectors(target["expr"]):
             for matcher in dq.matcher_list(selector.matchers):
-                if matcher.startswith(("job", "instance")):
-                    assert matcher in (dq.JOB_MATCHER, dq.INSTANCE_MATCHER), f"{_label(panel)}: {matcher}"
+                if matcher.startswith(("job", "instance", "site")):
+                    assert matcher in dq.ROOM_MATCHERS, f"{_label(panel)}: {matcher}"
+    exporter = dq.variables(dashboard)["exporter"]
+    default = _demo_exporter_url()
+    assert exporter["query"] == exporter["current"]["value"] == default
+    assert [o["value"] for o in exporter["options"]] == [default]
 
 
 def test_datasource_variable_used_by_every_panel_and_variable(dashboard: dict[str, Any]) -> None:
@@ -117,25 +145,37 @@ def test_datasource_variable_used_by_every_panel_and_variable(dashboard: dict[st
             )
 
 
-def test_job_and_instance_variables(dashboard: dict[str, Any]) -> None:
+def test_job_site_and_instance_variables(dashboard: dict[str, Any]) -> None:
     variables = dq.variables(dashboard)
     names_in_order = [v["name"] for v in dashboard["templating"]["list"]]
-    assert names_in_order[:3] == ["datasource", "job", "instance"]
-    for name in ("job", "instance"):
+    assert names_in_order == ["datasource", "job", "site", "instance", *dq.LINK_VARIABLES]
+    for name in ("job", "site", "instance"):
         variable = variables[name]
         assert variable["type"] == "query", name
         assert variable.get("multi") is True, name
         assert variable.get("includeAll") is True, name
+        # All is `.*`, not the list of values: it also matches Rooms without the label (no site set)
+        assert variable.get("allValue") == ".*", name
         query = dq.variable_query(variable)
         assert query.label == name
         assert query.expr is not None
-    instance_query = dq.variable_query(variables["instance"])
-    assert all(s.has_matcher(dq.JOB_MATCHER) for s in dq.selectors(instance_query.expr or "")), (
-        "the instance variable must follow the job selection"
+    site_query = dq.variable_query(variables["site"])
+    assert all(s.has_matcher(dq.JOB_MATCHER) for s in dq.selectors(site_query.expr or "")), (
+        "the site variable must follow the job selection"
     )
+    instance_query = dq.variable_query(variables["instance"])
+    for matcher in (dq.JOB_MATCHER, dq.SITE_MATCHER):
+        assert all(s.has_matcher(matcher) for s in dq.selectors(instance_query.expr or "")), (
+            f"the instance variable must follow the selection ({matcher})"
+        )
+    for name in dq.LINK_VARIABLES:
+        variable = variables[name]
+        assert variable["type"] == "textbox", name
+        assert variable["query"] and variable["current"]["value"] == variable["query"], name
+        assert variable.get("description"), name
 
 
-def test_every_query_filtered_by_job_and_instance(dashboard: dict[str, Any]) -> None:
+def test_every_query_filtered_by_job_site_and_instance(dashboard: dict[str, Any]) -> None:
     queries = list(dq.panel_queries(dashboard))
     assert len(queries) >= 10
     for panel, target in queries:
@@ -143,10 +183,8 @@ def test_every_query_filtered_by_job_and_instance(dashboard: dict[str, Any]) -> 
         assert found, f"{_label(panel)}: no selector in {target['expr']!r}"
         for selector in found:
             assert selector.metric is not None, f"{_label(panel)}: a selector without a metric name"
-            assert selector.has_matcher(dq.JOB_MATCHER), f"{_label(panel)}: {selector} lacks {dq.JOB_MATCHER}"
-            assert selector.has_matcher(dq.INSTANCE_MATCHER), (
-                f"{_label(panel)}: {selector} lacks {dq.INSTANCE_MATCHER}"
-            )
+            for matcher in dq.ROOM_MATCHERS:
+                assert selector.has_matcher(matcher), f"{_label(panel)}: {selector} lacks {matcher}"
 
 
 def test_unit_and_description_on_every_panel(dashboard: dict[str, Any]) -> None:
@@ -156,9 +194,11 @@ def test_unit_and_description_on_every_panel(dashboard: dict[str, Any]) -> None:
 
 
 def test_panel_ids_unique_and_layout_in_rows(dashboard: dict[str, Any]) -> None:
-    ids = [panel["id"] for panel in dashboard["panels"]]
-    assert len(ids) == len(set(ids))
-    assert [row["title"] for row in dq.rows(dashboard)] == ["Fleet health", "Transfers", "The exporter"]
+    ids = [panel["id"] for panel in [*dq.rows(dashboard), *dq.panels(dashboard)]]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    assert duplicates == []
+    assert len(ids) == len(dashboard["panels"]) + sum(len(r.get("panels", [])) for r in dq.rows(dashboard))
+    assert [row["title"] for row in dq.rows(dashboard)] == ROWS
     # top to bottom: a row's panels sit below it and above the next row
     tops = [panel["gridPos"]["y"] for panel in dashboard["panels"]]
     assert tops == sorted(tops)
@@ -180,9 +220,6 @@ def test_shows_what_the_issue_asks_for(dashboard: dict[str, Any]) -> None:
         and any("by (status)" in t["expr"] for t in panel["targets"])
     ]
     assert stacked, "requests by status over time must be stacked"
-    [pending] = [panel for panel in dq.panels(dashboard) if panel["title"] == "Rooms by oldest pending age"]
-    sort = [t for t in pending.get("transformations", []) if t["id"] == "sortBy"]
-    assert sort and sort[0]["options"]["sort"][0]["desc"] is True
     versions = [
         panel
         for panel in dq.panels(dashboard)
@@ -201,6 +238,186 @@ def test_shows_what_the_issue_asks_for(dashboard: dict[str, Any]) -> None:
 
 def _reads(panel: dict[str, Any], metric: str) -> bool:
     return any(metric in dq.metric_names(target["expr"]) for target in panel["targets"])
+
+
+def _row_panels(dashboard: dict[str, Any], title: str) -> list[dict[str, Any]]:
+    """The panels under the row `title` (an open row's panels follow it up to the next row)."""
+    found: list[dict[str, Any]] = []
+    current = None
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            current = panel["title"]
+            found += panel.get("panels", []) if current == title else []
+        elif current == title:
+            found.append(panel)
+    return found
+
+
+def _alert_selectors() -> dict[str, list[dq.Selector]]:
+    return {rule["alert"]: dq.selectors(rule["expr"]) for rule in dq.load_alert_rules()}
+
+
+def test_fleet_summary_row(dashboard: dict[str, Any]) -> None:
+    """Rooms, answering, needing attention (every Room-level alert's condition), failures in the range: one
+    number each, at the top."""
+    summary = {panel["title"]: panel for panel in _row_panels(dashboard, "Fleet summary")}
+    wanted = ["Rooms", "Rooms answering", "Rooms needing attention", "New failed requests in the range"]
+    assert set(wanted) <= set(summary), sorted(summary)
+    for title in wanted:
+        panel = summary[title]
+        assert panel["type"] == "stat", title
+        [target] = panel["targets"]
+        assert target.get("instant") is True, f"{title}: a number for now, not a range"
+        # a selection without any Room shows 0, not "No data"
+        assert target["expr"].rstrip().endswith("or vector(0)"), title
+    assert re.search(r"^count\(trueconf_up\{[^}]*\} == 1\)", summary["Rooms answering"]["targets"][0]["expr"])
+    attention = summary["Rooms needing attention"]["targets"][0]["expr"]
+    conditions = {
+        "TrueconfRoomDown": r"trueconf_up\{[^}]*\} == 0",
+        "TrueconfFileRequestWaitingTooLong": r'_age_seconds\{status="waiting"[^}]*\} > \d',
+        "TrueconfFileTransferTooLong": r'_age_seconds\{status="downloading"[^}]*\} > \d',
+        "TrueconfFileTransferUnavailable": r'availability\{state="available"[^}]*\} == 0',
+        "TrueconfMalformedEntries": r"malformed\{[^}]*\} >= \d",
+    }
+    assert set(conditions) <= set(_alert_selectors())
+    missing = [alert for alert, pattern in conditions.items() if not re.search(pattern, attention)]
+    assert missing == [], attention
+    # failures: the failed gauge against its lowest value of the range (no counter of finished transfers yet)
+    failures = summary["New failed requests in the range"]["targets"][0]["expr"]
+    assert re.search(
+        r'min_over_time\(trueconf_outgoing_file_requests\{status="failed"[^}]*\}\[\$__range\]\)', failures
+    )
+
+
+def _per_room(target: dict[str, Any]) -> bool:
+    """Whether a query draws a series per Room (grouped by instance, or named by it)."""
+    return bool(re.search(r"\bby \([^)]*\binstance\b", target["expr"])) or "{{instance}}" in target.get(
+        "legendFormat", ""
+    )
+
+
+def _exporters_own(target: dict[str, Any]) -> bool:
+    """Whether a query reads only the exporter's own metrics (one series per exporter, not per Room)."""
+    return all(name.startswith("trueconf_exporter_") for name in dq.metric_names(target["expr"]))
+
+
+def _room_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Panels that draw a line, bar or row per Room."""
+    return [
+        panel
+        for panel in dq.panels(dashboard)
+        if panel["type"] != "stat" and any(_per_room(t) and not _exporters_own(t) for t in panel["targets"])
+    ]
+
+
+def test_worst_first_panels_draw_at_most_a_few_rooms(dashboard: dict[str, Any]) -> None:
+    """With 200 Rooms a line per Room is unreadable: a graph, timeline or bar gauge per Room shows the worst
+    few (topk/bottomk), chosen once for the whole range (`@ end()`), so a range query has no more Rooms than
+    an instant one; a bar gauge sorts them, most first."""
+    room_panels = [panel for panel in _room_panels(dashboard) if panel["type"] != "table"]
+    assert len(room_panels) >= 8, [p["title"] for p in room_panels]
+    for panel in room_panels:
+        for target in panel["targets"]:
+            if not _per_room(target):
+                continue
+            limit = dq.worst_first_limit(target["expr"])
+            assert limit is not None and limit <= MOST_LINES, f"{_label(panel)}: {target['expr']}"
+            if not target.get("instant"):
+                assert "[$__range] @ end()" in target["expr"], f"{_label(panel)}: Rooms chosen per step"
+            if panel["type"] == "bargauge":
+                assert target["expr"].startswith("sort_desc("), _label(panel)
+    topk_titles = {
+        panel["title"]
+        for panel in room_panels
+        for target in panel["targets"]
+        if re.search(r"\btopk\(", target["expr"])
+    }
+    for metric in (
+        "trueconf_outgoing_file_requests_oldest_pending_age_seconds",
+        "trueconf_scrape_duration_seconds",
+        "trueconf_outgoing_file_requests",
+    ):
+        assert any(
+            metric in dq.metric_names(t["expr"]) and re.search(r"\btopk\(", t["expr"])
+            for panel in room_panels
+            for t in panel["targets"]
+        ), f"no worst-first panel of {metric}: {sorted(topk_titles)}"
+
+
+def test_room_table(dashboard: dict[str, Any]) -> None:
+    """One row per Room with its problems, failed, oldest ages, availability, app state, version and name;
+    the name a query of its own merged by Room, so a Room with no name yet keeps its row."""
+    [table] = [panel for panel in dq.panels(dashboard) if panel["title"] == ROOM_TABLE]
+    assert table["type"] == "table"
+    assert all(t.get("format") == "table" and t.get("instant") is True for t in table["targets"])
+    by_metric: dict[str, list[str]] = {}
+    for target in table["targets"]:
+        for selector in dq.selectors(target["expr"]):
+            by_metric.setdefault(selector.metric or "", []).append(target["expr"])
+    for metric in (
+        "trueconf_up",
+        "trueconf_outgoing_file_requests",
+        "trueconf_outgoing_file_requests_oldest_pending_age_seconds",
+        "trueconf_file_transfer_availability",
+        "trueconf_room_app_state",
+        "trueconf_room_info",
+        "trueconf_room_identity_info",
+    ):
+        assert metric in by_metric, metric
+    [identity] = [t for t in table["targets"] if "trueconf_room_identity_info" in dq.metric_names(t["expr"])]
+    assert dq.metric_names(identity["expr"]) == {"trueconf_room_identity_info"}, (
+        "a join in the query drops the Rooms without a name: merge a query of its own"
+    )
+    assert "group_left" not in identity["expr"] and "name" in identity["expr"]
+    # every query is grouped by the same Room labels, which the merge matches rows on
+    groupings = {re.search(r"by \((job, instance, site)\b", t["expr"]) is not None for t in table["targets"]}
+    assert groupings == {True}, [t["expr"] for t in table["targets"]]
+    transformations = [t["id"] for t in table["transformations"]]
+    assert transformations[0] == "merge", transformations
+    [organize] = [t for t in table["transformations"] if t["id"] == "organize"]
+    columns = set(organize["options"]["renameByName"].values())
+    assert {"Room", "Name", "Site", "Problems", "Failed", "Oldest waiting", "Availability", "App state",
+            "Version"} <= columns, columns  # fmt: skip
+    [sort] = [t for t in table["transformations"] if t["id"] == "sortBy"]
+    assert sort["options"]["sort"][0] == {"field": "Problems", "desc": True}
+
+
+ROOM_LINKS = {
+    "debug probe": re.compile(
+        r"^\$\{exporter:raw\}/probe\?target=(?P<room>[^&]+)&module=\$\{module:percentencode\}&debug=true$"
+    ),
+    "recent results": re.compile(
+        r"^\$\{exporter:raw\}/room\?target=(?P<room>[^&]+)&module=\$\{module:percentencode\}$"
+    ),
+    "status page": re.compile(r"^\$\{exporter:raw\}/$"),
+}
+"""The exporter pages a Room links to (docs/configuration.md's routes), the Room as its target."""
+
+
+def test_every_room_links_to_its_exporter_pages(dashboard: dict[str, Any]) -> None:
+    """Every panel that shows Rooms one by one links each to its debug probe, its recent results and the
+    status page, through the `exporter` and `module` variables (the browser's view of the exporter)."""
+    panels = _room_panels(dashboard)
+    assert any(panel["title"] == ROOM_TABLE for panel in panels)
+    variables = {name: dq.variables(dashboard)[name]["query"] for name in dq.LINK_VARIABLES}
+    for panel in panels:
+        links = dq.data_links(panel)
+        room_field = "__data.fields.instance" if panel["type"] == "table" else "__field.labels.instance"
+        for what, pattern in ROOM_LINKS.items():
+            matching = [link for link in links if pattern.match(link["url"])]
+            assert len(matching) == 1, f"{_label(panel)}: {what} link in {[link['url'] for link in links]}"
+            [link] = matching
+            assert link.get("title") and link.get("targetBlank") is True, _label(panel)
+            room = pattern.match(link["url"]).groupdict().get("room")  # type: ignore[union-attr]
+            if room is not None:
+                assert room == f"${{{room_field}:percentencode}}", f"{_label(panel)}: {link['url']}"
+            url = dq.link_url(link["url"], variables, "ws://room-1.example.org:8765")
+            parts = urllib.parse.urlsplit(url)
+            assert parts.scheme == "http" and parts.netloc, url
+            if room is not None:
+                query = urllib.parse.parse_qs(parts.query)
+                assert query["target"] == ["ws://room-1.example.org:8765"], url
+                assert query["module"] == ["default"], url
 
 
 STATE_SETS = ("trueconf_file_transfer_availability", "trueconf_room_app_state")
@@ -296,9 +513,28 @@ def test_dashboard_thresholds_match_the_alerts(dashboard: dict[str, Any]) -> Non
         ]
         assert showing, f"no panel shows {alert}'s {alert_selector}"
         for panel in showing:
-            assert value in _thresholds(panel), (
-                f"{_label(panel)}: thresholds {_thresholds(panel)}, {alert} {value}"
-            )
+            compared = _compared_numbers(panel, alert_selector)
+            assert compared <= {value}, f"{_label(panel)}: compares with {compared}, {alert} {value}"
+            if not compared:
+                assert value in _thresholds(panel), (
+                    f"{_label(panel)}: thresholds {_thresholds(panel)}, {alert} {value}"
+                )
+
+
+def _compared_numbers(panel: dict[str, Any], alert_selector: dq.Selector) -> set[float]:
+    """The numbers a panel's queries compare the alert's selector with (`selector > 900`): a panel that
+    counts the Rooms past a threshold carries it in its query rather than as a colour threshold."""
+    wanted = dq.matcher_list(alert_selector.matchers)
+    found = set()
+    for target in panel["targets"]:
+        for match in re.finditer(
+            rf"{alert_selector.metric}(?P<matchers>\{{[^}}]*\}})\s*(?:>|>=|==|<|<=|!=)\s*(?P<value>[\d.e+]+)",
+            target["expr"],
+        ):
+            selector = dq.Selector(alert_selector.metric, match["matchers"])
+            if all(selector.has_matcher(m) for m in wanted):
+                found.add(float(match["value"]))
+    return found
 
 
 def test_failed_panel_uses_the_alerts_window(dashboard: dict[str, Any]) -> None:

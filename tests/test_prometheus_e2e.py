@@ -166,17 +166,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def substitutions(stack: Stack) -> dict[str, tuple[dict[str, str], list[Room] | None]]:
     """The variable selections a user makes, with the Rooms they select (None: All)."""
     selections: dict[str, tuple[dict[str, str], list[Room] | None]] = {
-        "all": ({"job": ".*", "instance": ".*"}, None),
+        "all": ({"job": ".*", "site": ".*", "instance": ".*"}, None),
         "every Room ticked": (
             {
                 "job": dq.regex_value(sorted({room.job for room in stack.rooms})),
+                "site": ".*",
                 "instance": dq.regex_value([room.instance for room in stack.rooms]),
             },
             stack.rooms,
         ),
     }
     for room in stack.rooms:
-        values = {"job": dq.regex_value([room.job]), "instance": dq.regex_value([room.instance])}
+        values = {
+            "job": dq.regex_value([room.job]),
+            "site": ".*",
+            "instance": dq.regex_value([room.instance]),
+        }
         selections[f"{room.job} {room.instance}"] = (values, [room])
     return selections
 
@@ -253,7 +258,7 @@ def test_variable_queries_list_the_jobs_and_rooms(stack: Stack) -> None:
         (dq.regex_value([PROBE_JOB]), {room.instance for room in stack.rooms if room.job == PROBE_JOB}),
         ("no-such-job", set()),
     ):
-        instance_expr = dq.substitute(instance.as_promql(), {"job": selected})
+        instance_expr = dq.substitute(instance.as_promql(), {"job": selected, "site": ".*"})
         assert {s["metric"][instance.label] for s in stack.query(instance_expr)} == wanted, selected
 
 
