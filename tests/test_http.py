@@ -96,7 +96,10 @@ def test_no_label_carries_a_file_name_peer_or_request_id(room, exporter):
         "method",
         "source",
         "state",
+        "name",  # trueconf_room_identity_info: the Room's own name and ID, one series; never its peers'
+        "peer_id",
     }
+    assert len(identities(text)) == 1
     for word in ("2.jpg", "820_1", "0d99602a", "some.server", "346234218"):
         assert word not in text
 
@@ -218,3 +221,29 @@ def test_listen_addresses(text, expected):
 def test_bad_listen_addresses(text):
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_listen_address(text)
+
+
+def identities(text: str) -> list[dict[str, str]]:
+    return [dict(labels) for (name, labels) in samples(text) if name == "trueconf_room_identity_info"]
+
+
+def test_the_rooms_name_for_joins_on_every_scrape_of_its_session(room, exporter):
+    scenario = load_scenario("doc-example")
+    scenario.auth_info = {"peerId": "hall@example.org", "peerDn": "Great <hall>"}
+    url = exporter(f"ws://127.0.0.1:{room(scenario).ports.websocket}")
+    first, second = scrape(url), scrape(url)
+    assert value(first, "trueconf_scrape_method_success", method="getSystemInfo") == 1
+    with pytest.raises(KeyError):  # asked once per session: not this time
+        value(second, "trueconf_scrape_method_success", method="getSystemInfo")
+    for text in (first, second):
+        assert identities(text) == [{"name": "Great <hall>", "peer_id": "hall@example.org"}]
+    page = http_get(f"{url}/")[2].decode()
+    assert "<b>Great &lt;hall&gt;</b><br><small>127.0.0.1:" in page
+
+
+def test_a_room_not_logged_in_has_no_name(room, exporter):
+    scenario = load_scenario("doc-example")
+    scenario.app_state = 2  # login required: getSystemInfo carries no authInfo
+    text = scrape(exporter(f"ws://127.0.0.1:{room(scenario).ports.websocket}"))
+    assert value(text, "trueconf_scrape_method_success", method="getSystemInfo") == 1
+    assert identities(text) == []

@@ -22,12 +22,16 @@ from exporter.room.picture import (
     AVAILABILITY_METHOD,
     AVAILABILITY_STATES,
     INCOMING_METHOD,
+    MAX_NAME_CHARS,
     OPTIONAL_METHODS,
     OUTGOING_METHOD,
     SYSTEM_INFO_METHOD,
+    RoomIdentity,
     RoomPicture,
+    identity_of,
     parse_app_state,
     parse_availability,
+    parse_identity,
     parse_room,
     parse_version,
     version_of,
@@ -112,6 +116,7 @@ def test_every_method_answered_gives_the_whole_picture():
     assert picture.availability == "available"
     assert picture.app_state == "ready"
     assert picture.version == "5.0.2.17"
+    assert picture.identity == RoomIdentity("Room", "room@some.server")
     assert picture.collected_at == NOW
     assert dict(picture.method_success) == dict.fromkeys(ALL, True)
     assert list(picture.method_success) == list(ALL)
@@ -246,6 +251,92 @@ def test_a_system_info_reply_kept_by_the_session_gives_the_known_version():
     assert picture.version == "5.0.2.17"
 
 
+# --- the Room's name (getSystemInfo authInfo) ---------------------------------------------------------------
+
+
+def identities(text: str) -> list[dict[str, str]]:
+    """The labels of every trueconf_room_identity_info series (each at 1)."""
+    found = [
+        (dict(labels), value)
+        for (name, labels), value in samples(text).items()
+        if name.endswith("identity_info")
+    ]
+    assert all(value == 1 for _, value in found)
+    return [labels for labels, _ in found]
+
+
+def system_info(**auth_info: Any) -> dict[str, Any]:
+    return {**SYSTEM_INFO, "authInfo": auth_info}
+
+
+@pytest.mark.parametrize(
+    ("auth_info", "identity"),
+    [
+        (
+            {"peerDn": "Board room 3", "peerId": "room3@example.org"},
+            RoomIdentity("Board room 3", "room3@example.org"),
+        ),
+        ({"peerDn": "  Board room 3 "}, RoomIdentity("Board room 3", "")),
+        ({"peerId": "room3@example.org"}, RoomIdentity("room3@example.org", "room3@example.org")),
+        (
+            {"peerDn": 42, "peerId": "room3@example.org"},
+            RoomIdentity("room3@example.org", "room3@example.org"),
+        ),
+        ({"peerDn": "", "peerId": "   "}, None),
+        ({"peerDn": None, "peerId": ["room3"]}, None),
+        ({}, None),
+        ({"peerDn": "Переговорная 3"}, RoomIdentity("Переговорная 3", "")),
+    ],
+)
+def test_the_name_the_room_is_logged_in_with(auth_info, identity):
+    assert parse_identity(system_info(**auth_info)) == identity
+
+
+def test_a_name_is_a_short_safe_label_value():
+    hostile = parse_identity(system_info(peerDn="x\x1b[2J\u202eevil\ud800", peerId="y" * 10_000))
+    assert hostile == RoomIdentity("x\\x1b[2J\\u202eevil\\ud800", "y" * MAX_NAME_CHARS)
+    long_escapes = parse_identity(system_info(peerDn="\x07" * 1000))
+    assert long_escapes is not None and len(long_escapes.name) == MAX_NAME_CHARS
+    text = exposition(
+        parse_room({**every_reply(), SYSTEM_INFO_METHOD: system_info(peerDn='a\ud800\n"')}, ALL, NOW)
+    )
+    assert identities(text) == [{"name": 'a\\ud800\\n"', "peer_id": ""}], "no surrogate breaks the answer"
+
+
+@pytest.mark.parametrize("auth_info", [None, "Room", ["Room"], 3])
+def test_no_authinfo_or_an_unreadable_one_costs_the_name_alone(auth_info):
+    """authInfo is sent only while the Room is logged in: its absence is no defect of the reply."""
+    reply = {key: item for key, item in SYSTEM_INFO.items() if key != "authInfo"}
+    if auth_info is not None:
+        reply["authInfo"] = auth_info
+    picture = parse_room({**every_reply(), SYSTEM_INFO_METHOD: reply}, ALL, NOW)
+    assert picture.identity is None
+    assert picture.version == "5.0.2.17" and picture.method_success[SYSTEM_INFO_METHOD] is True
+    assert "trueconf_room_identity_info" not in names(exposition(picture))
+
+
+def test_a_name_learnt_earlier_in_the_session_stands_until_the_room_says_another():
+    known = RoomIdentity("Old name", "room@some.server")
+    asked = (OUTGOING_METHOD,)
+    assert parse_room({OUTGOING_METHOD: OUTGOING}, asked, NOW, known_identity=known).identity == known
+    logged_out = {key: item for key, item in SYSTEM_INFO.items() if key != "authInfo"}
+    replies = {**every_reply(), SYSTEM_INFO_METHOD: logged_out}
+    assert parse_room(replies, ALL, NOW, known_identity=known).identity == known
+    refused_now = {**every_reply(), SYSTEM_INFO_METHOD: refused(SYSTEM_INFO_METHOD)}
+    assert parse_room(refused_now, ALL, NOW, known_identity=known).identity == known
+    assert parse_room(every_reply(), ALL, NOW, known_identity=known).identity == RoomIdentity(
+        "Room", "room@some.server"
+    )
+    assert identity_of(SYSTEM_INFO) == RoomIdentity("Room", "room@some.server")
+    assert identity_of(None) is identity_of(refused(SYSTEM_INFO_METHOD)) is identity_of(logged_out) is None
+
+
+def test_the_identity_family_is_one_series_for_joins():
+    text = exposition(parse_room(every_reply(), ALL, NOW))
+    assert identities(text) == [{"name": "Room", "peer_id": "room@some.server"}]
+    assert "group_left(name) trueconf_room_identity_info" in text, "the help says how to join"
+
+
 # --- the state parsers --------------------------------------------------------------------------------------
 
 
@@ -333,6 +424,7 @@ NEW_FAMILIES = {
     "trueconf_file_transfer_availability",
     "trueconf_room_app_state",
     "trueconf_room_info",
+    "trueconf_room_identity_info",
 }
 
 

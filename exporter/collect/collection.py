@@ -14,7 +14,7 @@ from exporter.room import CollectionError, Deadline, Reason, RoomTarget
 from exporter.room.client import fetch_room
 from exporter.room.file_requests import ReplyShapeError, Snapshot
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
-from exporter.room.picture import OUTGOING_METHOD, RoomPicture, parse_room, version_of
+from exporter.room.picture import OUTGOING_METHOD, RoomPicture, identity_of, parse_room, version_of
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
 
@@ -61,8 +61,13 @@ def collect_room(
     trace = trace or Trace(deadline.started, detailed=False)
     try:
         answered = fetch_room(target, pin, deadline, methods, max_message_bytes, trace, pool, keep_session)
+        known = answered.system_info
         picture = parse_room(
-            answered.replies, answered.asked, time.time(), known_version=version_of(answered.system_info)
+            answered.replies,
+            answered.asked,
+            time.time(),
+            known_version=version_of(known),
+            known_identity=identity_of(known),
         )
     except CollectionError as error:
         trace.step("failed", f"reason {error.reason}: {error.message}")

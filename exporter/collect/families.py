@@ -21,6 +21,7 @@ and, when the scrape asked the optional methods and the Room answered them (refe
     trueconf_file_transfer_availability{state="available"} 1                   (every state, one at 1)
     trueconf_room_app_state{state="ready"} 1                                   (every state, one at 1)
     trueconf_room_info{version="5.0.2.17"} 1
+    trueconf_room_identity_info{name="Meeting room",peer_id="room@some.server"} 1   (while logged in)
 
 For a Room that did not answer, only `trueconf_up 0`, the duration and `trueconf_scrape_error` are exposed:
 zeros for the request gauges would lie. Likewise the families of an optional method are absent when it was
@@ -184,6 +185,17 @@ def picture_metrics(picture: RoomPicture) -> Iterator[Metric]:
         )
         info.add_metric([picture.version], 1)
         yield info
+    if picture.identity is not None:
+        identity = GaugeMetricFamily(
+            f"{PREFIX}_room_identity_info",
+            "A constant 1 labelled by the name and TrueConf ID the Room is logged in with (getSystemInfo "
+            "authInfo: peerDn, peerId; control characters escaped, each cut to 64 characters); absent until "
+            "the Room's session has seen them. Join with "
+            "* on(instance) group_left(name) trueconf_room_identity_info.",
+            labels=["name", "peer_id"],
+        )
+        identity.add_metric([picture.identity.name, picture.identity.peer_id], 1)
+        yield identity
 
 
 def incoming_metrics(snapshot: Snapshot, now: float) -> Iterator[Metric]:

@@ -18,6 +18,7 @@ from typing import Any
 from exporter.room import protocol
 from exporter.room.errors import CollectionError, Reason
 from exporter.room.file_requests import ReplyShapeError, Snapshot, parse_incoming_reply, parse_outgoing_reply
+from exporter.text import visible
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,33 @@ VERSION_PARTS: tuple[str, ...] = ("major", "minor", "revision", "build")
 MAX_VERSION_PART_DIGITS = 9
 """A version part longer than this is no real version: the label would be unbounded, so it is refused."""
 
+MAX_NAME_CHARS = 64
+"""The Room's name and TrueConf ID are label values of `trueconf_room_identity_info`: cut to this many
+characters (a name is the Room's own text, of any length)."""
+
 
 class ShapeError(ValueError):
     """A successful optional reply that does not hold what the reference says it holds."""
+
+
+@dataclass(frozen=True)
+class RoomIdentity:
+    """Who the Room is logged in as (getSystemInfo `authInfo`), each part ready to be a label value: control
+    and bidi characters escaped visibly (exporter/text.py), cut to MAX_NAME_CHARS characters.
+
+    `name` is the display name `peerDn`, or the TrueConf ID when the Room gives no display name; `peer_id`
+    is `peerId`, empty when the Room gives none."""
+
+    name: str
+    peer_id: str
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    """What a successful getSystemInfo reply says: the version always, the identity only while logged in."""
+
+    version: str
+    identity: RoomIdentity | None
 
 
 @dataclass(frozen=True)
@@ -74,8 +99,9 @@ class RoomPicture:
     """What one scrape learnt from a Room that answered `getOutgoingFilesRequests`.
 
     Every optional part is None when its method was not asked this scrape, failed, or was unreadable.
-    `version` may also come from earlier in the session (`parse_room`'s `known_version`), since the version
-    is asked once per session. `method_success` has one entry per method asked this scrape, in asking order.
+    `version` and `identity` may also come from earlier in the session (`parse_room`'s `known_version` and
+    `known_identity`), since getSystemInfo is asked once per session. `method_success` has one entry per
+    method asked this scrape, in asking order.
     `collected_at` is the exporter's clock (Unix seconds) that ages are computed against.
     """
 
@@ -85,6 +111,7 @@ class RoomPicture:
     availability: str | None = None
     app_state: str | None = None
     version: str | None = None
+    identity: RoomIdentity | None = None
     method_success: Mapping[str, bool] = field(default_factory=dict)
 
 
@@ -93,6 +120,7 @@ def parse_room(
     asked: Sequence[str],
     now: float,
     known_version: str | None = None,
+    known_identity: RoomIdentity | None = None,
 ) -> RoomPicture:
     """The picture of one scrape.
 
@@ -100,7 +128,8 @@ def parse_room(
     `replies` maps each method that got a reply to that reply, successful or not (a method with no reply in
     time is simply missing). `now` is the exporter's clock at collection (Unix seconds), kept as
     `collected_at` for the ages. `known_version` is a version learnt earlier in the session: it stands when
-    getSystemInfo was not asked (or failed) this scrape.
+    getSystemInfo was not asked (or failed) this scrape; `known_identity` likewise, and also when this
+    scrape's reply carries no `authInfo` (the Room is not logged in now).
 
     Raises CollectionError for the outgoing reply alone: reason `api` when the Room refused it, `timeout`
     when it is missing, `protocol` when it is not an object; and ReplyShapeError when its list is not a list.
@@ -120,13 +149,15 @@ def parse_room(
         success[method] = value is not None
         if value is not None:
             parts[method] = value
+    system_info: SystemInfo | None = parts.get(SYSTEM_INFO_METHOD)
     return RoomPicture(
         outgoing=outgoing,
         collected_at=now,
         incoming=parts.get(INCOMING_METHOD),
         availability=parts.get(AVAILABILITY_METHOD),
         app_state=parts.get(APP_STATE_METHOD),
-        version=parts.get(SYSTEM_INFO_METHOD, known_version),
+        version=known_version if system_info is None else system_info.version,
+        identity=known_identity if system_info is None or not system_info.identity else system_info.identity,
         method_success=success,
     )
 
@@ -212,6 +243,44 @@ def parse_version(reply: dict[str, Any]) -> str:
     return ".".join(parts)
 
 
+def parse_system_info(reply: dict[str, Any]) -> SystemInfo:
+    """The version (parse_version: raises ShapeError when unreadable) and the identity (parse_identity) of a
+    successful getSystemInfo reply."""
+    return SystemInfo(parse_version(reply), parse_identity(reply))
+
+
+def parse_identity(reply: dict[str, Any]) -> RoomIdentity | None:
+    """Who the Room is logged in as, from `authInfo {peerId, peerDn}`; None when it holds neither.
+
+    `authInfo` is sent only while the Room is logged in to its server, so its absence is no defect, and an
+    unreadable one (not an object, a number for a name) costs only the identity, never the version. A part
+    that is not a string, or is empty or only spaces, is not known; a name is never invented but from the
+    TrueConf ID. Both are made safe and short as label values (RoomIdentity)."""
+    auth = reply.get("authInfo")
+    if not isinstance(auth, dict):
+        return None
+    name, peer_id = _label_text(auth.get("peerDn")), _label_text(auth.get("peerId"))
+    if not name and not peer_id:
+        return None
+    return RoomIdentity(name or peer_id, peer_id)
+
+
+def _label_text(value: Any) -> str:
+    """A Room's string as a bounded, safe label value; empty for anything but a string with a character
+    other than a space. Only the first characters are looked at, whatever the string's length."""
+    if not isinstance(value, str):
+        return ""
+    return visible(value[: MAX_NAME_CHARS * 2].strip())[:MAX_NAME_CHARS].strip()
+
+
+def identity_of(system_info: dict[str, Any] | None) -> RoomIdentity | None:
+    """The identity in a getSystemInfo reply kept from earlier in the session, for `parse_room`'s
+    `known_identity`; None when there is none or the reply failed."""
+    if system_info is None or protocol.failure_text(system_info) is not None:
+        return None
+    return parse_identity(system_info)
+
+
 def version_of(system_info: dict[str, Any] | None) -> str | None:
     """The version in a getSystemInfo reply kept from earlier in the session, for `parse_room`'s
     `known_version`; None when there is none or it is failed or unreadable."""
@@ -237,5 +306,5 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], object]] = {
     INCOMING_METHOD: parse_incoming_reply,
     AVAILABILITY_METHOD: parse_availability,
     APP_STATE_METHOD: parse_app_state,
-    SYSTEM_INFO_METHOD: parse_version,
+    SYSTEM_INFO_METHOD: parse_system_info,
 }
