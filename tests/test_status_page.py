@@ -3,21 +3,26 @@
 
 from __future__ import annotations
 
+import gc
 import html
 import re
 import time
 import urllib.parse
+import weakref
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exporter.collect import verdicts
 from exporter.collect.collection import Collection
 from exporter.collect.history import RecentResults
 from exporter.fleet.reload import ConfigHolder
-from exporter.room import CollectionError, Reason, RoomTarget, parse_target
+from exporter.room import CollectionError, Reason, RoomTarget, parse_target, picture
 from exporter.room.file_requests import Snapshot
+from exporter.room.picture import RoomIdentity, RoomPicture
 from exporter.text import is_unsafe
 from exporter.web import pages
 from exporter.web.app import ExporterApp
@@ -77,11 +82,21 @@ def test_a_rooms_message_is_kept_short():
     assert len(room.results[-1].detail) == 500
 
 
-ROW = re.compile(r'<tr><td><code>([^<]*)</code></td><td><code>([^<]*)</code></td><td class="(up|down)">')
+ROW = re.compile(
+    r'<tr class="(?P<group>down|warn|ok)"><td>(?:<a href="room\?[^"]*">)?'
+    r"(?:<b>(?P<name>[^<]*)</b><br><small>)?(?P<target>[^<]*)(?:</small>)?(?:</a>)?[^<]*</td>"
+    r"(?:<td>(?P<module>[^<]*)</td>)?<td>(?:<b>)?(?P<verdict>[^<]*)"
+)
 
 
 def board_rows(page: str) -> list[tuple[str, str, str]]:
-    return ROW.findall(page)
+    """Each row's target, module and verdict, in the page's order."""
+    return [(row["target"], row["module"], row["verdict"]) for row in ROW.finditer(page)]
+
+
+def board_names(page: str) -> list[tuple[str, str]]:
+    """Each row's name (empty when not known) and target."""
+    return [(row["name"] or "", row["target"]) for row in ROW.finditer(page)]
 
 
 def fleet_settings() -> ExporterSettings:
@@ -100,7 +115,28 @@ def config_file(tmp_path: Path, modules: int = 1, allowed: int = 1, name_length:
     return ConfigHolder(path, 5.0)
 
 
-def test_the_rooms_that_are_down_come_first_then_the_rest_most_recent_first_within_each(tmp_path):
+def answered(
+    target: str,
+    at: float,
+    failed: int = 0,
+    waiting_age: float | None = None,
+    availability: str | None = None,
+    identity: RoomIdentity | None = None,
+    version: str | None = None,
+) -> Collection:
+    """A Room that answered, with the facts the page shows."""
+    snapshot = Snapshot()
+    snapshot.counts[("failed", "conference")] = failed
+    if waiting_age is not None:
+        snapshot.counts[("waiting", "peer")] = 1
+        snapshot.oldest_pending_created_at["waiting"] = at - waiting_age
+    room_picture = RoomPicture(
+        outgoing=snapshot, collected_at=at, availability=availability, identity=identity, version=version
+    )
+    return Collection(parse_target(target), 0.01, at, snapshot=snapshot, picture=room_picture)
+
+
+def test_the_rooms_that_are_down_come_first_then_those_with_a_problem_newest_first_within_each(tmp_path):
     history = RecentResults()
     now = time.time()
     for name, up, age in [
@@ -112,40 +148,138 @@ def test_the_rooms_that_are_down_come_first_then_the_rest_most_recent_first_with
     ]:
         history.record(collection(f"{name}.example.org", up=up, at=now - age), module="default")
     history.record(collection("b.example.org", up=False, at=now - 40), module="default")
+    history.record(answered("f.example.org", now - 20, waiting_age=901), module="default")
+    history.record(answered("g.example.org", now - 3, availability="forbidden_by_server"), module="default")
     page = landing_page(fleet_settings(), config_file(tmp_path), history).decode()
-    assert [(target, state) for target, _, state in board_rows(page)] == [
-        ("ws://d.example.org:8765", "down"),
-        ("ws://b.example.org:8765", "down"),
-        ("ws://c.example.org:8765", "up"),
-        ("ws://a.example.org:8765", "up"),
-        ("ws://e.example.org:8765", "up"),
+    assert [(target, verdict) for target, _, verdict in board_rows(page)] == [
+        ("d.example.org:8765", "down (connect)"),
+        ("b.example.org:8765", "down (connect)"),
+        ("g.example.org:8765", "file transfer unavailable"),
+        ("f.example.org:8765", "transfer waiting too long"),
+        ("c.example.org:8765", "ok"),
+        ("a.example.org:8765", "ok"),
+        ("e.example.org:8765", "ok"),
     ]
-    assert "5 Rooms remembered: 2 down, 3 up" in page
+    assert "<b>7 Rooms</b>: <b>4 need attention</b>, 2 of them down; 3 ok." in page
+    assert page.count('<tr class="down">') == 2 and page.count('<tr class="warn">') == 2
+    assert "<td><b>15m01s</b></td>" in page, "the fact behind the verdict stands out"
+    assert "<td><b>forbidden by server</b></td>" in page
+
+
+def test_new_failures_while_the_failed_count_rose_within_the_rules_window(tmp_path):
+    history = RecentResults()
+    now = time.time()
+    history.record(answered("a.example.org", now - 120, failed=4), module="default")
+    history.record(answered("a.example.org", now - 105, failed=4), module="default")
+    assert history.board(now)[0].verdict.words == "ok", "failures already there when first read are not new"
+    history.record(collection("a.example.org", up=False, at=now - 90), module="default")
+    history.record(answered("a.example.org", now - 75, failed=6), module="default")
+    history.record(answered("a.example.org", now - 60, failed=6), module="default")
+    [row] = history.board(now)
+    assert (row.verdict.words, row.result.failed) == ("new failures", 6), "risen across a failed scrape"
+    assert history.board(now - 75 + verdicts.NEW_FAILURES_WINDOW_SECONDS)[0].verdict.words == "new failures"
+    assert history.board(now - 74 + verdicts.NEW_FAILURES_WINDOW_SECONDS)[0].verdict.words == "ok"
+    page = landing_page(fleet_settings(), config_file(tmp_path), history).decode()
+    assert "<td><b>new failures</b></td><td><b>6</b></td>" in page
+
+
+def test_a_rooms_name_is_remembered_once_seen_and_shown_beside_its_target(tmp_path):
+    history = RecentResults()
+    now = time.time()
+    identity = RoomIdentity("Board room 3", "room3@example.org")
+    history.record(answered("a.example.org", now - 60, identity=identity, version="5.0.2.17"), "default")
+    history.record(answered("a.example.org", now - 45), "default")  # getSystemInfo not asked this scrape
+    history.record(collection("a.example.org", up=False, at=now - 30), "default")
+    history.record(answered("b.example.org", now - 20), "default")  # never said its name
+    page = landing_page(fleet_settings(), config_file(tmp_path), history).decode()
+    assert board_names(page) == [("Board room 3", "a.example.org:8765"), ("", "b.example.org:8765")]
+    assert "<td>5.0.2.17</td>" in page
+    status, room = room_page(history, "target=a.example.org&module=default", fleet=True)
+    assert status == "200 OK"
+    assert "<h1>Board room 3: <code>ws://a.example.org:8765</code>" in room.decode()
+    assert (
+        "Logged in as <b>Board room 3</b>, TrueConf ID room3@example.org. Version 5.0.2.17." in room.decode()
+    )
+    assert "Name not known yet" in room_page(history, "target=b.example.org&module=default", True)[1].decode()
+
+
+def test_a_result_keeps_a_few_numbers_never_the_rooms_picture():
+    history = RecentResults()
+    now = time.time()
+    kept = answered("a.example.org", now, failed=3, waiting_age=20, availability="available")
+    snapshot = weakref.ref(kept.snapshot)
+    history.record(kept, "default")
+    del kept
+    gc.collect()
+    assert snapshot() is None, "the history holds no snapshot, picture or collection"
+    result = history.rooms()[0].results[-1]
+    assert not hasattr(result, "__dict__"), "slots: a result is its fields and nothing more"
+    fields = {name: getattr(result, name) for name in result.__slots__}
+    assert all(isinstance(value, int | float | str | None) for value in fields.values()), fields
+    assert (result.failed, result.waiting_age, result.availability) == (3, 20, "available")
 
 
 WORST_ROOMS = 1000
 """The most Rooms remembered (history.MAX_ROOMS)."""
+LONGEST_VERSION = ".".join(["999999999"] * 4)
+"""picture.parse_version's longest: four parts of MAX_VERSION_PART_DIGITS digits."""
 
 
-def worst_history(target_host: str, module: str, reason: str, message: str) -> RecentResults:
+def every_problem(target: RoomTarget, at: float, failed: int, name: str) -> Collection:
+    """A Room that answered with every problem at once, every number at its widest and its name as long as
+    the page shows: the biggest row `/` can have."""
+    snapshot = Snapshot()
+    snapshot.counts[("failed", "peer")] = failed
+    snapshot.oldest_pending_created_at.update(waiting=at - 1e15, downloading=at - 1e15)
+    snapshot.malformed = 10**15
+    picture = RoomPicture(
+        outgoing=snapshot,
+        collected_at=at,
+        availability="forbidden_by_license",
+        app_state="ending_conference",
+        version=LONGEST_VERSION,
+        identity=RoomIdentity(name, name),
+    )
+    return Collection(target, 1e300, at, snapshot=snapshot, picture=picture)
+
+
+def worst_history(
+    target_host: str, module: str, reason: str, message: str, latest_up: bool = True
+) -> RecentResults:
     """1 000 Rooms of 10 results each (the most remembered), every text as long as a Room or a probe can
-    make it; all down, so every row carries its reason and message."""
+    make it. Each Room first answers twice with every problem (its failed count rising, its name and
+    version remembered), then is down with its longest message (the reason as long as any text, although a
+    reason is one of ours); with `latest_up` it answers once more with every problem, so its row on `/`
+    is the biggest a row can be, otherwise its last ten results are all down (its own page at its biggest)."""
     history = RecentResults()
     now = time.time()
     for i in range(WORST_ROOMS):
         target = RoomTarget(f"{target_host}{i:04d}", 65535, discover=False)
-        for j in range(10):
-            # A reason is one of ours, never this long; here it is as long as any text.
+        module_name = f"{module}{i:04d}"
+        name = message[: 2 * picture.MAX_NAME_CHARS]
+        history.record(every_problem(target, now - 60, 10**14, name), module=module_name)
+        history.record(every_problem(target, now - 59, 10**15, name), module=module_name)
+        for j in range(9 if latest_up else 10):
             error = CollectionError(reason, message)  # type: ignore[arg-type]
-            history.record(Collection(target, 1e300, now - 60 + j, error=error), module=f"{module}{i:04d}")
+            history.record(Collection(target, 1e300, now - 50 + j, error=error), module=module_name)
+        if latest_up:
+            history.record(every_problem(target, now - 30, 10**15 + 1, name), module=module_name)
     return history
 
 
 def linked_at_most(field_chars: str, other_chars: str) -> tuple[str, str]:
-    """A host and a module whose link query is as long as a link may be, each shown as long as it may be."""
-    host, module = field_chars * 20, other_chars * 10
-    query = urllib.parse.urlencode({"target": f"ws://{host}0000:65535", "module": f"{module}0000"})
-    return host + "a" * (pages.LINK_QUERY_BYTES - len(query)), module
+    """A host and a module whose link query is as long as a link may be (the longest the page still links,
+    found by trying), each shown as long as it may be."""
+    host, module = field_chars * 12, other_chars * 8
+
+    def linked(padding: int) -> bool:
+        return pages._query(f"ws://{host}{'a' * padding}0000:65535", f"{module}0000") is not None
+
+    padding = 0
+    while linked(padding + 1):
+        padding += 1
+    assert linked(padding), "the host and module alone are too long to link"
+    return host + "a" * padding, module
 
 
 WORST_CASES = {
@@ -158,16 +292,23 @@ WORST_CASES = {
 }
 
 
+@pytest.mark.parametrize("latest", ["every-problem", "down"])
 @pytest.mark.parametrize("case", WORST_CASES, ids=list(WORST_CASES))
-def test_the_page_is_bounded_at_its_worst(tmp_path, case):
+def test_the_page_is_bounded_at_its_worst(tmp_path, case, latest):
     """Reproduction 4 of issue 15: 10 000 probes of 1 000 targets made `/` 1.7 MB (6.5 MB with the longest
-    messages), and a few hundred clients that never read it exhausted the memory limit."""
+    messages), and a few hundred clients that never read it exhausted the memory limit. Every Room's row at
+    its biggest: with every problem and every fact at its widest, or down with its longest message (issue
+    16's columns: 259 062 and 253 665 bytes for the linked case)."""
     host, module, reason, message = WORST_CASES[case]
     holder = config_file(tmp_path, modules=100, allowed=100, name_length=500)
-    page = landing_page(fleet_settings(), holder, worst_history(host, module, reason, message))
+    history = worst_history(host, module, reason, message, latest_up=latest == "every-problem")
+    page = landing_page(fleet_settings(), holder, history)
     assert len(page) <= pages.MAX_PAGE_BYTES <= 256 * 1024
     text = page.decode()
     assert len(board_rows(text)) == pages.MAX_ROWS
+    expected = ", ".join(verdicts.PROBLEMS) if latest == "every-problem" else "down ("
+    assert all(verdict.startswith(expected) for _, _, verdict in board_rows(text))
+    assert len(board_names(text)) == pages.MAX_ROWS and all(name for name, _ in board_names(text))
     assert f"{WORST_ROOMS - pages.MAX_ROWS} more Rooms not shown" in text
     assert "and 80 more modules" in text and "and 80 more entries" in text
     assert not any(is_unsafe(char) for char in text if char not in "\n")
@@ -177,7 +318,7 @@ def test_the_page_is_bounded_at_its_worst(tmp_path, case):
 
 def test_a_rooms_page_is_bounded_at_its_worst():
     for host, module, reason, message in WORST_CASES.values():
-        history = worst_history(host, module, reason, message)
+        history = worst_history(host, module, reason, message, latest_up=False)
         target, module_name = history.board()[0].target, history.board()[0].module
         query = urllib.parse.urlencode({"target": target, "module": module_name})
         status, page = room_page(history, query, fleet=True)
@@ -198,22 +339,29 @@ def test_the_page_is_built_quickly_for_a_thousand_rooms(tmp_path):
 
 def test_every_text_is_escaped_for_html_and_the_terminal(tmp_path):
     history = RecentResults()
+    now = time.time()
     target = RoomTarget(f"<b>{HOSTILE}", 8765, discover=False)
+    name = RoomIdentity(f"<script>{HOSTILE}", f"<i>{HOSTILE}")
+    history.record(replace(answered("10.0.0.1", now - 1, identity=name), target=target), "m&<")
     history.record(
-        collection(target, up=False, at=time.time(), reason=Reason.API, message=f"<script>{HOSTILE}"), "m&<"
+        collection(target, up=False, at=now, reason=Reason.API, message=f"<script>{HOSTILE}"), "m&<"
     )
     page = landing_page(fleet_settings(), config_file(tmp_path), history).decode()
-    for raw in (*UNSAFE_SHOWN, "<script>", "<b>"):
+    for raw in (*UNSAFE_SHOWN, "<script>", "<b>\x1b", "<b>&lt;b&gt;", "<i>"):
         assert raw not in page
-    assert "&lt;script&gt;\\x1b[2J\\x07\\r\\n  999.9 ms  forged line\\u202eevil" in page
-    assert "<code>m&amp;&lt;</code>" in page
-    query = urllib.parse.urlencode({"target": str(target), "module": "m&<"})
+    assert "<b>&lt;script&gt;\\x1b[2J\\x07\\r\\n  999.9 ms  forged line\\u202eevil</b>" in page, "the name"
+    assert "<small>ws://&lt;b&gt;\\x1b[2J\\x07\\r\\n" in page, "the target"
+    assert "<td>m&amp;&lt;</td>" in page
+    query = pages._query(str(target), "m&<")
+    assert query is not None and query == urllib.parse.urlencode({"target": str(target), "module": "m&<"})
     assert f'<a href="room?{html.escape(query)}">' in page
     status, room = room_page(history, query, fleet=True)
     assert status == "200 OK"
-    for raw in (*UNSAFE_SHOWN, "<script>", "<b>"):
+    for raw in (*UNSAFE_SHOWN, "<script>", "<b>\x1b", "<b>&lt;b&gt;", "<i>"):
         assert raw not in room.decode()
     assert "&lt;b&gt;\\x1b[2J" in room.decode()
+    assert "&lt;script&gt;\\x1b[2J\\x07\\r\\n  999.9 ms  forged line\\u202eevil" in room.decode()
+    assert "TrueConf ID &lt;i&gt;\\x1b[2J" in room.decode()
 
 
 @given(st.text(), st.integers(min_value=8, max_value=300))
@@ -266,12 +414,12 @@ def test_the_page_shows_each_probed_room_down_first_and_links_its_own_page(fleet
     page = body.decode()
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert board_rows(page) == [
-        ("ws://127.0.0.1:1", "default", "down"),
-        (f"ws://127.0.0.1:{websocket_port}", "open", "down"),
-        (f"ws://127.0.0.1:{websocket_port}", "default", "up"),
+        ("127.0.0.1:1", "default", "down (connect)"),
+        (f"127.0.0.1:{websocket_port}", "open", "down (auth)"),
+        (f"127.0.0.1:{websocket_port}", "default", "transfer taking too long"),  # doc-example: 2022
     ]
-    assert "down: auth" in page and "down: connect" in page
-    link = f"room?target=ws%3A%2F%2F127.0.0.1%3A{websocket_port}&amp;module=default"
+    assert board_names(page)[2] == ("Meeting room", f"127.0.0.1:{websocket_port}"), "getSystemInfo's authInfo"
+    link = f"room?target=127.0.0.1%3A{websocket_port}&amp;module=default"
     assert link in page
     status, headers, body = http_get(f"{url}/{link.replace('&amp;', '&')}")
     room = body.decode()
@@ -279,8 +427,8 @@ def test_the_page_shows_each_probed_room_down_first_and_links_its_own_page(fleet
     assert room.count("<tr><td>") == 10, "its last ten results"
     times = re.findall(r"<tr><td>([^<]+)</td>", room)
     assert times == sorted(times, reverse=True), "newest first"
-    probe = f"probe?target=ws%3A%2F%2F127.0.0.1%3A{websocket_port}&amp;module=default&amp;debug=true"
-    assert probe in room
+    probe = f"probe?target=127.0.0.1%3A{websocket_port}&amp;module=default&amp;debug=true"
+    assert probe in room and probe in page
     status, _, trace = http_get(f"{url}/{probe.replace('&amp;', '&')}")
     assert status == 200 and "getOutgoingFilesRequests " in trace.decode(), "the link gives the probe's trace"
     assert http_get(f"{url}/room?target=ws%3A%2F%2F127.0.0.1%3A9&module=default")[0] == 404
@@ -298,6 +446,7 @@ def test_without_a_config_file_a_room_is_named_by_its_target_alone():
     history.record(collection("10.0.0.1", up=False, at=time.time()))
     settings = ExporterSettings(parse_target("10.0.0.1"), None, 5.0)
     page = landing_page(settings, None, history).decode()
-    assert '<a href="room?target=ws%3A%2F%2F10.0.0.1%3A8765">' in page and "<th>module</th>" not in page
+    assert '<a href="room?target=10.0.0.1%3A8765">' in page and "<th>module</th>" not in page
+    assert "probe?" not in page, "no /probe without --config.file"
     status, room = room_page(history, "target=ws%3A%2F%2F10.0.0.1%3A8765", fleet=False)
     assert status == "200 OK" and "down" in room.decode() and "probe?" not in room.decode()

@@ -1,8 +1,10 @@
 """The most recent results of each Room collected, for the status pages: what an operator reads before curl.
 
-Memory is bounded four ways: a short ring of results per Room, a message kept to its first
-`MAX_DETAIL_CHARS` characters, Rooms not collected for a while are dropped, and at most `max_rooms` Rooms are
-kept (the least recently collected go first). Nothing here holds a PIN: a result keeps the target, the
+Memory is bounded four ways: a short ring of results per Room (each a few numbers, never the Room's
+picture), a message kept to its first `MAX_DETAIL_CHARS` characters, Rooms not collected for a while are
+dropped, and at most `max_rooms` Rooms are kept (the least recently collected go first). Beyond its results
+a Room keeps its name and version once seen (each at most 64 characters) and three numbers that tell new
+failures. Nothing here holds a PIN: a result keeps the target, the
 module name, the timing and the failure's reason and message (which never contains the PIN).
 """
 
@@ -11,9 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from exporter.collect.collection import Collection
+from exporter.collect.verdicts import Verdict, failures_rose, judge
+from exporter.room.file_requests import DESTINATIONS, Snapshot
+from exporter.room.picture import RoomIdentity
 
 RESULTS_PER_ROOM = 10
 FORGET_AFTER_SECONDS = 3600.0
@@ -24,9 +29,9 @@ MAX_DETAIL_CHARS = 500
 for text beyond Latin-1). Every page shows less of it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Result:
-    """One collection as the status pages show it."""
+    """One collection as the status pages show it: a few numbers and words, never the Room's picture."""
 
     at: float
     """Wall-clock time the collection finished."""
@@ -36,28 +41,53 @@ class Result:
     """Empty when up."""
     detail: str
     """The failure's message, or a summary of what the Room answered; raw (the pages make it safe to show)."""
+    failed: int | None = None
+    """Outgoing requests the Room lists as failed; None when down. The ages, the malformed count, the
+    availability and the app state below are None likewise, and also when the Room did not say."""
+    waiting_age: float | None = None
+    """Seconds the oldest outgoing request had been waiting when collected; None when none was waiting."""
+    downloading_age: float | None = None
+    malformed: int | None = None
+    availability: str | None = None
+    """One of picture.AVAILABILITY_STATES (the same string objects: nothing kept per result)."""
+    app_state: str | None = None
 
 
 @dataclass
 class RoomHistory:
-    """The recent results of one Room (one target read with one module), newest last."""
+    """The recent results of one Room (one target read with one module), newest last, and what is remembered
+    of it beyond them: its name and version once seen, and what tells new failures."""
 
     target: str
     module: str | None
     results: deque[Result]
+    identity: RoomIdentity | None = None
+    """Who the Room is logged in as, from the last getSystemInfo that said (asked once per session)."""
+    version: str | None = None
+    failed_seen: int | None = None
+    """The failed count of the latest result that had one, read at `failed_seen_at`."""
+    failed_seen_at: float | None = None
+    failures_rose_at: float | None = None
+    """When the failed count was last seen to rise (verdicts.failures_rose); None when never."""
 
     @property
     def last_seen(self) -> float:
         return self.results[-1].at
 
+    def copy(self) -> RoomHistory:
+        return replace(self, results=deque(self.results))
+
 
 @dataclass(frozen=True)
 class Latest:
-    """One Room's latest result: one row of the status page."""
+    """One Room's latest result and verdict: one row of the status page."""
 
     target: str
     module: str | None
     result: Result
+    identity: RoomIdentity | None
+    version: str | None
+    verdict: Verdict
 
 
 def result_of(collection: Collection) -> Result:
@@ -66,7 +96,20 @@ def result_of(collection: Collection) -> Result:
         detail = f"{snapshot.total} outgoing requests, {snapshot.pending} pending"
         if snapshot.malformed:
             detail += f", {snapshot.malformed} malformed"
-        return Result(collection.collected_at, collection.duration_seconds, True, "", detail)
+        at, picture = collection.collected_at, collection.picture
+        return Result(
+            at,
+            collection.duration_seconds,
+            True,
+            "",
+            detail,
+            failed=sum(snapshot.counts[("failed", side)] for side in DESTINATIONS),
+            waiting_age=_age(snapshot, "waiting", at),
+            downloading_age=_age(snapshot, "downloading", at),
+            malformed=snapshot.malformed,
+            availability=None if picture is None else picture.availability,
+            app_state=None if picture is None else picture.app_state,
+        )
     assert collection.error is not None
     error = collection.error
     return Result(
@@ -75,6 +118,28 @@ def result_of(collection: Collection) -> Result:
         False,
         str(error.reason),
         error.message[:MAX_DETAIL_CHARS],
+    )
+
+
+def _age(snapshot: Snapshot, status: str, at: float) -> float | None:
+    """The age the metric shows (never negative), or None when no request is in `status`."""
+    if snapshot.oldest_pending_created_at[status] is None:
+        return None
+    return snapshot.oldest_pending_age(status, at)
+
+
+def verdict_of(room: RoomHistory, now: float) -> Verdict:
+    """A Room's verdict now, from its latest result and when its failed count last rose."""
+    result = room.results[-1]
+    return judge(
+        up=result.up,
+        reason=result.reason,
+        waiting_age=result.waiting_age,
+        downloading_age=result.downloading_age,
+        failures_rose_at=room.failures_rose_at,
+        availability=result.availability,
+        malformed=result.malformed,
+        now=now,
     )
 
 
@@ -95,9 +160,19 @@ class RecentResults:
 
     def record(self, collection: Collection, module: str | None = None) -> None:
         key = (str(collection.target), module)
+        result = result_of(collection)
+        picture = collection.picture
         with self._lock:
             room = self._rooms.pop(key, None) or RoomHistory(key[0], module, deque(maxlen=self.per_room))
-            room.results.append(result_of(collection))
+            room.results.append(result)
+            if picture is not None and picture.identity is not None:
+                room.identity = picture.identity
+            if picture is not None and picture.version is not None:
+                room.version = picture.version
+            if result.failed is not None:
+                if failures_rose(room.failed_seen, room.failed_seen_at, result.failed, result.at):
+                    room.failures_rose_at = result.at
+                room.failed_seen, room.failed_seen_at = result.failed, result.at
             self._rooms[key] = room  # most recently collected last
             self._forget(time.time())
 
@@ -105,18 +180,27 @@ class RecentResults:
         """Every Room still remembered, the most recently collected first, each with its results copied."""
         with self._lock:
             self._forget(time.time())
-            return [
-                RoomHistory(room.target, room.module, deque(room.results))
-                for room in reversed(self._rooms.values())
-            ]
+            return [room.copy() for room in reversed(self._rooms.values())]
 
-    def board(self) -> list[Latest]:
-        """Every Room still remembered by its latest result: the Rooms that are down first, then the rest,
-        the most recently collected first within each (what needs attention at the top)."""
+    def board(self, now: float | None = None) -> list[Latest]:
+        """Every Room still remembered by its latest result and its verdict at `now` (the clock by default):
+        the Rooms that are down first, then those that need attention for another reason, then the rest, the
+        most recently collected first within each (what needs attention at the top)."""
+        now = time.time() if now is None else now
         with self._lock:
             self._forget(time.time())
-            latest = [Latest(room.target, room.module, room.results[-1]) for room in self._rooms.values()]
-        latest.sort(key=lambda row: (row.result.up, -row.result.at))
+            latest = [
+                Latest(
+                    room.target,
+                    room.module,
+                    room.results[-1],
+                    room.identity,
+                    room.version,
+                    verdict_of(room, now),
+                )
+                for room in self._rooms.values()
+            ]
+        latest.sort(key=lambda row: (row.verdict.group, -row.result.at))
         return latest
 
     def room(self, target: str, module: str | None) -> RoomHistory | None:
@@ -124,7 +208,7 @@ class RecentResults:
         with self._lock:
             self._forget(time.time())
             room = self._rooms.get((target, module))
-            return None if room is None else RoomHistory(room.target, room.module, deque(room.results))
+            return None if room is None else room.copy()
 
     def _forget(self, now: float) -> None:
         while self._rooms:
