@@ -108,8 +108,14 @@ def test_check_with_a_wrong_pin_says_auth(processes, tmp_path):
         (["check", "--target", "::1"], "write it in brackets, as [::1]:8765"),
         (["serve", "--target", "ws://room:8765/api"], "has a path"),
         (["serve", "--target", ""], "empty"),
-        (["serve", "--timeout", "soon"], "not a valid float"),
-        (["serve", "--timeout", "0"], "0.05<=x<=600"),
+        (["serve", "--timeout", "soon"], "must be seconds (5, 2.5s, 500ms or 1m), found 'soon'"),
+        (["serve", "--timeout", "0"], "must be between 0.05s and 600s, found 0s"),
+        (["serve", "--timeout", "11m"], "must be between 0.05s and 600s, found 660s"),
+        (["serve", "--room.session-idle-timeout", "500ms"], "must be at least 1s, found 0.5s"),
+        (["serve", "--web.read-header-timeout", "-1s"], "must be seconds"),
+        (["check", "--target", "fd00::1:8765"], "as [fd00::1]:8765, or [fd00::1:8765]:8765 if all"),
+        (["check", "--pin", ""], "the value is empty; leave it out for a Room without a PIN"),
+        (["check", "--pin-file", ""], "the value is empty; leave it out for a Room without a PIN"),
         (["serve", "--web.listen-address", "nowhere"], "HOST:PORT"),
         (["serve", "--no-such-flag"], "No such option"),
         (["serve", "--pin-file", "/nonexistent/pin"], "cannot read /nonexistent/pin"),
@@ -124,6 +130,120 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message):
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: "), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "TRUECONF_EXPORTER_PIN",
+            "",
+            "TRUECONF_EXPORTER_PIN is set but empty; unset it for a Room without a PIN",
+        ),
+        ("TRUECONF_EXPORTER_PIN", "  ", "TRUECONF_EXPORTER_PIN is set but empty"),
+        ("TRUECONF_EXPORTER_PIN_FILE", "", "TRUECONF_EXPORTER_PIN_FILE is set but empty"),
+        (
+            "TRUECONF_EXPORTER_TARGET",
+            "",
+            "TRUECONF_EXPORTER_TARGET is set but empty; unset it for its default",
+        ),
+        ("TRUECONF_EXPORTER_TIMEOUT", "", "TRUECONF_EXPORTER_TIMEOUT is set but empty"),
+        ("TRUECONF_EXPORTER_TIMEOUT", "5 s s", "must be seconds (5, 2.5s, 500ms or 1m), found '5 s s'"),
+        ("TRUECONF_EXPORTER_TIMEOUT", "700", "must be between 0.05s and 600s, found 700s"),
+    ],
+)
+def test_an_empty_or_bad_variable_is_refused_as_the_flag_is(variable, value, message):
+    """An empty variable once meant "not set" (an empty TRUECONF_EXPORTER_PIN: no PIN) where the empty flag
+    was refused; both are refused now, in one line."""
+    target = [] if variable == "TRUECONF_EXPORTER_TARGET" else ["--target", "127.0.0.1:1"]
+    result = run("check", *target, env={variable: value})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: "), result.stderr
+
+
+def test_duration_flags_and_variables_take_every_form(processes):
+    """`--timeout 5s` was refused while the config file took `5s`: every form works on both now."""
+    room = processes["emulator"]("--scenario", "doc-example")
+    target = f"127.0.0.1:{room.ports['websocket']}"
+    for duration in ("2500ms", "2.5s", "2.5", "0.05m", ".5s", "3"):
+        by_flag = run("check", "--target", target, "--timeout", duration)
+        by_variable = run("check", "--target", target, env={"TRUECONF_EXPORTER_TIMEOUT": duration})
+        for result in (by_flag, by_variable):
+            assert result.returncode == 0, (duration, result.stderr)
+            assert result.stdout.splitlines()[-1].startswith("Room answered: ")
+    exporter = processes["exporter"](
+        "--target",
+        target,
+        "--timeout",
+        "1500ms",
+        "--web.read-header-timeout",
+        "1m",
+        env={"TRUECONF_EXPORTER_ROOM_SESSION_IDLE_TIMEOUT": "2m"},
+    )
+    text = http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics")[2].decode()
+    assert value(text, "trueconf_up") == 1
+
+
+def test_a_pin_file_others_can_read_draws_one_warning_and_never_the_pin(processes, tmp_path):
+    pin_file = tmp_path / "room-pin"
+    pin_file.write_text("97531\n")
+    room = processes["emulator"]("--scenario", "doc-example", "--pin-file", str(pin_file))
+    target = f"127.0.0.1:{room.ports['websocket']}"
+    for mode, group, expected in [
+        (0o644, None, f"PIN file {pin_file} is readable by others (mode 0644); chmod 600 it"),
+        (0o640, 65534, f"PIN file {pin_file} is readable by group 65534 (mode 0640); chmod 600 it"),
+        (0o600, 65534, None),
+        (0o640, os.getgid(), None),  # the exporter's own group: a Kubernetes Secret with fsGroup, 0440
+    ]:
+        pin_file.chmod(mode)
+        if group is not None:
+            os.chown(pin_file, -1, group)
+        result = run("check", "--target", target, "--pin-file", str(pin_file))
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "PIN file" in line]
+        assert warnings == ([] if expected is None else [warnings[0]]), result.stderr
+        if expected is not None:
+            assert expected in warnings[0] and "level=warning" in warnings[0]
+        assert "97531" not in result.stdout + result.stderr
+
+
+def test_a_module_pin_file_others_can_read_is_warned_about_at_start(processes, tmp_path):
+    pin_file = tmp_path / "boardroom-pin"
+    pin_file.write_text("86420")
+    pin_file.chmod(0o604)
+    config = tmp_path / "config.yml"
+    config.write_text(f"modules:\n  default:\n    pin_file: {pin_file.name}\n")
+    exporter = processes["exporter"]("--config.file", str(config))
+    wait_for(
+        exporter, "stderr", r"PIN file \S*boardroom-pin is readable by others \(mode 0604\); chmod 600 it"
+    )
+    assert "86420" not in exporter.stderr
+
+
+def test_pin_on_the_command_line_draws_a_warning_the_variable_does_not(processes):
+    room = processes["emulator"]("--scenario", "doc-example")
+    target = f"127.0.0.1:{room.ports['websocket']}"
+    flag = run("check", "--target", target, "--pin", "13579")
+    variable = run("check", "--target", target, env={"TRUECONF_EXPORTER_PIN": "13579"})
+    assert flag.returncode == variable.returncode == 0, flag.stderr + variable.stderr
+    [warning] = [line for line in flag.stderr.splitlines() if "--pin is on the command line" in line]
+    assert "every user of this machine can read it" in warning and "level=warning" in warning
+    assert "--pin is on the command line" not in variable.stderr
+    assert "13579" not in flag.stdout + flag.stderr + variable.stdout + variable.stderr
+
+
+def test_a_websocket_port_given_as_http_is_named_the_websocket_port(processes):
+    room = processes["emulator"]("--scenario", "doc-example")
+    port = room.ports["websocket"]
+    result = run("check", "--target", f"http://127.0.0.1:{port}", "--timeout", "2s")
+    assert result.returncode == 1
+    verdict = result.stdout.splitlines()[-1]
+    assert (
+        f"port {port} is the WebSocket port, not the web UI's: write the target as ws://127.0.0.1:{port}"
+        in (verdict)
+    )
 
 
 def test_an_empty_pin_file_is_an_error(tmp_path):
@@ -221,6 +341,9 @@ def test_the_example_prometheus_config_scrapes_the_demo():
         r for r in jobs["trueconf-probe"]["relabel_configs"] if r["target_label"] == "__address__"
     ]
     assert to_exporter["replacement"] == DEMO_LISTEN_ADDRESS
+    # README: a job's `params: {module: ...}` overrides every Room's __param_module in Prometheus 2.42
+    probe_jobs = [job for job in jobs.values() if job.get("metrics_path") == "/probe"]
+    assert probe_jobs and all("params" not in job for job in probe_jobs)
 
 
 def test_sighup_without_a_config_file_is_logged_and_ignored(processes):

@@ -12,10 +12,11 @@ from exporter import __version__
 from exporter.cli.check import check
 from exporter.cli.demo import demo
 from exporter.cli.emulator import emulate
+from exporter.cli.options import OneLineErrors
 from exporter.cli.serve import serve
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="trueconf-exporter")
 def main() -> None:
     """Prometheus exporter for the outgoing file requests of TrueConf Room endpoints."""

@@ -40,7 +40,10 @@ def check(
     log_format: str,
     **collectors: bool,
 ) -> None:
-    """Read the Room once, print its metrics and a verdict; exit 0 if it answered, 1 otherwise."""
+    """Read the Room once, print its metrics and a verdict.
+
+    Exit 0 if it answered, 1 if not, 2 for a mistake in a flag or a file.
+    """
     setup_logging(log_level, log_format)
     require_supported_websocket_client()
     methods = methods_for(dict(collectors_given(collectors)))

@@ -3,12 +3,22 @@ message limit, the optional methods (collectors), and the Room sessions `serve` 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from exporter.cli.options import DEFAULT_TIMEOUT_SECONDS, FC, _TargetParamType, apply, option
+from exporter.cli.options import (
+    DEFAULT_TIMEOUT_SECONDS,
+    FC,
+    _TargetParamType,
+    apply,
+    duration_option,
+    option,
+    seconds,
+)
 from exporter.files.pinfile import PinFileError, read_pin_file
 from exporter.fleet.config import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
 from exporter.room import RoomTarget, TargetError, parse_target
@@ -20,6 +30,8 @@ from exporter.room.frames import (
 from exporter.room.sessions import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_SESSIONS
 
 DEFAULT_TARGET = "ws://127.0.0.1:8765"
+NO_PIN = "for a Room without a PIN"
+log = logging.getLogger("exporter")
 
 
 class TargetType(_TargetParamType):
@@ -35,7 +47,10 @@ class TargetType(_TargetParamType):
 
 
 def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
-    """The PIN from `--pin` or `--pin-file` (stripped); None means unsecured auth. Never echoes the PIN."""
+    """The PIN from `--pin` or `--pin-file` (stripped); None means unsecured auth. Never echoes the PIN.
+
+    A PIN given on the command line is warned about (every user of the machine can read it in the process
+    list); a PIN file others can read is warned about by read_pin_file."""
     if pin is not None and pin_file is not None:
         raise click.UsageError("--pin and --pin-file are mutually exclusive: give one")
     if pin_file is not None:
@@ -44,10 +59,18 @@ def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
         except PinFileError as error:
             raise click.BadParameter(str(error), param_hint="--pin-file") from None
     if pin is not None and not pin.strip():
-        raise click.BadParameter(
-            "the PIN is empty; leave it out for a Room without a PIN", param_hint="--pin"
+        raise click.BadParameter(f"the PIN is empty; leave it out {NO_PIN}", param_hint="--pin")
+    if pin is not None and _given_on_the_command_line("pin"):
+        log.warning(
+            "--pin is on the command line, where every user of this machine can read it (ps); "
+            "use --pin-file or TRUECONF_EXPORTER_PIN instead"
         )
     return pin.strip() if pin is not None else None
+
+
+def _given_on_the_command_line(name: str) -> bool:
+    context = click.get_current_context(silent=True)
+    return context is not None and context.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
 
 def require_supported_websocket_client() -> None:
@@ -74,22 +97,26 @@ def room_options(command: FC) -> FC:
             "--pin",
             variable="PIN",
             default=None,
+            empty_hint=NO_PIN,
             help="The Room's PIN. Prefer --pin-file or the environment variable: a command line "
-            "is visible to every user of the machine.",
+            "is visible to every user of the machine (a warning says so).",
         ),
         option(
             "--pin-file",
             type=click.Path(path_type=Path, dir_okay=False),
             variable="PIN_FILE",
             default=None,
-            help="A file holding the Room's PIN (whitespace stripped).",
+            empty_hint=NO_PIN,
+            help="A file holding the Room's PIN (whitespace stripped), readable by you alone (a warning "
+            "names a file others can read).",
         ),
-        option(
+        duration_option(
             "--timeout",
-            type=click.FloatRange(min=MIN_TIMEOUT_SECONDS, max=MAX_TIMEOUT_SECONDS),
-            default=DEFAULT_TIMEOUT_SECONDS,
+            low=MIN_TIMEOUT_SECONDS,
+            high=MAX_TIMEOUT_SECONDS,
+            default=seconds(DEFAULT_TIMEOUT_SECONDS),
             variable="TIMEOUT",
-            help="Seconds one whole collection may take: discovery, connect, auth and reply.",
+            help="How long one whole collection may take: discovery, connect, auth and reply.",
         ),
         option(
             "--max-message-bytes",
@@ -144,13 +171,13 @@ def session_options(command: FC) -> FC:
             help="Keep one authorised session per Room between scrapes (one login, one round trip per "
             "scrape); without it every scrape connects and logs in anew. A module's `sessions` overrides it.",
         ),
-        option(
+        duration_option(
             "--room.session-idle-timeout",
             "session_idle_timeout",
-            type=click.FloatRange(min=1),
-            default=DEFAULT_IDLE_SECONDS,
+            low=1,
+            default=seconds(DEFAULT_IDLE_SECONDS),
             variable="ROOM_SESSION_IDLE_TIMEOUT",
-            help="Seconds a session may go unscraped before it is closed.",
+            help="How long a session may go unscraped before it is closed.",
         ),
         option(
             "--room.max-sessions",

@@ -3,7 +3,7 @@
     modules:
       default:
         pin_file: /run/secrets/room_pin   # or pin_env: ROOM_PIN (also reads ROOM_PIN_FILE), or pin: (warned)
-        timeout: 5s                       # seconds: 5, 5s, 2.5s or 500ms; --timeout when left out
+        timeout: 5s                       # a duration: 5, 5s, 2.5s, 500ms or 1m; --timeout when left out
         discovery: false                  # true: a bare HOST[:PORT] is the Room's web UI; ask it for the port
         allowed_targets:                  # where this module's PIN may go: the same syntax as below
           - "room-*.example.org"
@@ -81,7 +81,28 @@ MIN_TIMEOUT_SECONDS = 0.05
 MAX_TIMEOUT_SECONDS = 600.0
 """The range of a collection timeout, in a module and in --timeout alike."""
 MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
+DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+DURATION_FORMS = "5, 2.5s, 500ms or 1m"
+"""How a duration is written, in the config file and in every duration flag and its variable alike."""
+
+
+def parse_duration(value: Any, low: float, high: float | None = None) -> float:
+    """Seconds from a number (seconds) or a text such as `5`, `2.5s`, `500ms`, `1m`, `1h`, checked against
+    [low, high]. One parser for the config file's `timeout` and every duration flag, so both take the same
+    forms and give the same message. ValueError with a short message that quotes the value (never a PIN:
+    only durations come here)."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := DURATION.match(value)):
+        seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)]
+    if seconds is None or not math.isfinite(seconds):
+        raise ValueError(f"must be seconds ({DURATION_FORMS}), found {value!r}")
+    if seconds < low or (high is not None and seconds > high):
+        bounds = f"between {low:g}s and {high:g}s" if high is not None else f"at least {low:g}s"
+        raise ValueError(f"must be {bounds}, found {seconds:g}s")
+    return seconds
 
 
 class ConfigError(YamlFileError):
@@ -466,20 +487,10 @@ def _pin_from_env(path: Path | str, key: str, variable: str) -> str:
 
 
 def _timeout(path: Path | str, key: str, value: Any) -> float:
-    seconds: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := DURATION.match(value)):
-        seconds = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
-    if seconds is None or not math.isfinite(seconds):
-        raise ConfigError(path, key, f"must be seconds (5, 2.5s or 500ms), found {value!r}")
-    if not MIN_TIMEOUT_SECONDS <= seconds <= MAX_TIMEOUT_SECONDS:
-        raise ConfigError(
-            path,
-            key,
-            f"must be between {MIN_TIMEOUT_SECONDS:g}s and {MAX_TIMEOUT_SECONDS:g}s, found {seconds:g}s",
-        )
-    return seconds
+    try:
+        return parse_duration(value, MIN_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS)
+    except ValueError as error:
+        raise ConfigError(path, key, str(error)) from None
 
 
 def _allowed_targets(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from exporter.room.connect import Address, open_tcp
 from exporter.room.deadline import Deadline, SocketWatchdog
 from exporter.room.errors import CollectionError, Reason, describe
-from exporter.room.target import RoomTarget
+from exporter.room.target import RoomTarget, websocket_port_hint
 
 CONFIG_PATH = "/public/default/config.json"
 MAX_CONFIG_BYTES = 64 * 1024
@@ -60,8 +60,11 @@ def _get_config(connection: http.client.HTTPConnection, target: RoomTarget, dead
         connection.sock.settimeout(deadline.remaining("discovery"))
         response = connection.getresponse()
         if response.status != 200:
+            speaks_websocket = response.status == 426 or response.getheader("Sec-WebSocket-Version")
             raise CollectionError(
-                Reason.CONNECT, f"{target}{CONFIG_PATH} answered HTTP {response.status} {response.reason}"
+                Reason.CONNECT,
+                f"{target}{CONFIG_PATH} answered HTTP {response.status} {response.reason}"
+                + (websocket_port_hint(target) if speaks_websocket else ""),
             )
         body = response.read(MAX_CONFIG_BYTES + 1)
     except TimeoutError:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -40,6 +41,35 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _bracketed(written: str, scheme: str | None) -> str:
+    """`[ADDR]:PORT` for an unbracketed IPv6 address: `fd00::1:8765` is most likely fd00::1 and port 8765
+    (the other reading follows); `::1` or `fd00::1` alone gets the default port."""
+    prefix = f"{scheme}://" if scheme else ""
+    default = DEFAULT_WEB_PORT if scheme == "http" else DEFAULT_WEBSOCKET_PORT
+    address, _, last = written.rpartition(":")
+    if last.isdigit() and 0 < int(last) < 65536 and _is_ipv6(address):
+        whole = f", or {prefix}[{written}]:{default} if all of it is the address" if _is_ipv6(written) else ""
+        return f"{prefix}[{address}]:{last}{whole}"
+    return f"{prefix}[{written}]:{default}" if _is_ipv6(written) else f"{prefix}[ADDRESS]:PORT"
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def websocket_port_hint(target: RoomTarget) -> str:
+    """For an http:// target whose port answered as a WebSocket server: it is the WebSocket port."""
+    websocket = f"ws://{host_port(target.host, target.port)}"
+    return (
+        f"; port {target.port} is the WebSocket port, not the web UI's: write the target as {websocket} "
+        f"(http:// takes the web UI's port, {DEFAULT_WEB_PORT} by default)"
+    )
+
+
 def parse_target(text: str) -> RoomTarget:
     """Parse a target; raises TargetError with a message that says what is wrong."""
     text = text.strip()
@@ -63,7 +93,7 @@ def parse_target(text: str) -> RoomTarget:
         if host_and_port.count(":") >= 2 and "[" not in host_and_port:
             raise TargetError(
                 f"the target {text!r} looks like an IPv6 address: write it in brackets, "
-                f"as [{host_and_port}]:{DEFAULT_WEBSOCKET_PORT}"
+                f"as {_bracketed(host_and_port, parts.scheme if '://' in text else None)}"
             ) from None
         raise TargetError(f"bad port in the target {text!r}") from None
     host = parts.hostname
