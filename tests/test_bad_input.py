@@ -7,6 +7,7 @@ every generated target is refused before any lookup or connection (or is a malfo
 
 from __future__ import annotations
 
+import re
 import subprocess
 import urllib.parse
 
@@ -103,3 +104,24 @@ def test_a_bad_environment_variable_is_exit_2_with_one_line(variable, value):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.startswith("Error:")]) == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "suggestion"),
+    [
+        ("fd00::1:8765", "as [fd00::1]:8765, or [fd00::1:8765]:8765 if all of it is the address"),
+        ("2001:db8::5:9000", "as [2001:db8::5]:9000, or [2001:db8::5:9000]:8765 if all"),
+        ("::1", "as [::1]:8765"),
+        ("fd00::1", "as [fd00::1]:8765"),
+        ("http://fd00::1:8080", "as http://[fd00::1]:8080, or http://[fd00::1:8080]:80 if all"),
+        ("ws://fd00::1", "as ws://[fd00::1]:8765"),
+        ("fd00::1:99999", "as [ADDRESS]:PORT"),
+    ],
+)
+def test_an_ipv6_address_without_brackets_gets_a_suggestion_that_parses(target, suggestion):
+    """`fd00::1:8765` suggested `[fd00::1:8765]:8765`; the address and port as most people mean them first."""
+    with pytest.raises(ValueError, match=re.escape(suggestion)):
+        parse_target(target)
+    first = suggestion.removeprefix("as ").split(",")[0]
+    if "ADDRESS" not in first:
+        parse_target(first)  # the suggestion itself is a valid target

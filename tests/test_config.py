@@ -6,10 +6,12 @@ import logging
 import re
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
-from exporter.fleet.config import ConfigError, ExporterConfig, load_config, parse_config
+from exporter.cli.options import DurationType
+from exporter.fleet.config import ConfigError, ExporterConfig, load_config, parse_config, parse_duration
 from exporter.room import parse_target
 from tests.test_cli import run
 
@@ -157,12 +159,53 @@ def test_discovery_makes_a_bare_host_the_web_ui(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("written", "seconds"), [(5, 5.0), ("5", 5.0), ("2.5s", 2.5), ("500ms", 0.5), (0.25, 0.25)]
+    ("written", "seconds"),
+    [(5, 5.0), ("5", 5.0), ("2.5s", 2.5), ("500ms", 0.5), (0.25, 0.25), ("1m", 60.0), ('"1.5m"', 90.0)],
 )
 def test_timeouts(tmp_path, written, seconds):
     path = tmp_path / "config.yml"
     path.write_text(f"modules:\n  default:\n    timeout: {written}\n")
     assert load_config(path, 5.0).modules["default"].timeout_seconds == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (5, 5.0),
+        ("5", 5.0),
+        (" 2.5s ", 2.5),
+        ("500ms", 0.5),
+        ("1m", 60.0),
+        ("1h", 3600.0),
+        (".5s", 0.5),
+        ("7.", 7.0),
+    ],
+)
+def test_one_duration_parser_for_the_file_and_the_flags(value, seconds):
+    """The config file's `timeout` and every duration flag read durations through parse_duration."""
+    assert parse_duration(value, 0.05, 3600) == seconds
+    assert DurationType(0.05, 3600).convert(value, None, None) == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("soon", "must be seconds (5, 2.5s, 500ms or 1m), found 'soon'"),
+        ("5 m s", "must be seconds"),
+        ("-1s", "must be seconds"),
+        ("nan", "must be seconds"),
+        (float("inf"), "must be seconds"),
+        (True, "must be seconds"),
+        ("1d", "must be seconds"),
+        ("2h", "must be between 0.05s and 3600s, found 7200s"),
+        ("10ms", "must be between 0.05s and 3600s, found 0.01s"),
+    ],
+)
+def test_a_bad_duration_has_the_same_message_in_the_file_and_on_the_flags(value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_duration(value, 0.05, 3600)
+    with pytest.raises(click.BadParameter, match=re.escape(message)):
+        DurationType(0.05, 3600).convert(value, None, None)
 
 
 def test_a_relative_pin_file_is_relative_to_the_config_file(tmp_path, monkeypatch):
