@@ -226,3 +226,73 @@ def _read_client_frame(connection: socket.socket, buffer: bytearray) -> tuple[in
         (length,) = struct.unpack("!Q", take(8))
     mask = take(4) if second & 0x80 else b"\0\0\0\0"
     return first & 0x0F, bytes(byte ^ mask[index % 4] for index, byte in enumerate(take(length)))
+
+
+def _accept_upgrade(connection: socket.socket) -> bytearray | None:
+    """Reads a WebSocket upgrade request and accepts it; the bytes read past its head, None if it closed."""
+    buffer = bytearray()
+    while b"\r\n\r\n" not in buffer:
+        chunk = connection.recv(4096)
+        if not chunk:
+            return None
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + _WS_GUID.encode()).digest())
+    connection.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    return bytearray(rest)
+
+
+def answering_room(
+    answer: Callable[[str], bytes], idle_seconds: float = 60.0
+) -> Callable[[socket.socket], None]:
+    """A raw Room that answers every request as a real one would, in order: `auth` with success, any other
+    method with `answer(method)` (whole frames, sent as they are: a reply, and whatever is to come with it,
+    a notification before or behind it). Pongs pings; a connection quiet for `idle_seconds` is dropped, so a
+    session the exporter keeps stays open while the test lasts and no thread outlives it for long."""
+
+    def handle(connection: socket.socket) -> None:
+        buffer = _accept_upgrade(connection)
+        if buffer is None:
+            return
+        connection.settimeout(idle_seconds)
+        while True:
+            opcode, payload = _read_client_frame(connection, buffer)
+            if opcode == 0x8:
+                connection.sendall(frame(payload[:2], opcode=0x8))
+                return
+            if opcode == 0x9:
+                connection.sendall(frame(payload, opcode=0xA))
+            elif opcode == 0x1:
+                method = json.loads(payload)["method"]
+                connection.sendall(frame(_AUTH_OK) if method == "auth" else answer(method))
+
+    return handle
+
+
+def ok_reply(method: str) -> bytes:
+    """A successful reply of `method` with nothing else in it, as one frame."""
+    return frame(json.dumps({"method": method, "requestId": "", "result": True}).encode())
+
+
+def announcing_room(announced: int, drip_seconds: float, drips: int) -> Callable[[socket.socket], None]:
+    """A raw Room that answers auth, then announces a text frame of `announced` bytes and sends its payload
+    one byte every `drip_seconds`, `drips` bytes at most: a reader that waits for the whole frame waits for
+    ever, and one that reserves memory for it up front holds it all that time."""
+
+    def handle(connection: socket.socket) -> None:
+        if _accept_upgrade(connection) is None:
+            return
+        connection.sendall(frame(_AUTH_OK) + frame(b"", announced=announced))
+        for _ in range(drips):
+            connection.sendall(b" ")
+            time.sleep(drip_seconds)
+
+    return handle
