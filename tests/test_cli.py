@@ -17,7 +17,7 @@ import yaml
 from exporter.cli.demo import DEMO_LISTEN_ADDRESS
 from exporter.emulator.fleet import ROOMS
 from tests.exposition import value
-from tests.processes import LISTENING, exporter_command, http_get, start, wait_for
+from tests.processes import LISTENING, exporter_command, http_get, start, wait_for, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -322,9 +322,41 @@ def test_demo_runs_a_fleet_whose_rooms_each_live_their_life(tmp_path):
             > 3600
         )
         page = http_get(f"http://127.0.0.1:{port}/")[2].decode()
-        assert page.count("<h3>") == len(ROOMS)
+        for room in ROOMS:
+            assert f"127.0.0.1:{room.port(first)}" in page, room.name
     finally:
         assert demo.stop() == 0
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_demo_probes_its_rooms_at_once_without_anyone_asking_and_stops(tmp_path, stop):
+    """Its own prober reads every Room through /probe at start (then every 15 s): a session per Room that
+    answers, though nobody asked /probe; Ctrl-C or SIGTERM then ends it, exit 0, within a few seconds."""
+    first = free_port_run(len(ROOMS))
+    demo = start(
+        ["demo", "--web.listen-address", "127.0.0.1:0", "--rooms.first-port", str(first)],
+        tmp_path,
+        name="demo",
+    )
+    try:
+        port = int(wait_for(demo, "stderr", LISTENING).group(1))
+        assert "every 15 s" in wait_for(demo, "stdout", "make demo-stack").string
+        listening = sum(room.listening for room in ROOMS)
+
+        def probed() -> bool:
+            text = http_get(f"http://127.0.0.1:{port}/metrics")[2].decode()
+            return value(text, "trueconf_exporter_room_logins_total") == listening
+
+        assert wait_until(probed, 10), demo.stderr[-3000:]
+        assert value(
+            http_get(f"http://127.0.0.1:{port}/metrics")[2].decode(), "trueconf_exporter_room_sessions"
+        )
+        started = time.monotonic()
+        demo.popen.send_signal(stop)
+        assert demo.popen.wait(timeout=10) == 0, demo.stderr[-3000:]
+        assert time.monotonic() - started < 5
+    finally:
+        demo.stop()
 
 
 def test_the_example_prometheus_config_scrapes_the_demo():

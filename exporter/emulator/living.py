@@ -42,6 +42,9 @@ KEEP_FINISHED_SECONDS = 600
 """Processed and failed requests stay listed this long; a real Room keeps them longer."""
 STUCK_SECONDS = 1500
 """A stuck request is finally given up (fails) after this long, so the list stays bounded."""
+WARM_UP_SECONDS = 240
+"""How much of its recent life a starting Room has already lived: longer than any request that is not stuck
+takes (at most 90 s to be accepted and 120 s to finish)."""
 
 APP_STATE_LIFE: dict[int, tuple[tuple[float, float], tuple[tuple[int, float], ...]]] = {
     READY: ((120, 480), ((CALLING, 0.75), (NO_SERVER, 0.15), (LOGIN_REQUIRED, 0.10))),
@@ -55,6 +58,13 @@ APP_STATE_LIFE: dict[int, tuple[tuple[float, float], tuple[tuple[int, float], ..
 """Each app state: how long the Room stays in it (seconds, uniform) and where it goes next, with weights. The
 Room is never off its server or logged out for more than about five minutes at a time, so the demo's living
 Rooms never look like a Room whose file transfer is down for good."""
+
+ON_SERVER_LIFE: dict[int, tuple[tuple[float, float], tuple[tuple[int, float], ...]]] = {
+    **APP_STATE_LIFE,
+    READY: ((120, 480), ((CALLING, 1.0),)),
+}
+"""A Room that makes calls and sits in conferences but never leaves its server: file transfer stays available
+(the demo's healthy Room, which must not show even a pending TrueconfFileTransferUnavailable)."""
 
 
 @dataclass
@@ -84,7 +94,8 @@ class LivingRoom:
     """Drives the outgoing requests (its own generator, so they do not depend on the rest)."""
     mean_seconds_between_requests: float = 9.0
     fates: tuple[tuple[str, float], ...] = FATES
-    """How new requests end, with weights: the demo's failing Room fails most of them."""
+    """How new requests, outgoing and incoming, end, with weights: the demo's failing Room fails most of them,
+    its healthy Rooms none."""
     requests: list[LivingRequest] = field(default_factory=list)
     next_creation: float | None = None
     incoming_rng: random.Random = field(default_factory=lambda: random.Random(2))
@@ -92,6 +103,10 @@ class LivingRoom:
     incoming: list[LivingRequest] = field(default_factory=list)
     next_incoming: float | None = None
     state_rng: random.Random = field(default_factory=lambda: random.Random(3))
+    app_state_life: dict[int, tuple[tuple[float, float], tuple[tuple[int, float], ...]]] = field(
+        default_factory=lambda: dict(APP_STATE_LIFE)
+    )
+    """How long each app state lasts and where it goes next (APP_STATE_LIFE, or ON_SERVER_LIFE)."""
     app_state: int = READY
     state_until: float | None = None
     """When the app state changes next."""
@@ -99,12 +114,18 @@ class LivingRoom:
     auth_info: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_AUTH_INFO))
 
     def start(self, now: float) -> None:
-        """Fill the Room with a history, so the first scrape already shows every status."""
+        """Fill the Room with a history, as if it had been living for a while: older requests of every kind,
+        and the last WARM_UP_SECONDS of requests at its own pace, each already where its plan puts it at
+        `now`. So the first scrape shows every status, and what changes next changes at the Room's usual
+        pace: no burst of transitions in its first seconds that a scraper starting a moment later misses."""
         for age in (1300, 900, 420, 240, 120, 60, 30, 10):
             self._create(now - age)
         for age in (1200, 500, 180, 90, 40, 15):
             self._receive(now - age)
-        self.advance(now)
+        self.next_creation = self.next_incoming = now - WARM_UP_SECONDS
+        for _ in range(8):  # each call moves a request on by at most one status; three suffice
+            if not self.advance(now):
+                break
 
     @property
     def availability(self) -> int:
@@ -126,7 +147,7 @@ class LivingRoom:
         if self.next_incoming is None:
             self.next_incoming = now
         if self.state_until is None:
-            self.state_until = now + self.state_rng.uniform(*APP_STATE_LIFE[self.app_state][0])
+            self.state_until = now + self.state_rng.uniform(*self.app_state_life[self.app_state][0])
         while min(self.state_until, self.next_creation, self.next_incoming) <= now:
             if self.state_until <= min(self.next_creation, self.next_incoming):
                 events.extend(self._change_state(self.state_until))
@@ -147,9 +168,9 @@ class LivingRoom:
     def _change_state(self, at: float) -> list[dict[str, Any]]:
         was_available = self.availability
         was = self.app_state
-        next_states = APP_STATE_LIFE[was][1]
+        next_states = self.app_state_life[was][1]
         self.app_state = self.state_rng.choices([s for s, _ in next_states], [w for _, w in next_states])[0]
-        self.state_until = at + self.state_rng.uniform(*APP_STATE_LIFE[self.app_state][0])
+        self.state_until = at + self.state_rng.uniform(*self.app_state_life[self.app_state][0])
         events = [{"method": "event", "event": "appStateChanged", "appState": self.app_state}]
         if self.app_state == NO_SERVER:
             events.append({"method": "event", "event": "serverDisconnected"})
@@ -190,7 +211,7 @@ class LivingRoom:
         """A request sent to the Room: from a peer, or from a peer in a conference (then with `confId` too);
         timestamp in milliseconds and no fileId, as the reference's incoming example."""
         rng = self.incoming_rng
-        fate = rng.choices([f for f, _ in FATES], [w for _, w in FATES])[0]
+        fate = rng.choices([f for f, _ in self.fates], [w for _, w in self.fates])[0]
         entry: dict[str, Any] = {
             "fileRequestId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             "fileName": rng.choice(FILE_NAMES),
