@@ -6,6 +6,7 @@ cost 25 to 65 times its size once parsed, or seconds of CPU in fragments.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import tracemalloc
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from exporter.collect.collection import collect_room
 from exporter.room import Deadline, Reason, parse_target
 from exporter.room.budget import FREE_BYTES, MessageBudget, parse_cost, small_enough
 from exporter.room.client import OUTGOING_METHOD, RoomReplies, fetch_room
@@ -222,3 +224,20 @@ def test_the_parse_cost_is_an_upper_bound_on_what_parsing_takes() -> None:
         tracemalloc.stop()
         assert parse_cost(data, text) - len(data) - text.__sizeof__() >= taken, name
         del parsed
+
+
+def test_a_failed_collection_keeps_nothing_of_the_message_it_refused(room_sending) -> None:
+    """The refusal's traceback held the 4 MiB message and its text (8 MiB) for as long as the failed
+    collection was remembered, and with shared collections in a cycle only the garbage collector breaks."""
+    port = room_sending(frame(empty_objects_reply(DEFAULT_MAX_MESSAGE_BYTES - 100)))
+    target = parse_target(f"ws://127.0.0.1:{port}")
+    gc.disable()
+    tracemalloc.start()
+    try:
+        failed = [collect_room(target, None, 5.0, keep_session=False) for _ in range(3)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert all(collection.error is not None for collection in failed)
+    assert held < 4 * MIB, f"{held / MIB:.1f} MiB held by three failed collections"

@@ -139,5 +139,7 @@ def _failed(
         target=target,
         duration_seconds=time.monotonic() - deadline.started,
         collected_at=time.time(),
-        error=error,
+        # A fresh error, without the raised one's traceback: its frames hold whatever the failing step had
+        # (a refused 4 MiB message and its text), kept alive for as long as the result is remembered.
+        error=CollectionError(error.reason, error.message),
     )

@@ -8,14 +8,15 @@ each before it is paid (figures: `benchmarks/bench_message_cost.py`):
    reserved from one shared budget (`shared_bytes`) before the frame's payload is read, and given back once
    the message is parsed. A collection that finds the budget spent waits for it within its deadline.
 2. Parsing. `json.loads` holds the GIL, so two parses at once take as long as one after the other: parsing
-   goes through one lane, and a message is parsed only when its cost, counted beforehand from its bytes
-   (`parse_cost`: JSON's separators are an upper bound on its values), is at most `max_parse_cost`. A message
-   past it is refused (reason `protocol`) unparsed.
+   goes through one lane (and messages within FREE_BYTES through a second one, so that a healthy Room's
+   replies never wait behind a large parse), and a message is parsed only when its cost, counted beforehand
+   from its bytes (`parse_cost`: JSON's separators are an upper bound on its values), is at most
+   `max_parse_cost`. A message past it is refused (reason `protocol`) unparsed.
 3. What is kept. Inside the lane, a reply's request list becomes its aggregate and a notification becomes
    nothing; what is left of a reply must be small (at most MAX_KEPT_NODES JSON values), or it is refused.
 
-So the memory of all Room messages in flight is at most `shared_bytes` + `max_parse_cost` +
-(collections in flight) x (FREE_BYTES + what is kept), whatever the Rooms send.
+So the memory of all Room messages in flight is at most `shared_bytes` + `max_parse_cost` + the cost of one
+small message + (collections in flight) x (FREE_BYTES + what is kept), whatever the Rooms send.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class MessageBudget:
         self._free = shared_bytes
         self._condition = threading.Condition()
         self._lane = threading.Lock()
+        self._small_lane = threading.Lock()
+        """Messages within FREE_BYTES (a healthy Room's replies) have a lane of their own: they never wait
+        behind a 10 000-entry parse, and one of them costs at most ~6.5 MiB however dense."""
 
     def reserve(self, size: int, deadline: Deadline) -> None:
         """Take `size` bytes of the shared budget, waiting for them within `deadline` (then a timeout).
@@ -118,7 +122,8 @@ class MessageBudget:
 
         Refused (reason `protocol`) unparsed when its parse would cost more than `max_parse_cost`, and after
         `keep` when what is left holds more than MAX_KEPT_NODES values. The caller must drop `data` after."""
-        if not self._lane.acquire(timeout=max(0.0, deadline.left())):
+        lane = self._small_lane if len(data) <= FREE_BYTES else self._lane
+        if not lane.acquire(timeout=max(0.0, deadline.left())):
             raise CollectionError(
                 Reason.TIMEOUT, f"the deadline of {deadline.seconds:g}s passed waiting to parse a message"
             )
@@ -129,9 +134,11 @@ class MessageBudget:
                 raise CollectionError(Reason.PROTOCOL, "the Room sent text that is not UTF-8") from None
             cost = parse_cost(data, text)
             if cost > self.max_parse_cost:
+                size = len(data)
+                del data, text  # not kept alive by the traceback of the refusal
                 raise CollectionError(
                     Reason.PROTOCOL,
-                    f"the Room sent a message of {len(data)} bytes that would take about {cost >> 20} MiB "
+                    f"the Room sent a message of {size} bytes that would take about {cost >> 20} MiB "
                     f"to parse (at most {self.max_parse_cost >> 20} MiB): too many JSON values",
                 )
             message = protocol.decode(text)
@@ -145,4 +152,4 @@ class MessageBudget:
                 )
             return kept
         finally:
-            self._lane.release()
+            lane.release()
