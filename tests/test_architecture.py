@@ -12,7 +12,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
 
 ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
-    "cli": {"<root>", "build", "logs", "web", "fleet", "collect", "room", "files", "emulator", "text"},
+    "cli": {
+        "<root>",
+        "allocator",
+        "build",
+        "logs",
+        "web",
+        "fleet",
+        "collect",
+        "room",
+        "files",
+        "emulator",
+        "text",
+    },
     "web": {"<root>", "build", "fleet", "collect", "room", "files", "text"},
     "fleet": {"room", "files", "text"},
     "collect": {"<root>", "build", "room", "text"},
@@ -22,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "build": {"<root>"},
     "emulator": set(),
     "text": set(),
+    "allocator": set(),
     "<root>": set(),
 }
 """Which top-level parts of `exporter` each part may import. The emulator stands alone: it plays the Room,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from exporter.allocator import return_freed_memory
 from exporter.cli.options import (
     BadInput,
     apply,
@@ -103,6 +104,7 @@ def serve(
 ) -> None:
     """Serve the Room's metrics, read at every scrape of /metrics (or of /probe with --config.file)."""
     setup_logging(log_level, log_format)
+    return_freed_memory()
     require_supported_websocket_client()
     web_config = load_web_config(web_config_file)
     config = load_config(config_file, timeout)
