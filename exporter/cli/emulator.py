@@ -38,7 +38,8 @@ MISSING_EXTRA = (
     "--scenario",
     default=DEMO,
     variable="EMULATOR_SCENARIO",
-    help="'demo' (a living Room), 'doc-example' (the documentation's example reply) or a JSON file.",
+    help="'demo' (a living Room), 'doc-example' (the documentation's example reply), 'every-method' (a "
+    "fixed Room answering every method with every status) or a JSON scenario file.",
 )
 @option("--host", default="127.0.0.1", variable="EMULATOR_HOST", help="Address to listen on.")
 @option(
