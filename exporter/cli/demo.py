@@ -27,8 +27,10 @@ from exporter.cli.emulator import require_emulator_extra
 from exporter.cli.options import (
     DEFAULT_TIMEOUT_SECONDS,
     ListenAddressType,
+    duration_option,
     logging_options,
     option,
+    seconds,
 )
 from exporter.cli.serve import run_server
 from exporter.fleet.reload import ConfigHolder
@@ -166,13 +168,14 @@ def banner(base: str, first_port: int, probe_interval: float) -> str:
     help="The first emulated Room's WebSocket port; the others follow it (prometheus/prometheus.yml "
     "lists the defaults).",
 )
-@option(
+@duration_option(
     "--rooms.probe-interval",
     "probe_interval",
-    type=click.FloatRange(min=0, max=3600),
-    default=PROBE_INTERVAL_SECONDS,
+    low=0,
+    high=3600,
+    default=seconds(PROBE_INTERVAL_SECONDS),
     variable="DEMO_PROBE_INTERVAL",
-    help="Seconds between the demo's own probes of its Rooms through /probe, the first at once; 0: none "
+    help="How often the demo probes its Rooms itself through /probe, the first time at once; 0: never "
     "(make demo-stack, where Prometheus probes them).",
 )
 @logging_options
