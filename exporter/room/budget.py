@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from exporter.room import protocol
@@ -116,9 +116,14 @@ class MessageBudget:
         return self._free
 
     def parse(
-        self, data: bytes, deadline: Deadline, keep: Callable[[dict[str, Any]], dict[str, Any] | None]
+        self,
+        data: bytes,
+        deadline: Deadline,
+        keep: Callable[[dict[str, Any]], dict[str, Any] | None],
+        lists: Mapping[str, protocol.ListReader] | None = None,
     ) -> dict[str, Any] | None:
-        """`data` decoded and parsed in the lane, then `keep(message)`: what is left of it (None for nothing).
+        """`data` decoded and parsed in the lane (`lists` read entry by entry: protocol.decode), then
+        `keep(message)`: what is left of it (None for nothing).
 
         Refused (reason `protocol`) unparsed when its parse would cost more than `max_parse_cost`, and after
         `keep` when what is left holds more than MAX_KEPT_NODES values. The caller must drop `data` after."""
@@ -141,7 +146,7 @@ class MessageBudget:
                     f"the Room sent a message of {size} bytes that would take about {cost >> 20} MiB "
                     f"to parse (at most {self.max_parse_cost >> 20} MiB): too many JSON values",
                 )
-            message = protocol.decode(text)
+            message = protocol.decode(text, lists)
             del text
             kept = keep(message)
             del message

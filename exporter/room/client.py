@@ -44,6 +44,9 @@ def methods_for(collectors: dict[str, bool]) -> tuple[str, ...]:
 MAX_SHAPE_CHARS = 1000
 """A reply's shape in a debug probe's trace is cut here: a hostile reply can have any number of keys."""
 
+STREAMED_LISTS: dict[str, protocol.ListReader] = {REPLY_LIST_KEY: aggregate, INCOMING_LIST_KEY: aggregate}
+"""The reply lists a scrape reads entry by entry, never holding the entries (protocol.decode)."""
+
 REUSE_PATIENCE_SHARE = 0.5
 """A reused session gets this share of the time left to say anything at all; past it, it is taken as dead
 (half-open) and replaced with the rest."""
@@ -219,8 +222,12 @@ def _exchange(
     first_reply_within: float | None = None,
 ) -> Exchange:
     shapes: dict[str, str] = {}
+    if trace.detailed:  # a debug probe: each reply whole, to describe its shape, then reduced
+        keep, lists = partial(_reduced, shapes), None
+    else:  # a scrape: request lists aggregated as they are decoded
+        keep, lists = None, STREAMED_LISTS
     exchange = connection.exchange(
-        methods, deadline, first_reply_within=first_reply_within, keep=partial(_reduced, trace, shapes)
+        methods, deadline, first_reply_within=first_reply_within, keep=keep, lists=lists
     )
     for method in methods:
         reply = exchange.replies.get(method)
@@ -229,14 +236,13 @@ def _exchange(
     return exchange
 
 
-def _reduced(trace: Trace, shapes: dict[str, str], reply: dict[str, Any]) -> dict[str, Any]:
-    """A reply as kept after the parse lane: its request list aggregated (the entries are dropped there, so a
-    scrape keeps a few hundred bytes of a 10 000-entry reply); its shape noted first for a debug probe."""
-    if trace.detailed:
-        described = shape(reply)
-        if len(described) > MAX_SHAPE_CHARS:
-            described = described[:MAX_SHAPE_CHARS] + "..."
-        shapes[str(reply.get("method"))[:50]] = described
+def _reduced(shapes: dict[str, str], reply: dict[str, Any]) -> dict[str, Any]:
+    """A debug probe's reply as kept after the parse lane: its shape noted, then its request list aggregated
+    (the entries are dropped there, as a scrape never holds them)."""
+    described = shape(reply)
+    if len(described) > MAX_SHAPE_CHARS:
+        described = described[:MAX_SHAPE_CHARS] + "..."
+    shapes[str(reply.get("method"))[:50]] = described
     for key in (REPLY_LIST_KEY, INCOMING_LIST_KEY):
         entries = reply.get(key)
         if isinstance(entries, list):

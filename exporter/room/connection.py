@@ -13,7 +13,7 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
@@ -127,6 +127,7 @@ class RoomConnection:
         phase: str = "request",
         first_reply_within: float | None = None,
         keep: Keep | None = None,
+        lists: Mapping[str, protocol.ListReader] | None = None,
     ) -> Exchange:
         """Send one request per method in one write, and read until every reply is in or the deadline passes.
 
@@ -139,7 +140,8 @@ class RoomConnection:
         pending: the caller closes such a connection, so a late reply can never answer a later scrape.
 
         Each message is parsed in the budget's lane and reduced there by `keep` (see budget.py): a
-        notification is dropped, a reply is kept as `keep` returns it (whole when `keep` is None).
+        notification is dropped, a reply is kept as `keep` returns it (whole when `keep` is None); arrays
+        under `lists` keys are read entry by entry (protocol.decode).
         """
         pending = {next_request_id(): method for method in methods}
         frames = [
@@ -172,7 +174,7 @@ class RoomConnection:
                         self._ws.settimeout(None)
                         waiting_for_life = False
                     try:
-                        message = self._receive(phase, deadline, keep or _whole)
+                        message = self._receive(phase, deadline, keep or _whole, lists)
                     except (TimeoutError, websocket.WebSocketTimeoutException):
                         if patience is None or deadline.left() <= 0:
                             break
@@ -207,7 +209,13 @@ class RoomConnection:
             )
         return Exchange(replies, complete=not pending, shut_down=watchdog.fired)
 
-    def _receive(self, phase: str, deadline: Deadline, keep: Keep) -> dict[str, Any] | None:
+    def _receive(
+        self,
+        phase: str,
+        deadline: Deadline,
+        keep: Keep,
+        lists: Mapping[str, protocol.ListReader] | None,
+    ) -> dict[str, Any] | None:
         """The next message as `keep` leaves it (None for a notification), parsed within the budget."""
         opcode, data = self._ws.recv_message()
         try:
@@ -215,7 +223,9 @@ class RoomConnection:
                 raise SessionLostError(f"the Room closed the connection during {phase}")
             if opcode != websocket.ABNF.OPCODE_TEXT:
                 raise CollectionError(Reason.PROTOCOL, f"the Room sent a binary frame during {phase}")
-            return self._budget.parse(data, deadline, lambda message: _notification_dropped(message, keep))
+            return self._budget.parse(
+                data, deadline, lambda message: _notification_dropped(message, keep), lists
+            )
         finally:
             del data
             self._ws.release_message()

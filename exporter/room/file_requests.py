@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,8 +196,10 @@ assert set(_STATUS_BY_CODE) == set(range(len(_STATUS_BY_CODE)))
 assert (STATUSES[_WAITING], STATUSES[_DOWNLOADING]) == PENDING_STATUSES
 
 
-def aggregate(entries: list[Any]) -> Snapshot:
+def aggregate(entries: Iterable[Any]) -> Snapshot:
     """The snapshot of a list of entries: exactly what `Snapshot.add(parse_entry(e))` for each entry gives.
+    `entries` may be an iterator: a reply's list is aggregated as it is decoded (protocol.decode), one entry
+    alive at a time.
 
     The documented shapes (an integer status 0..3, a non-negative integer size, an integer timestamp in
     seconds or milliseconds) take a fast path of a few comparisons on local variables; anything else goes
@@ -210,7 +213,8 @@ def aggregate(entries: list[Any]) -> Snapshot:
     oldest_downloading = math.inf
     malformed = 0
     largest_code = len(_STATUS_BY_CODE) - 1
-    for entry in entries:
+    seen = 0
+    for seen, entry in enumerate(entries, 1):  # noqa: B007 - the count is used after the loop
         if type(entry) is not dict and not isinstance(entry, dict):
             malformed += 1
             continue
@@ -254,7 +258,7 @@ def aggregate(entries: list[Any]) -> Snapshot:
             STATUSES[_DOWNLOADING]: None if oldest_downloading == math.inf else float(oldest_downloading),
         },
         malformed=malformed,
-        entries=len(entries),
+        entries=seen,
     )
 
 

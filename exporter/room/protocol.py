@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from exporter.room.errors import CollectionError, Reason
@@ -24,10 +26,20 @@ def request(method: str, request_id: str, **params: Any) -> str:
     return json.dumps({"method": method, "requestId": request_id, **params}, separators=(",", ":"))
 
 
-def decode(text: str) -> dict[str, Any]:
-    """A message as a JSON object; a protocol error for anything else (including absurdly deep nesting)."""
+ListReader = Callable[[Iterable[Any]], Any]
+"""What a list under a given key becomes, read one entry at a time (file_requests.aggregate)."""
+
+
+def decode(text: str, lists: Mapping[str, ListReader] | None = None) -> dict[str, Any]:
+    """A message as a JSON object; a protocol error for anything else (including absurdly deep nesting).
+
+    With `lists`, a top-level array under one of its keys is handed to its reader entry by entry as it is
+    decoded, and the reader's result stands in its place: a 10 000-entry reply never exists whole (8 MiB
+    of objects otherwise, and their freed memory scattered in the allocator's pools). Everything else is
+    decoded as `json.loads` would, with the same errors.
+    """
     try:
-        message = json.loads(text)
+        message = _decode_object(text, lists) if lists else json.loads(text)
     except (ValueError, RecursionError) as error:
         raise CollectionError(
             Reason.PROTOCOL, f"the Room sent a message that is not JSON ({error})"
@@ -37,6 +49,80 @@ def decode(text: str) -> dict[str, Any]:
             Reason.PROTOCOL, f"the Room sent a JSON {type(message).__name__} where an object belongs"
         )
     return message
+
+
+_DECODER = json.JSONDecoder()
+_SPACE: Callable[[str, int], re.Match[str]] = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
+
+
+def _decode_object(text: str, lists: Mapping[str, ListReader]) -> Any:
+    """json.loads(text) for a top-level object, its arrays under `lists` keys read entry by entry."""
+    index = _SPACE(text, 0).end()
+    if not text.startswith("{", index):
+        return json.loads(text)  # not an object: json's own answer, or its error
+    message: dict[str, Any] = {}
+    index = _SPACE(text, index + 1).end()
+    if text.startswith("}", index):
+        return _only(message, text, index + 1)
+    while True:
+        if not text.startswith('"', index):
+            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, index)
+        key, index = _DECODER.raw_decode(text, index)  # a JSON string: the key
+        index = _SPACE(text, index).end()
+        if not text.startswith(":", index):
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
+        index = _SPACE(text, index + 1).end()
+        reader = lists.get(key)
+        if reader is not None and text.startswith("[", index):
+            entries = _Entries(text, index)
+            message[key] = reader(entries)
+            index = entries.finish()
+        else:
+            message[key], index = _DECODER.raw_decode(text, index)
+        index = _SPACE(text, index).end()
+        if text.startswith("}", index):
+            return _only(message, text, index + 1)
+        if not text.startswith(",", index):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+        index = _SPACE(text, index + 1).end()
+
+
+def _only(message: dict[str, Any], text: str, index: int) -> dict[str, Any]:
+    if _SPACE(text, index).end() != len(text):
+        raise json.JSONDecodeError("Extra data", text, index)
+    return message
+
+
+class _Entries:
+    """The entries of the array at `text[start]`, decoded one at a time; `finish()` reads any the reader
+    left and returns the index past the array."""
+
+    def __init__(self, text: str, start: int) -> None:
+        self._text = text
+        self._index: int = _SPACE(text, start + 1).end()
+        self._done = text.startswith("]", self._index)
+        if self._done:
+            self._index += 1
+
+    def __iter__(self) -> Iterator[Any]:
+        text = self._text
+        while not self._done:
+            value, index = _DECODER.raw_decode(text, self._index)
+            index = _SPACE(text, index).end()
+            if text.startswith("]", index):
+                self._done = True
+                index += 1
+            elif not text.startswith(",", index):
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+            else:
+                index = _SPACE(text, index + 1).end()
+            self._index = index
+            yield value
+
+    def finish(self) -> int:
+        for _ in self:
+            pass
+        return self._index
 
 
 def is_notification(message: dict[str, Any]) -> bool:
