@@ -355,6 +355,8 @@ def test_the_demo_probes_its_rooms_at_once_without_anyone_asking_and_stops(tmp_p
         demo.popen.send_signal(stop)
         assert demo.popen.wait(timeout=10) == 0, demo.stderr[-3000:]
         assert time.monotonic() - started < 5
+        assert "Traceback" not in demo.stderr, demo.stderr[-3000:]
+        assert "never retrieved" not in demo.stderr, demo.stderr[-3000:]
     finally:
         demo.stop()
 

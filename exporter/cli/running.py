@@ -25,15 +25,32 @@ def _terminate(*_: object) -> None:
     raise Terminated(0)
 
 
-def run_until_stopped(serve_forever: Callable[[], None], on_hangup: Callable[[], None] | None = None) -> None:
+def run_until_stopped(
+    serve_forever: Callable[[], None],
+    on_hangup: Callable[[], None] | None = None,
+    on_stop: Callable[[], object] | None = None,
+) -> None:
     """Call `serve_forever` until SIGTERM or Ctrl-C, then return (the command exits 0 after its clean-up);
     `on_hangup` runs on SIGHUP when given.
 
-    `on_hangup` is called from the signal handler: it should only start work (a thread), not do it. Without
-    it SIGHUP keeps its default action (the process ends), which only `emulate` relies on. A second SIGTERM
-    during the clean-up after this returns ends the process at once (exit 0).
+    With `on_stop` (a server's `request_stop`), SIGTERM and Ctrl-C call it and `serve_forever` returns by
+    itself once drained: nothing is raised into whatever the main thread was running (an event loop's task
+    would end with it and be logged with a traceback). Without it, they raise in the main thread.
+    `on_hangup` and `on_stop` are called from the signal handler: they should only start work, not do it.
+    Without `on_hangup` SIGHUP keeps its default action (the process ends), which only `emulate` relies on.
+    A second SIGTERM or Ctrl-C ends the process at once (exit 0).
     """
-    signal.signal(signal.SIGTERM, _terminate)
+    if on_stop is None:
+        signal.signal(signal.SIGTERM, _terminate)
+    else:
+
+        def stop(*_: object) -> None:
+            signal.signal(signal.SIGTERM, _terminate)  # a second one does not wait for the drain
+            signal.signal(signal.SIGINT, _terminate)
+            on_stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
     if on_hangup is not None:
         signal.signal(signal.SIGHUP, lambda *_: on_hangup())
     with contextlib.suppress(Terminated, KeyboardInterrupt):

@@ -206,7 +206,7 @@ def run_server(
         threading.Thread(target=hangup, name="sighup", daemon=True).start()
 
     try:
-        run_until_stopped(server.serve_forever, on_hangup)
+        run_until_stopped(server.serve_forever, on_hangup, server.request_stop)
     finally:
         cancelled = cancel_all()  # the drain is over: what still waits on a Room would wait to its deadline
         server.server_close()

@@ -369,14 +369,20 @@ class HTTPServer:
             await asyncio.sleep(0.02)
 
     def shutdown(self) -> None:
+        if self.request_stop():
+            self._done.wait()
+
+    def request_stop(self) -> bool:
+        """Ask `serve_forever` to drain and return, without waiting: safe from a signal handler, even one
+        that interrupts the event loop itself. False when the loop is not running."""
         with self._lock:
             self._shutdown_requested = True
             loop, stop = self._loop, self._stop
         if loop is None or stop is None:
-            return
+            return False
         with contextlib.suppress(RuntimeError):  # the loop has already closed
             loop.call_soon_threadsafe(stop.set)
-        self._done.wait()
+        return True
 
     def server_close(self) -> None:
         self._listener.close()
