@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
         "emulator",
         "text",
     },
-    "web": {"<root>", "build", "fleet", "collect", "room", "files", "text"},
+    "web": {"<root>", "allocator", "build", "fleet", "collect", "room", "files", "text"},
     "fleet": {"room", "files", "text"},
     "collect": {"<root>", "build", "room", "text"},
     "room": {"text"},

@@ -8,6 +8,7 @@ In-process servers with small limits keep these fast; `test_deployment_limits.py
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import ssl
@@ -23,10 +24,12 @@ import trustme
 from exporter.emulator.faults import Fault
 from exporter.room import parse_target
 from exporter.web import app as app_module
+from exporter.web import server as server_module
 from exporter.web.app import ExporterApp
 from exporter.web.config import WebConfigWatcher
 from exporter.web.server import HTTPServer, ServerLimits, make_http_server
 from exporter.web.settings import ExporterSettings
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.loopback  # emulated Rooms or the server on loopback sockets
 
@@ -539,3 +542,38 @@ def test_switching_tls_on_in_a_running_process_is_refused_and_plain_http_keeps_s
         assert parse(exchange(port, GET_HEALTHZ))[0] == 200
     [record] = [r for r in caplog.records if "switches TLS" in r.getMessage()]
     assert record.levelno == logging.ERROR and "switches TLS on, which needs a restart" in record.getMessage()
+
+
+def test_connections_that_failed_are_freed_though_the_garbage_collector_would_not_run(serve, monkeypatch):
+    """asyncio keeps a failed connection's exception, whose traceback reaches back to the connection and
+    its answer: a cycle. The collector, driven by counts of new objects, may not run for a long time in a
+    quiet process (disabled here): the server runs it once a burst of connections has closed."""
+    monkeypatch.setattr(server_module, "GC_INTERVAL_SECONDS", 0.1)
+    monkeypatch.setattr(server_module, "GC_AFTER_CLOSED_CONNECTIONS", 10)
+
+    def page(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"x" * 126_000]  # a status page's size: more than a small receive window takes
+
+    gc.collect()
+    gc.disable()
+    try:
+        port = serve(app=page)
+        clients = []
+        for _ in range(30):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            clients.append(sock)
+        assert wait_until(lambda: alive(server_module._Connection) == 30, 5)
+        for sock in clients:  # a reset while the answer is being written: the connection fails
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            sock.close()
+        assert wait_until(lambda: alive(server_module._Connection) == 0, 5), alive(server_module._Connection)
+    finally:
+        gc.enable()
+
+
+def alive(kind: type) -> int:
+    return sum(isinstance(thing, kind) for thing in gc.get_objects())

@@ -123,3 +123,7 @@ def test_clients_that_never_read_a_large_answer_hold_a_bounded_amount(big_answer
             sock.close()
     assert wait_until(lambda: send_queue_bytes(port) == 0, 10)
     assert healthz(port) < 1.0
+    # and what they held is let go: the cycles asyncio leaves behind failed connections are collected
+    assert wait_until(lambda: status_kib(process.pid, "VmRSS") - at_rest < 24 * 1024, 15), (
+        f"resident memory still {(status_kib(process.pid, 'VmRSS') - at_rest) / 1024:.0f} MiB above rest"
+    )

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import email.utils
 import errno
+import gc
 import http
 import io
 import logging
@@ -37,6 +38,7 @@ from typing import Any
 
 import h11
 
+from exporter.allocator import trim
 from exporter.build import server_name
 from exporter.web.auth import WebSecurity
 from exporter.web.config import WebConfigWatcher
@@ -90,6 +92,9 @@ SHUTDOWN_DRAIN_SECONDS = 10.0
 """On SIGTERM, how long answers already being computed (a scrape waiting on a slow Room) may still take to go
 out; no new connection is accepted meanwhile. Then the stop path (cli/serve.py) cancels the collections
 still in flight: the shipped stop timeouts (20 s) leave room for this, SHUTDOWN_GRACE_SECONDS and the exit."""
+GC_INTERVAL_SECONDS = 5.0
+GC_AFTER_CLOSED_CONNECTIONS = 100
+"""Connections closed since the last run of the cycle collector that make the next one due."""
 REFUSAL_TEXTS = {400: "bad request\n", 431: "request headers too large\n"}
 
 
@@ -302,6 +307,7 @@ class HTTPServer:
         """Taken from before the app runs until its answer is being sent: answers made but not yet written
         (nor counted in the budget) are at most this many, however fast the pool makes them."""
         self._open = 0
+        self._closed_since_collection = 0
         self._collecting = 0
         self._answering = 0
         """Requests whose answer is being computed or sent: what a SIGTERM lets finish."""
@@ -404,12 +410,29 @@ class HTTPServer:
             self._loop, self._stop = loop, asyncio.Event()
             stop = self._stop
         accepting = self._accepting_task = loop.create_task(self._accept_loop())
+        collecting = loop.create_task(self._collect_garbage_after_bursts())
         try:
             await stop.wait()
         finally:
             accepting.cancel()
+            collecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await accepting
+
+    async def _collect_garbage_after_bursts(self) -> None:
+        """Run Python's cycle collector once many connections have closed since it last ran.
+
+        Connections that end in errors leave reference cycles (asyncio keeps exceptions whose tracebacks
+        reach back to the connection and its answer), and the collector, driven by counts of new objects,
+        may not run for a long time in a quiet process: after 200 clients that never read, 21 MiB stayed
+        alive until it did. At most once per GC_INTERVAL_SECONDS, a few milliseconds each time.
+        """
+        while True:
+            await asyncio.sleep(GC_INTERVAL_SECONDS)
+            if self._closed_since_collection >= GC_AFTER_CLOSED_CONNECTIONS:
+                self._closed_since_collection = 0
+                gc.collect()
+                trim()
 
     # ---- accepting ----
 
@@ -488,6 +511,9 @@ class HTTPServer:
             log.debug("connection timed out", extra={"address": peer})
         except (OSError, TLSRefusedError, h11.ProtocolError) as error:
             log.debug("connection closed", extra={"address": peer, "detail": str(error) or repr(error)})
+            # asyncio's reader keeps the exception it raised, and the exception its traceback, whose frames
+            # hold the reader, the connection and its answer: a cycle only the garbage collector breaks.
+            error.__traceback__ = None
         except Exception:  # noqa: BLE001 - a bug here closes one connection, logged once, never the server
             log.error(
                 "connection failed inside the HTTP server; it was closed",
@@ -495,6 +521,7 @@ class HTTPServer:
             )
         finally:
             self._open -= 1
+            self._closed_since_collection += 1
             if writer is None:
                 sock.close()
             elif clean and stream is not None:
