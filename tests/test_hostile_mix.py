@@ -85,7 +85,8 @@ GIL_SWITCH_SECONDS; 0.8 s with Python's 5 ms), 10 ms alone."""
 RSS_RETURN_MIB = 32
 """RSS after the attackers leave may stay this far above its level before them: Python's allocator keeps some
 arenas it used (measured 25-26 MiB above after the whole mix; and the sessions of the big Rooms are still
-held, a few KiB each); what failed kept everything it had held for the non-readers (4 GiB for 1 000 of them)."""
+held, a few KiB each); what failed kept everything it had held for the non-readers (4 GiB for 1 000 of
+them)."""
 
 
 def shipped_module_timeout() -> str:
