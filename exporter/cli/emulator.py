@@ -12,10 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from exporter.cli.options import (
-    logging_options,
-    option,
-)
+from exporter.cli.options import duration_option, logging_options, option, seconds
 from exporter.cli.room_options import (
     read_pin,
 )
@@ -70,10 +67,10 @@ MISSING_EXTRA = (
     variable="EMULATOR_FAULT",
     help="Misbehave this way, to see how the exporter copes.",
 )
-@option(
+@duration_option(
     "--slow-reply-seconds",
-    type=click.FloatRange(min=0),
-    default=30.0,
+    low=0,
+    default=seconds(30.0),
     variable="EMULATOR_SLOW_REPLY_SECONDS",
     help="With --fault slow-reply: how long the reply is held back.",
 )
