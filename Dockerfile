@@ -34,7 +34,7 @@ RUN printf '%s\n' "$REVISION" > exporter/REVISION \
 FROM ${BASE_IMAGE}
 
 # Filled in by the build (scripts/container-smoke.sh shows how): --build-arg REVISION=$(git rev-parse HEAD) ...
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 ARG CREATED=unknown
 ARG SOURCE=unknown
