@@ -10,7 +10,6 @@ shows.
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +22,9 @@ import yaml
 from exporter.emulator.scenario import AVAILABLE, READY, Scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from tests import dashboard_queries as dq
-from tests.processes import Process, free_port, http_get, start_daemon, start_exporter, wait_until
+from tests.processes import Process, free_port, http_get, start_exporter, wait_until
+from tests.test_prometheus_e2e import start_prometheus
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROBE_JOB = "trueconf-probe"
 """The /probe job of prometheus/prometheus.yml."""
 EXPORTER_JOB = "trueconf"
@@ -208,19 +207,7 @@ def running_fleet(
         exporter = start_exporter(workdir, "--config.file", str(config_file))
         processes.append(exporter)
         exporter_address = f"127.0.0.1:{exporter.ports['http']}"
-        config_path = workdir / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(prometheus_config(instances, exporter_address, interval)))
-        prometheus, url = start_daemon(
-            workdir,
-            "prometheus",
-            lambda port, attempt: [
-                PROMETHEUS,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={workdir / f'data.{attempt}'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=1h",
-            ],
-        )
+        prometheus, url = start_prometheus(workdir, prometheus_config(instances, exporter_address, interval))
         processes.append(prometheus)
         yield Fleet(url, f"http://{exporter_address}", instances, processes)
     finally:

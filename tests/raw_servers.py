@@ -121,22 +121,10 @@ def websocket_room(*frames: bytes, one_write: bool = False) -> Callable[[socket.
     with `one_write`, the upgrade answer, the auth reply and the frames go out in one write."""
 
     def handle(connection: socket.socket) -> None:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            chunk = connection.recv(4096)
-            if not chunk:
-                return
-            request += chunk
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID.encode()).digest())
-        upgrade = (
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        read = _read_upgrade(connection)
+        if read is None:
+            return
+        upgrade, _ = read
         rest = frame(_AUTH_OK) + b"".join(frames)
         if one_write:
             connection.sendall(upgrade + rest)
@@ -167,24 +155,9 @@ class InOrderRoom:
     def __call__(self, connection: socket.socket) -> None:
         self.connections += 1
         number = self.connections
-        buffer = bytearray()
-        while b"\r\n\r\n" not in buffer:
-            chunk = connection.recv(4096)
-            if not chunk:
-                return
-            buffer += chunk
-        head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID.encode()).digest())
-        connection.sendall(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
-        buffer = bytearray(rest)
+        buffer = _accept_upgrade(connection)
+        if buffer is None:
+            return
         while True:
             opcode, payload = _read_client_frame(connection, buffer)
             if number <= self._silenced:
@@ -228,8 +201,9 @@ def _read_client_frame(connection: socket.socket, buffer: bytearray) -> tuple[in
     return first & 0x0F, bytes(byte ^ mask[index % 4] for index, byte in enumerate(take(length)))
 
 
-def _accept_upgrade(connection: socket.socket) -> bytearray | None:
-    """Reads a WebSocket upgrade request and accepts it; the bytes read past its head, None if it closed."""
+def _read_upgrade(connection: socket.socket) -> tuple[bytes, bytearray] | None:
+    """Reads a WebSocket upgrade request: the answer that accepts it and the bytes read past its head; None
+    if the client closed first."""
     buffer = bytearray()
     while b"\r\n\r\n" not in buffer:
         chunk = connection.recv(4096)
@@ -243,11 +217,21 @@ def _accept_upgrade(connection: socket.socket) -> bytearray | None:
         if line.lower().startswith(b"sec-websocket-key:")
     )
     accept = base64.b64encode(hashlib.sha1(key + _WS_GUID.encode()).digest())
-    connection.sendall(
+    answer = (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
     )
-    return bytearray(rest)
+    return answer, bytearray(rest)
+
+
+def _accept_upgrade(connection: socket.socket) -> bytearray | None:
+    """Reads a WebSocket upgrade request and accepts it; the bytes read past its head, None if it closed."""
+    read = _read_upgrade(connection)
+    if read is None:
+        return None
+    answer, rest = read
+    connection.sendall(answer)
+    return rest
 
 
 def answering_room(
