@@ -76,7 +76,8 @@ class Stack:
     def query(self, expr: str) -> list[dict[str, Any]]:
         data = self.api("/api/v1/query", query=expr)
         assert data["resultType"] == "vector", (expr, data["resultType"])
-        return data["result"]
+        result: list[dict[str, Any]] = data["result"]
+        return result
 
 
 def prometheus_config(exporters: list[str], multi_target_exporter: str, rooms: list[str]) -> dict[str, Any]:
