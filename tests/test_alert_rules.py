@@ -140,7 +140,7 @@ def test_example_prometheus_config() -> None:
     assert jobs["trueconf"].get("metrics_path", "/metrics") == "/metrics"
     probe = jobs["trueconf-probe"]
     assert probe["metrics_path"] == "/probe"
-    assert "module" in probe["params"]
+    assert "params" not in probe, "a job's params would override every target's own __param_module"
     relabel = [(tuple(r.get("source_labels", [])), r["target_label"]) for r in probe["relabel_configs"]]
     assert relabel == [
         (("__address__",), "__param_target"),
