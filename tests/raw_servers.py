@@ -280,3 +280,21 @@ def announcing_room(announced: int, drip_seconds: float, drips: int) -> Callable
             time.sleep(drip_seconds)
 
     return handle
+
+
+def fragmenting_room(message: bytes, pause: float) -> Callable[[socket.socket], None]:
+    """A raw Room that answers auth, then sends `message` in two fragments `pause` seconds apart."""
+
+    def handle(connection: socket.socket) -> None:
+        if _accept_upgrade(connection) is None:
+            return
+        half = len(message) // 2
+        connection.sendall(frame(_AUTH_OK) + frame(message[:half], fin=False))
+        time.sleep(pause)
+        connection.sendall(frame(message[half:], opcode=0x0))
+        connection.settimeout(10)
+        with contextlib.suppress(OSError):
+            while connection.recv(65536):
+                pass
+
+    return handle

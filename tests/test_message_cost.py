@@ -7,10 +7,13 @@ cost 25 to 65 times its size once parsed, or seconds of CPU in fragments.
 from __future__ import annotations
 
 import gc
+import json
+import sys
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -245,3 +248,82 @@ def test_a_failed_collection_keeps_nothing_of_the_message_it_refused(room_sendin
         gc.enable()
     assert all(collection.error is not None for collection in failed)
     assert held < 4 * MIB, f"{held / MIB:.1f} MiB held by three failed collections"
+
+
+def test_rooms_sending_fragmented_messages_at_once_never_wait_on_each_others_halves() -> None:
+    """Each held its first fragment's share and waited for its second's, which no other could free: 9 of 11
+    such Rooms timed out where, taking turns, all would finish in about a second. The first fragment now
+    reserves what the whole message may take, so no connection waits while it holds part of the budget."""
+    limit = 1024 * 1024
+    pool = SessionPool()
+    pool.budget = MessageBudget(shared_bytes=2 * (limit - FREE_BYTES))  # two such messages at a time
+    message = reply_of_size(900_000)
+    servers = [raw_servers.tcp_server(raw_servers.fragmenting_room(message, 0.2)) for _ in range(6)]
+    ports = [server.__enter__() for server in servers]
+    try:
+
+        def scrape(port: int) -> RoomReplies | CollectionError:
+            try:
+                return fetch_room(
+                    parse_target(f"ws://127.0.0.1:{port}"),
+                    None,
+                    Deadline(5.0),
+                    max_message_bytes=limit,
+                    pool=pool,
+                    keep_session=False,
+                )
+            except CollectionError as error:
+                return error
+
+        with ThreadPoolExecutor(len(ports)) as executor:
+            results = list(executor.map(scrape, ports))
+    finally:
+        for server in servers:
+            server.__exit__(None, None, None)
+    assert all(isinstance(result, RoomReplies) for result in results), results
+    assert pool.budget.free == pool.budget.shared_bytes
+
+
+def test_a_control_frame_longer_than_the_rfc_allows_is_refused_unread(room_sending) -> None:
+    """A 4 MiB pong was read outside the budget and kept by every idle session."""
+    port = room_sending(frame(reply_of_size(200)), frame(b"p" * 200_000, opcode=0xA))
+    pool = SessionPool()
+    try:
+        first = fetch_room(parse_target(f"ws://127.0.0.1:{port}"), None, Deadline(3.0), pool=pool)
+        assert isinstance(first, RoomReplies)
+        with pytest.raises(CollectionError) as second:  # the session's next exchange meets the pong
+            fetch_room(parse_target(f"ws://127.0.0.1:{port}"), None, Deadline(3.0), pool=pool)
+        assert second.value.reason is Reason.PROTOCOL and "control frame" in second.value.message
+    finally:
+        pool.close_all()
+
+
+def test_a_reply_may_not_keep_much_text_besides_its_list(room_sending) -> None:
+    """A getSystemInfo of one 4 MiB string of escaped astral characters is 16 MiB once decoded, and a
+    session kept it: what a reply keeps is bounded in bytes as well as values."""
+    astral = b"\\ud83d\\ude00" * 100_000
+    reply = b'{"method":"getOutgoingFilesRequests","requestId":"","result":true,"note":"' + astral + b'"}'
+    result = fetch(room_sending(frame(reply)))
+    assert isinstance(result, CollectionError) and result.reason is Reason.PROTOCOL, result
+    assert "bytes of text" in result.message
+
+
+def test_escaped_astral_characters_are_counted_at_their_decoded_width() -> None:
+    data = b'["' + b"\\ud83d\\ude00" * 10_000 + b'"]'
+    text = data.decode()
+    tracemalloc.start()
+    parsed = json.loads(text)
+    taken, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert parse_cost(data, text) - len(data) - sys.getsizeof(text) >= taken
+    del parsed
+
+
+def test_a_dense_list_is_parsed_whole_not_entry_by_entry(room_sending) -> None:
+    """`[0,0,...]` read one entry at a time took 25 times json.loads's CPU (1 MB: 824 ms)."""
+    dense = LIST_REPLY + b",".join([b"0"] * 400_000) + b"]}"
+    started = time.process_time()
+    result = fetch(room_sending(frame(dense)))
+    assert isinstance(result, RoomReplies), result
+    assert result.replies[OUTGOING_METHOD]["outgoingFilesRequests"].malformed == 400_000
+    assert time.process_time() - started < 0.5

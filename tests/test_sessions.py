@@ -18,13 +18,14 @@ from exporter.fleet.reload import ConfigHolder
 from exporter.room import CollectionError, Deadline, Reason, parse_target
 from exporter.room import sessions as sessions_module
 from exporter.room.client import OUTGOING_METHOD, fetch_room
+from exporter.room.connection import RoomConnection
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
 from exporter.web.app import ExporterApp
 from exporter.web.settings import ExporterSettings
 from tests import raw_servers
 from tests.exposition import samples, value
-from tests.processes import http_get
+from tests.processes import http_get, wait_until
 from tests.raw_servers import frame, reply_of_size
 
 PIN = "31415926"
@@ -359,3 +360,18 @@ def test_an_idle_session_holds_a_few_kib_whatever_the_room_sent_behind_its_reply
         pool.close_all()
         for server in servers:
             server.__exit__(None, None, None)
+
+
+def test_a_scrape_under_way_during_a_reload_leaves_no_session_behind(room, pool):
+    """close_all emptied the table between a scrape taking its slot and taking the slot's lock: the scrape
+    then opened a session on a slot nobody would ever close (the Room saw it open; the pool counted none)."""
+    emulator = room("doc-example", pin=PIN)
+    target = parse_target(f"127.0.0.1:{emulator.ports.websocket}")
+    slot = pool.slot(pool.key(str(target), PIN))  # the scrape has its slot...
+    pool.close_all()  # ...when a reload closes every session
+    assert slot.lock.acquire(timeout=1)
+    slot.connection = RoomConnection.open(target, PIN, Deadline(3.0), 4096, Trace(), pool.budget)
+    assert emulator.open_connections == 1
+    pool.release(slot)  # the scrape ends
+    assert pool.open_sessions() == 0
+    assert wait_until(lambda: emulator.open_connections == 0, 5), "the session opened meanwhile was closed"

@@ -33,7 +33,7 @@ layouts = st.sampled_from(
 def test_a_streamed_decode_gives_what_json_loads_gives(
     message: dict[str, Any], layout: dict[str, Any]
 ) -> None:
-    text = json.dumps(message, **layout)
+    text = json.dumps(message, **layout)  # a dict: no key twice
     assert protocol.decode(text, {REPLY_LIST_KEY: list, "list": list}) == json.loads(text)
 
 
@@ -58,9 +58,20 @@ def test_a_streamed_decode_refuses_what_json_loads_refuses(text: str) -> None:
             protocol.decode(text, lists)
 
 
-def test_duplicate_keys_keep_the_last_as_json_loads_does() -> None:
-    text = '{"outgoingFilesRequests":[1],"outgoingFilesRequests":[2,3]}'
+def test_duplicate_keys_keep_the_last_as_json_loads_does_but_a_list_key_is_refused() -> None:
+    text = '{"a":1,"outgoingFilesRequests":[1],"a":2}'
     assert protocol.decode(text, {REPLY_LIST_KEY: list}) == json.loads(text)
+    with pytest.raises(CollectionError, match="repeated"):
+        protocol.decode('{"outgoingFilesRequests":[1],"outgoingFilesRequests":[2,3]}', {REPLY_LIST_KEY: list})
+
+
+def test_an_error_names_the_position_json_loads_names() -> None:
+    for text in ('{"outgoingFilesRequests":[]} x', "{}\n\n}"):
+        with pytest.raises(ValueError) as expected:
+            json.loads(text)
+        with pytest.raises(CollectionError) as got:
+            protocol.decode(text, {REPLY_LIST_KEY: list})
+        assert str(expected.value) in got.value.message
 
 
 def test_a_list_the_reader_leaves_unread_is_still_checked_to_its_end() -> None:

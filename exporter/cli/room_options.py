@@ -22,6 +22,7 @@ from exporter.cli.options import (
 from exporter.files.pinfile import PinFileError, read_pin_file
 from exporter.fleet.config import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
 from exporter.room import RoomTarget, TargetError, parse_target
+from exporter.room.budget import DEFAULT_SHARED_BYTES, FREE_BYTES
 from exporter.room.frames import (
     DEFAULT_MAX_MESSAGE_BYTES,
     UnsupportedWebSocketClientError,
@@ -120,11 +121,12 @@ def room_options(command: FC) -> FC:
         ),
         option(
             "--max-message-bytes",
-            type=click.IntRange(min=1024),
+            type=click.IntRange(1024, DEFAULT_SHARED_BYTES + FREE_BYTES),
             default=DEFAULT_MAX_MESSAGE_BYTES,
             variable="MAX_MESSAGE_BYTES",
             help="Refuse any one message from the Room larger than this (reason protocol) "
-            "before reading it, so a misbehaving Room cannot exhaust the exporter's memory.",
+            "before reading it, so a misbehaving Room cannot exhaust the exporter's memory; at most what "
+            "the exporter reads at once for all Rooms together.",
         ),
     )
 

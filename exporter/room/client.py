@@ -147,7 +147,7 @@ def _session(
     try:
         return _on_slot(slot, target, pin, deadline, methods, max_message_bytes, trace, pool)
     except BaseException:
-        slot.drop_connection()  # in an unknown state: never reused
+        slot.drop_connection(deadline)  # in an unknown state: never reused
         raise
     finally:
         slot.last_used = deadline.started
@@ -178,7 +178,7 @@ def _on_slot(
             )
         except SessionLostError as lost:
             trace.step("session", f"lost ({lost}): opening a new one")
-            slot.drop_connection()
+            slot.drop_connection(deadline)
             asked = _to_ask(slot, methods)  # the new session asks the version again
     if exchange is None:
         slot.connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace, pool.budget)
@@ -189,12 +189,12 @@ def _on_slot(
             raise _broken(target, lost) from None
     if exchange.shut_down and exchange.complete:
         trace.step("session", "closed: the deadline passed as the last reply was read")
-        slot.drop_connection()
+        slot.drop_connection(deadline)
     elif not exchange.complete:
         missing = set(asked) - set(exchange.replies) - {OUTGOING_METHOD}
         slot.silent_methods |= missing - slot.answered_methods  # late once is not never
         trace.step("session", f"closed: no reply in time to {', '.join(sorted(missing)) or OUTGOING_METHOD}")
-        slot.drop_connection()
+        slot.drop_connection(deadline)
     _require_outgoing(target, exchange.replies, deadline)
     slot.answered_methods |= set(exchange.replies)
     if (

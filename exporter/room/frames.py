@@ -41,7 +41,10 @@ MAX_FRAMES_PER_MESSAGE = 4096
 """Frames, control frames included, that one message may take: a 4 MiB message in 1 KiB fragments. Reading
 a frame costs ~5 us of CPU however small it is: 3.5 MB in 2-byte fragments took 9.6 s."""
 
+_FIN_INDEX = 0
 _OPCODE_INDEX = 4
+MAX_CONTROL_PAYLOAD = 125
+"""RFC 6455 §5.5; websocket-client does not check it when reading, and a 4 MiB pong was kept per session."""
 """Where frame_buffer keeps the opcode in its header tuple (fin, rsv1, rsv2, rsv3, opcode, mask, length)."""
 _DATA_OPCODES = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
 _CONTROL_OPCODES = (websocket.ABNF.OPCODE_CLOSE, websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG)
@@ -81,7 +84,12 @@ class BoundedWebSocket(websocket.WebSocket):
             raise CollectionError(
                 Reason.TIMEOUT, f"deadline of {self.deadline.seconds:g}s passed inside a message"
             )
-        opcode, announced = _frame_head(self.frame_buffer)
+        fin, opcode, announced = _frame_head(self.frame_buffer)
+        if opcode in _CONTROL_OPCODES and announced > MAX_CONTROL_PAYLOAD:
+            raise CollectionError(
+                Reason.PROTOCOL,
+                f"the Room sent a control frame of {announced} bytes (RFC 6455 allows {MAX_CONTROL_PAYLOAD})",
+            )
         # A continuation adds to its message; a first frame or a control frame (never in one) stands alone.
         total = self._message_bytes + announced if opcode == websocket.ABNF.OPCODE_CONT else announced
         if total > self.max_message_bytes:
@@ -90,17 +98,25 @@ class BoundedWebSocket(websocket.WebSocket):
                 f"the Room sent a message of more than {self.max_message_bytes} bytes "
                 f"(a frame announced {announced} bytes); see --max-message-bytes",
             )
-        if self.budget is not None and opcode not in _CONTROL_OPCODES:
-            needed = max(0, total - FREE_BYTES) - self._reserved
-            if needed > 0:
-                assert self.deadline is not None  # a connection reads only within a deadline
-                self.budget.reserve(needed, self.deadline)
-                self._reserved += needed
+        if self.budget is not None and opcode in _DATA_OPCODES and not fin:
+            # The first of a fragmented message: its whole possible size at once, so that no connection
+            # ever waits for the budget while it holds part of it (rooms waiting on each other's halves).
+            self._reserve(self.max_message_bytes - FREE_BYTES)
+        elif self.budget is not None and opcode not in _CONTROL_OPCODES:
+            self._reserve(total - FREE_BYTES)
         # websocket-client leaves WebSocket.recv_frame unannotated
         frame: websocket.ABNF = super().recv_frame()  # type: ignore[no-untyped-call]
         if opcode in _DATA_OPCODES or opcode == websocket.ABNF.OPCODE_CONT:
             self._message_bytes = 0 if frame.fin else total
         return frame
+
+    def _reserve(self, size: int) -> None:
+        """Hold at least `size` bytes of the shared budget for the message being read."""
+        needed = size - self._reserved
+        if needed > 0:
+            assert self.budget is not None and self.deadline is not None  # reads happen within a deadline
+            self.budget.reserve(needed, self.deadline)
+            self._reserved += needed
 
     def release_message(self) -> None:
         """Give back what the last message reserved of the shared budget (once it is parsed, or dropped)."""
@@ -145,14 +161,15 @@ class BoundedWebSocket(websocket.WebSocket):
         )
 
 
-def _frame_head(buffer: frame_buffer) -> tuple[int, int]:
-    """(opcode, payload length) of the frame `buffer` reads next, reading its header and length if not yet."""
+def _frame_head(buffer: frame_buffer) -> tuple[bool, int, int]:
+    """(fin, opcode, payload length) of the frame `buffer` reads next, reading its header and length if
+    not yet."""
     if buffer.header is None:
         buffer.recv_header()
     if buffer.length is None:
         buffer.recv_length()
     assert buffer.header is not None and buffer.length is not None  # recv_header / recv_length set them
-    return buffer.header[_OPCODE_INDEX], buffer.length
+    return bool(buffer.header[_FIN_INDEX]), buffer.header[_OPCODE_INDEX], buffer.length
 
 
 def check_websocket_client() -> None:
@@ -174,7 +191,7 @@ def check_websocket_client() -> None:
         for _ in range(2):
             seen.append(_frame_head(buffer))
             buffer.recv_frame()
-        works = seen == [(websocket.ABNF.OPCODE_TEXT, 5), (websocket.ABNF.OPCODE_CONT, 256)]
+        works = seen == [(False, websocket.ABNF.OPCODE_TEXT, 5), (True, websocket.ABNF.OPCODE_CONT, 256)]
     except (AttributeError, TypeError, IndexError, ValueError, websocket.WebSocketException):
         works = False
     if not works:

@@ -21,6 +21,7 @@ from typing import Any
 
 from exporter.room.budget import MessageBudget
 from exporter.room.connection import RoomConnection
+from exporter.room.deadline import Deadline
 
 DEFAULT_IDLE_SECONDS = 300.0
 DEFAULT_MAX_SESSIONS = 1000
@@ -48,10 +49,11 @@ class RoomSlot:
         connection, self.connection, self.system_info = self.connection, None, None
         return connection
 
-    def drop_connection(self) -> None:
+    def drop_connection(self, deadline: Deadline | None = None) -> None:
+        """Close the connection, within what is left of `deadline` when given (nothing past it)."""
         connection = self.detach()
         if connection is not None:
-            connection.close()
+            connection.close(deadline)
 
 
 class SessionPool:
@@ -96,10 +98,11 @@ class SessionPool:
     def release(self, slot: RoomSlot) -> None:
         """End a scrape's turn on `slot` (whose lock it holds); a slot evicted meanwhile is closed now."""
         with self._lock:  # with `_evict` under the same lock, an eviction sees either the turn or its end
-            evicted = slot.evicted
+            # taken off before the turn ends: once it has, another scrape may be using the slot
+            connection = slot.detach() if slot.evicted else None
             slot.lock.release()
-        if evicted:
-            slot.drop_connection()
+        if connection is not None:
+            connection.close()
 
     @staticmethod
     def _evict(slot: RoomSlot) -> RoomConnection | None:
@@ -138,6 +141,8 @@ class SessionPool:
         with self._lock:
             slots = list(self._slots.values())
             self._slots.clear()
+            for slot in slots:  # a scrape on one now closes what it opened when it ends (`release`)
+                slot.evicted = True
         for slot in slots:
             with slot.lock:
                 slot.drop_connection()
