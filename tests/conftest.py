@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmul
 from exporter.web.app import ExporterApp
 from exporter.web.server import make_http_server
 from tests.processes import Process, start_emulator, start_exporter
+from tests.test_allow_list import FakeDns
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -119,3 +121,15 @@ def processes(tmp_path: Path) -> Iterator[dict[str, Callable[..., Process]]]:
     yield {"emulator": emulator, "exporter": exporter}
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, list[list[str]]]], FakeDns]:
+    """getaddrinfo answered from a table (test_allow_list's FakeDns): no real resolver is ever asked."""
+
+    def install(names: dict[str, list[list[str]]]) -> FakeDns:
+        fake = FakeDns(names)
+        monkeypatch.setattr(socket, "getaddrinfo", fake)
+        return fake
+
+    return install

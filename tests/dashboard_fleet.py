@@ -9,8 +9,6 @@ shows.
 
 from __future__ import annotations
 
-import json
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,8 +20,8 @@ import yaml
 from exporter.emulator.scenario import AVAILABLE, READY, Scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from tests import dashboard_queries as dq
-from tests.processes import Process, free_port, http_get, start_exporter, wait_until
-from tests.test_prometheus_e2e import start_prometheus
+from tests.processes import Process, free_port, start_exporter, wait_until
+from tests.test_prometheus_e2e import instant_vector, prometheus_api, start_prometheus
 
 PROBE_JOB = "trueconf-probe"
 """The /probe job of prometheus/prometheus.yml."""
@@ -131,18 +129,10 @@ class Fleet:
     processes: list[Process] = field(default_factory=list)
 
     def api(self, path: str, **params: str) -> Any:
-        """GET a Prometheus API path; returns `data`, failing with Prometheus's error otherwise."""
-        status, _, body = http_get(
-            f"{self.prometheus_url}{path}?{urllib.parse.urlencode(params)}", timeout=30
-        )
-        document = json.loads(body) if body else {}
-        assert status == 200 and document.get("status") == "success", (path, params, status, body[:2000])
-        return document["data"]
+        return prometheus_api(self.prometheus_url, path, **params)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.api("/api/v1/query", query=expr)
-        assert data["resultType"] == "vector", (expr, data["resultType"])
-        return list(data["result"])
+        return instant_vector(self.prometheus_url, expr)
 
     def query_range(self, expr: str, seconds: float, step: float) -> list[dict[str, Any]]:
         end = float(self.api("/api/v1/query", query="time()")["result"][0])

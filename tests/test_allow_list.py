@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -139,16 +138,6 @@ class FakeDns:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         answer = answers[min(self.calls[host], len(answers)) - 1]
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0)) for a in answer]
-
-
-@pytest.fixture
-def dns(monkeypatch) -> Callable[[dict[str, list[list[str]]]], FakeDns]:
-    def install(names: dict[str, list[list[str]]]) -> FakeDns:
-        fake = FakeDns(names)
-        monkeypatch.setattr(socket, "getaddrinfo", fake)
-        return fake
-
-    return install
 
 
 def probe(cfg: ExporterConfig, target: str):

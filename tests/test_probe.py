@@ -9,7 +9,6 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -28,7 +27,6 @@ from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
 from tests.exposition import names, samples, value
 from tests.processes import http_get
-from tests.test_allow_list import FakeDns
 
 ROOM_PIN = "62830415"
 
@@ -374,18 +372,6 @@ def test_a_reload_that_drops_the_scopes_keeps_the_scoped_config(room, fleet_expo
     assert holder.config.modules["boardrooms"].allow_list is not None  # the scoped config stays in force
     assert probe(base, f"127.0.0.1:{meeting_room.ports.websocket}", "boardrooms")[0] == 403
     assert meeting_room.logins == 0
-
-
-@pytest.fixture
-def dns(monkeypatch) -> Callable[[dict[str, list[list[str]]]], FakeDns]:
-    """getaddrinfo answered from a table (test_allow_list's FakeDns): no real resolver is ever asked."""
-
-    def install(names: dict[str, list[list[str]]]) -> FakeDns:
-        fake = FakeDns(names)
-        monkeypatch.setattr(socket, "getaddrinfo", fake)
-        return fake
-
-    return install
 
 
 def scoped(top: list[str] | None, module: list[str]) -> ExporterConfig:

@@ -66,18 +66,25 @@ class Stack:
         return next(room for room in self.rooms if room.job == job and room.answers == answers)
 
     def api(self, path: str, **params: str) -> Any:
-        """GET a Prometheus API path; returns `data`, failing with Prometheus's error otherwise."""
-        query = urllib.parse.urlencode(params)
-        status, _, body = http_get(f"{self.url}{path}?{query}", timeout=10)
-        document = json.loads(body) if body else {}
-        assert status == 200 and document.get("status") == "success", (path, params, status, body[:2000])
-        return document["data"]
+        return prometheus_api(self.url, path, **params)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.api("/api/v1/query", query=expr)
-        assert data["resultType"] == "vector", (expr, data["resultType"])
-        result: list[dict[str, Any]] = data["result"]
-        return result
+        return instant_vector(self.url, expr)
+
+
+def prometheus_api(url: str, path: str, **params: str) -> Any:
+    """GET a Prometheus API path; returns `data`, failing with Prometheus's error otherwise."""
+    status, _, body = http_get(f"{url}{path}?{urllib.parse.urlencode(params)}", timeout=30)
+    document = json.loads(body) if body else {}
+    assert status == 200 and document.get("status") == "success", (path, params, status, body[:2000])
+    return document["data"]
+
+
+def instant_vector(url: str, expr: str) -> list[dict[str, Any]]:
+    data = prometheus_api(url, "/api/v1/query", query=expr)
+    assert data["resultType"] == "vector", (expr, data["resultType"])
+    result: list[dict[str, Any]] = data["result"]
+    return result
 
 
 def prometheus_config(exporters: list[str], multi_target_exporter: str, rooms: list[str]) -> dict[str, Any]:
