@@ -15,7 +15,7 @@ Elsewhere than glibc (musl), nothing is changed.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import logging
 from typing import Any
 
@@ -28,11 +28,14 @@ MMAP_THRESHOLD_BYTES = 128 * 1024
 ARENA_MAX = 2
 
 
+@functools.cache
 def _glibc(function: str) -> Any:
-    """A function of glibc's allocator, or None elsewhere (musl has neither mallopt nor malloc_trim)."""
-    name = ctypes.util.find_library("c")
+    """A function of glibc's allocator, or None elsewhere (musl has neither mallopt nor malloc_trim).
+
+    Looked up once, in the symbols the process already has (no `find_library`, which runs `ldconfig`):
+    `trim` is called from the HTTP server's event loop."""
     try:
-        return getattr(ctypes.CDLL(name), function, None) if name else None
+        return getattr(ctypes.CDLL(None), function, None)
     except OSError:
         return None
 
