@@ -2,7 +2,7 @@
 
 A limit on a message's bytes is not a limit on its memory: 4 MiB of `[{},{},...]` is 1.4 million dicts, about
 106 MiB once parsed, and a 1.8 MB reply of 10 000 real entries is 8 MiB. So three things are bounded here,
-each before it is paid (figures: `benchmarks/bench_message_cost.py`):
+each before it is paid (figures: docs/robustness.md; bounds held by tests/test_message_cost.py):
 
 1. Bytes being read. A message's first FREE_BYTES are every collection's own; the bytes past them are
    reserved from one shared budget (`shared_bytes`) before the frame's payload is read, and given back once
@@ -13,7 +13,8 @@ each before it is paid (figures: `benchmarks/bench_message_cost.py`):
    from its bytes (`parse_cost`: JSON's separators are an upper bound on its values), is at most
    `max_parse_cost`. A message past it is refused (reason `protocol`) unparsed.
 3. What is kept. Inside the lane, a reply's request list becomes its aggregate and a notification becomes
-   nothing; what is left of a reply must be small (at most MAX_KEPT_NODES JSON values), or it is refused.
+   nothing; what is left of a reply must be small (at most MAX_KEPT_NODES JSON values and
+   MAX_KEPT_TEXT_BYTES of text), or it is refused.
 
 So the memory of all Room messages in flight is at most `shared_bytes` + `max_parse_cost` + the cost of one
 small message + (collections in flight) x (FREE_BYTES + what is kept), whatever the Rooms send.
@@ -90,14 +91,6 @@ def small_enough(value: Any, limit: int = MAX_KEPT_NODES, text_limit: int = MAX_
     return True
 
 
-def _aggregated(message: dict[str, Any], lists: Mapping[str, protocol.ListReader]) -> dict[str, Any]:
-    """What `protocol.decode(text, lists)` gives, from a message json.loads decoded whole."""
-    for key, reader in lists.items():
-        if isinstance(message.get(key), list):
-            message[key] = reader(message[key])
-    return message
-
-
 class MessageBudget:
     """The shared budget of bytes in flight and the one parse lane. Thread-safe; one per exporter."""
 
@@ -154,7 +147,7 @@ class MessageBudget:
         `keep(message)`: what is left of it (None for nothing).
 
         Refused (reason `protocol`) unparsed when its parse would cost more than `max_parse_cost`, and after
-        `keep` when what is left holds more than MAX_KEPT_NODES values. The caller must drop `data` after."""
+        `keep` when what is left is not `small_enough`. The caller must drop `data` after."""
         lane = self._small_lane if len(data) <= FREE_BYTES else self._lane
         if not lane.acquire(timeout=max(0.0, deadline.left())):
             raise CollectionError(
@@ -177,7 +170,7 @@ class MessageBudget:
             dense = len(data) < DENSE_BYTES_PER_SEPARATOR * separators(data)
             message = protocol.decode(text, None if dense else lists)
             if dense and lists:
-                message = _aggregated(message, lists)
+                message = protocol.read_lists(message, lists)
             del text
             kept = keep(message)
             del message

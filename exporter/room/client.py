@@ -243,11 +243,7 @@ def _reduced(shapes: dict[str, str], reply: dict[str, Any]) -> dict[str, Any]:
     if len(described) > MAX_SHAPE_CHARS:
         described = described[:MAX_SHAPE_CHARS] + "..."
     shapes[str(reply.get("method"))[:50]] = described
-    for key in (REPLY_LIST_KEY, INCOMING_LIST_KEY):
-        entries = reply.get(key)
-        if isinstance(entries, list):
-            reply[key] = aggregate(entries)
-    return reply
+    return protocol.read_lists(reply, STREAMED_LISTS)
 
 
 def _broken(target: RoomTarget, lost: SessionLostError) -> CollectionError:

@@ -52,6 +52,14 @@ def decode(text: str, lists: Mapping[str, ListReader] | None = None) -> dict[str
     return message
 
 
+def read_lists(message: dict[str, Any], lists: Mapping[str, ListReader]) -> dict[str, Any]:
+    """`message`, decoded whole, its arrays under `lists` keys read as `decode(text, lists)` reads them."""
+    for key, reader in lists.items():
+        if isinstance(message.get(key), list):
+            message[key] = reader(message[key])
+    return message
+
+
 _DECODER = json.JSONDecoder()
 _SPACE: Callable[[str, int], re.Match[str]] = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
 
