@@ -17,7 +17,7 @@ import yaml
 from exporter.cli.demo import DEMO_LISTEN_ADDRESS
 from exporter.emulator.fleet import ROOMS
 from tests.exposition import value
-from tests.processes import LISTENING, exporter_command, http_get, start, wait_for, wait_until
+from tests.processes import LISTENING, Process, exporter_command, http_get, start, wait_for, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -297,13 +297,19 @@ def free_port_run(count: int) -> int:
     raise AssertionError("no free run of ports")
 
 
-def test_demo_runs_a_fleet_whose_rooms_each_live_their_life(tmp_path):
+def start_demo(tmp_path: Path) -> tuple[Process, int]:
+    """`demo` on a free run of Room ports and a free HTTP port: the process and its first Room port."""
     first = free_port_run(len(ROOMS))
     demo = start(
         ["demo", "--web.listen-address", "127.0.0.1:0", "--rooms.first-port", str(first)],
         tmp_path,
         name="demo",
     )
+    return demo, first
+
+
+def test_demo_runs_a_fleet_whose_rooms_each_live_their_life(tmp_path):
+    demo, first = start_demo(tmp_path)
     try:
         port = int(wait_for(demo, "stderr", LISTENING).group(1))
         wait_for(demo, "stdout", "make demo-stack")
@@ -332,12 +338,7 @@ def test_demo_runs_a_fleet_whose_rooms_each_live_their_life(tmp_path):
 def test_the_demo_probes_its_rooms_at_once_without_anyone_asking_and_stops(tmp_path, stop):
     """Its own prober reads every Room through /probe at start (then every 15 s): a session per Room that
     answers, though nobody asked /probe; Ctrl-C or SIGTERM then ends it, exit 0, within a few seconds."""
-    first = free_port_run(len(ROOMS))
-    demo = start(
-        ["demo", "--web.listen-address", "127.0.0.1:0", "--rooms.first-port", str(first)],
-        tmp_path,
-        name="demo",
-    )
+    demo, _ = start_demo(tmp_path)
     try:
         port = int(wait_for(demo, "stderr", LISTENING).group(1))
         assert "every 15 s" in wait_for(demo, "stdout", "make demo-stack").string

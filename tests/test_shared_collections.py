@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from exporter.collect.collection import Collection
 from exporter.collect.inflight import SharedCollections
 from exporter.emulator.faults import Fault
 from exporter.fleet.reload import ConfigHolder
-from exporter.room import Reason, parse_target
+from exporter.room import Reason, RoomTarget, parse_target
 from exporter.web.app import ExporterApp
 from exporter.web.settings import ExporterSettings
 from tests.exposition import value
@@ -57,25 +57,37 @@ def test_a_probe_flood_of_one_room_leaves_its_real_scrapes_at_the_rooms_own_pace
     assert sent > FLOODERS, "the flood ran"
 
 
+class HeldCollection:
+    """A collection that runs until `release` is set, counting how often it ran."""
+
+    def __init__(self, target: RoomTarget) -> None:
+        self.target = target
+        self.release = threading.Event()
+        self.runs = 0
+
+    def __call__(self) -> Collection:
+        self.runs += 1
+        self.release.wait(5)
+        return Collection(self.target, 0.1, time.time())
+
+
+def lead(pool: ThreadPoolExecutor, shared: SharedCollections, held: HeldCollection) -> Future:
+    """Start `held` as the collection in flight of "room", and wait until it is."""
+    leader = pool.submit(shared.collect, "room", held.target, 5.0, held)
+    while shared.in_flight() == 0:
+        time.sleep(0.001)
+    return leader
+
+
 def test_the_first_caller_collects_and_the_others_share_its_result() -> None:
     shared = SharedCollections()
-    target = parse_target("ws://127.0.0.1:1")
-    release = threading.Event()
-    runs = []
-
-    def collect() -> Collection:
-        runs.append(1)
-        release.wait(5)
-        return Collection(target, 0.1, time.time())
-
+    held = HeldCollection(parse_target("ws://127.0.0.1:1"))
     with ThreadPoolExecutor(5) as pool:
-        leader = pool.submit(shared.collect, "room", target, 5.0, collect)
-        while shared.in_flight() == 0:
-            time.sleep(0.001)
-        followers = [pool.submit(shared.collect, "room", target, 5.0, collect) for _ in range(4)]
-        release.set()
+        leader = lead(pool, shared, held)
+        followers = [pool.submit(shared.collect, "room", held.target, 5.0, held) for _ in range(4)]
+        held.release.set()
         results = [leader.result(), *(f.result() for f in followers)]
-    assert len(runs) == 1
+    assert held.runs == 1
     assert [ran for _, ran in results] == [True, False, False, False, False]
     assert len({id(collection) for collection, _ in results}) == 1
     assert shared.in_flight() == 0, "nothing is kept once the collection is done"
@@ -83,21 +95,13 @@ def test_the_first_caller_collects_and_the_others_share_its_result() -> None:
 
 def test_a_waiter_never_waits_past_its_own_deadline() -> None:
     shared = SharedCollections()
-    target = parse_target("ws://127.0.0.1:1")
-    release = threading.Event()
-
-    def collect() -> Collection:
-        release.wait(5)
-        return Collection(target, 0.1, time.time())
-
+    held = HeldCollection(parse_target("ws://127.0.0.1:1"))
     with ThreadPoolExecutor(2) as pool:
-        leader = pool.submit(shared.collect, "room", target, 5.0, collect)
-        while shared.in_flight() == 0:
-            time.sleep(0.001)
+        leader = lead(pool, shared, held)
         started = time.monotonic()
-        waited, ran = shared.collect("room", target, 0.2, collect)
+        waited, ran = shared.collect("room", held.target, 0.2, held)
         assert time.monotonic() - started < 1.0
-        release.set()
+        held.release.set()
         leader.result()
     assert not ran and waited.error is not None and waited.error.reason is Reason.TIMEOUT
 
