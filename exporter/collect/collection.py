@@ -14,6 +14,7 @@ from exporter.room import CollectionError, Deadline, Reason, RoomTarget
 from exporter.room.client import fetch_room
 from exporter.room.file_requests import ReplyShapeError, Snapshot
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.room.ledger import RoomTransfers
 from exporter.room.picture import OUTGOING_METHOD, RoomPicture, identity_of, parse_room, version_of
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
@@ -36,6 +37,9 @@ class Collection:
     snapshot: Snapshot | None = None
     error: CollectionError | None = None
     picture: RoomPicture | None = None
+    transfers: RoomTransfers | None = None
+    """The Room's transfer counters as its ledger holds them after this scrape, up or down (None when no
+    ledger was kept: a Room read without a session pool)."""
 
     @property
     def up(self) -> bool:
