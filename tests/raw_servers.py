@@ -117,20 +117,26 @@ def reply_of_size(size: int) -> bytes:
 
 
 def websocket_room(*frames: bytes, one_write: bool = False) -> Callable[[socket.socket], None]:
-    """A raw Room: completes the handshake, sends the auth reply and `frames`, then holds the line open;
-    with `one_write`, the upgrade answer, the auth reply and the frames go out in one write."""
+    """A raw Room: completes the handshake, answers `auth`, then sends `frames` once the scrape's requests
+    arrive (a Room answers what it was asked), and holds the line open; with `one_write`, the frames go out
+    in one write, otherwise one write each."""
 
     def handle(connection: socket.socket) -> None:
         read = _read_upgrade(connection)
         if read is None:
             return
-        upgrade, _ = read
-        rest = frame(_AUTH_OK) + b"".join(frames)
+        upgrade, rest = read
+        connection.sendall(upgrade)
+        if not rest and not connection.recv(65536):  # the auth request
+            return
+        connection.sendall(frame(_AUTH_OK))
+        if not connection.recv(65536):  # the scrape's requests
+            return
         if one_write:
-            connection.sendall(upgrade + rest)
+            connection.sendall(b"".join(frames))
         else:
-            connection.sendall(upgrade)
-            connection.sendall(rest)
+            for each in frames:
+                connection.sendall(each)
         connection.settimeout(10)
         while connection.recv(65536):
             pass

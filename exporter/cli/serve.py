@@ -32,7 +32,6 @@ from exporter.fleet.config import ConfigError
 from exporter.fleet.reload import ConfigHolder
 from exporter.logs import setup_logging
 from exporter.room import RoomTarget
-from exporter.room.deadline import cancel_all
 from exporter.room.target import host_port
 from exporter.web.app import ExporterApp
 from exporter.web.config import WebConfigError, WebConfigWatcher
@@ -194,7 +193,8 @@ def run_server(
     limits = limits or ServerLimits()
     fit_open_file_limit(limits, settings.max_sessions if settings.sessions or config is not None else 0)
     try:
-        server = make_http_server(ExporterApp(settings, config), host, port, web_config, limits)
+        app = ExporterApp(settings, config)
+        server = make_http_server(app, host, port, web_config, limits)
     except OSError as error:
         raise click.ClickException(
             f"cannot listen on {host or '*'}:{port}: {error.strerror or error}"
@@ -216,12 +216,12 @@ def run_server(
     try:
         run_until_stopped(server.serve_forever, on_hangup, server.request_stop)
     finally:
-        cancelled = cancel_all()  # the drain is over: what still waits on a Room would wait to its deadline
+        cancelled = app.sessions.cancel_all()  # the drain is over: what waits on a Room would wait to its deadline
         server.server_close()
         if cancelled:
             log.info(
                 "stopping: the drain time is over; collections still waiting on a Room were cancelled",
-                extra={"sockets": cancelled},
+                extra={"collections": cancelled},
             )
         left = server.wait_idle(EXIT_GRACE_SECONDS)
         if left:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from exporter.room import CollectionError, Deadline, Reason, RoomTarget
 from exporter.room.client import fetch_room
@@ -63,6 +63,22 @@ def collect_room(
     """
     deadline = Deadline(timeout_seconds)
     trace = trace or Trace(deadline.started, detailed=False)
+    collection = _collect(target, pin, deadline, trace, max_message_bytes, pool, methods, keep_session)
+    if pool is None:
+        return collection
+    return replace(collection, transfers=pool.transfers(pool.key(str(target), pin)))
+
+
+def _collect(
+    target: RoomTarget,
+    pin: str | None,
+    deadline: Deadline,
+    trace: Trace,
+    max_message_bytes: int,
+    pool: SessionPool | None,
+    methods: tuple[str, ...],
+    keep_session: bool,
+) -> Collection:
     try:
         answered = fetch_room(target, pin, deadline, methods, max_message_bytes, trace, pool, keep_session)
         known = answered.system_info

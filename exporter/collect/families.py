@@ -23,8 +23,15 @@ and, when the scrape asked the optional methods and the Room answered them (refe
     trueconf_room_info{version="5.0.2.17"} 1
     trueconf_room_identity_info{name="Meeting room",peer_id="room@some.server"} 1   (while logged in)
 
-For a Room that did not answer, only `trueconf_up 0`, the duration and `trueconf_scrape_error` are exposed:
-zeros for the request gauges would lie. Likewise the families of an optional method are absent when it was
+and the Room's transfer counters (room/ledger.py), from its first scrape on, whether it answered or not:
+
+    trueconf_outgoing_file_requests_created_total{destination="peer"} 3           (every destination)
+    trueconf_outgoing_file_requests_finished_total{destination="peer",status="failed"} 1
+    trueconf_outgoing_file_requests_processed_bytes_total{destination="peer"} 6400
+    trueconf_incoming_file_requests_created_total{source="peer"} 2                (and so on, by source)
+
+For a Room that did not answer, only `trueconf_up 0`, the duration, `trueconf_scrape_error` and the counters
+are exposed: zeros for the request gauges would lie. Likewise the families of an optional method are absent when it was
 not asked or failed this scrape (its `trueconf_scrape_method_success` says which).
 """
 
@@ -33,13 +40,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.build import build_labels
 from exporter.collect.collection import INTERNAL_ERROR, Collection, log_internal_error
 from exporter.room import Reason
 from exporter.room.file_requests import DESTINATIONS, PENDING_STATUSES, SOURCES, STATUSES, Snapshot
+from exporter.room.ledger import FINISHED_STATUSES, RoomTransfers, TransferTotals
 from exporter.room.picture import APP_STATES, AVAILABILITY_STATES, RoomPicture
 
 PREFIX = "trueconf"
@@ -113,6 +121,41 @@ def collection_metrics(collection: Collection) -> Iterator[Metric]:
         yield from snapshot_metrics(collection.snapshot, collection.collected_at)
     if collection.snapshot is not None and collection.picture is not None:
         yield from picture_metrics(collection.picture)
+    if collection.transfers is not None:
+        yield from transfer_metrics(collection.transfers)
+
+
+def transfer_metrics(transfers: RoomTransfers) -> Iterator[Metric]:
+    """The Room's transfer counters, both directions, every label value present (0 until counted)."""
+    yield from _transfer_families(REQUESTS, "outgoing", "destination", transfers.outgoing)
+    yield from _transfer_families(INCOMING, "incoming", "source", transfers.incoming)
+
+
+def _transfer_families(name: str, direction: str, side: str, totals: TransferTotals) -> Iterator[Metric]:
+    since = "since the exporter began watching the TrueConf Room"
+    created = CounterMetricFamily(
+        f"{name}_created", f"{direction.capitalize()} file requests first seen {since}.", labels=[side]
+    )
+    for value in DESTINATIONS:
+        created.add_metric([value], totals.created[value])
+    yield created
+    finished = CounterMetricFamily(
+        f"{name}_finished",
+        f"{direction.capitalize()} file requests seen reaching status processed or failed {since}.",
+        labels=["status", side],
+    )
+    for status in FINISHED_STATUSES:
+        for value in DESTINATIONS:
+            finished.add_metric([status, value], totals.finished[(status, value)])
+    yield finished
+    processed = CounterMetricFamily(
+        f"{name}_processed_bytes",
+        f"Sizes of the {direction} file requests counted processed {since}.",
+        labels=[side],
+    )
+    for value in DESTINATIONS:
+        processed.add_metric([value], totals.processed_bytes[value])
+    yield processed
 
 
 def snapshot_metrics(snapshot: Snapshot, now: float) -> Iterator[Metric]:

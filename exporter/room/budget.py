@@ -4,12 +4,14 @@ A limit on a message's bytes is not a limit on its memory: 4 MiB of `[{},{},...]
 106 MiB once parsed, and a 1.8 MB reply of 10 000 real entries is 8 MiB. So three things are bounded here,
 each before it is paid (figures: docs/robustness.md; bounds held by tests/test_message_cost.py):
 
-1. Bytes being read. A message's first FREE_BYTES are every collection's own; the bytes past them are
-   reserved from one shared budget (`shared_bytes`) before the frame's payload is read, and given back once
-   the message is parsed. A collection that finds the budget spent waits for it within its deadline.
-2. Parsing. `json.loads` holds the GIL, so two parses at once take as long as one after the other: parsing
-   goes through one lane (and messages within FREE_BYTES through a second one, so that a healthy Room's
-   replies never wait behind a large parse), and a message is parsed only when its cost, counted beforehand
+1. Bytes being read. A message's first FREE_BYTES are every session's own; the bytes past them are
+   reserved from one shared budget (`shared_bytes`) before the frame's payload is read (room/frames.py), and
+   given back once the message is parsed. A session that finds the budget spent is not read until it has
+   room (room/reader.py); its scrape waits within its deadline.
+2. Parsing. `json.loads` holds the GIL, so two parses at once take as long as one after the other: large
+   messages are parsed by their scrapes through one lane (messages within FREE_BYTES are parsed by the
+   sessions' reader, so a healthy Room's replies never wait behind a large parse), and a message is
+   parsed only when its cost, counted beforehand
    from its bytes (`parse_cost`: JSON's separators are an upper bound on its values), is at most
    `max_parse_cost`. A message past it is refused (reason `protocol`) unparsed.
 3. What is kept. Inside the lane, a reply's request list becomes its aggregate and a notification becomes
@@ -102,12 +104,9 @@ class MessageBudget:
         self._free = shared_bytes
         self._condition = threading.Condition()
         self._lane = threading.Lock()
-        self._small_lane = threading.Lock()
-        """Messages within FREE_BYTES (a healthy Room's replies) have a lane of their own: they never wait
-        behind a 10 000-entry parse, and one of them costs at most ~6.5 MiB however dense."""
 
-    def reserve(self, size: int, deadline: Deadline) -> None:
-        """Take `size` bytes of the shared budget, waiting for them within `deadline` (then a timeout).
+    def try_reserve(self, size: int) -> bool:
+        """Take `size` bytes of the shared budget if it has them now (the sessions' reader never waits).
 
         A message larger than the whole budget cannot be read here at all: reason `protocol` at once."""
         if size > self.shared_bytes:
@@ -117,13 +116,10 @@ class MessageBudget:
                 "the exporter reads at once for all Rooms together",
             )
         with self._condition:
-            if not self._condition.wait_for(lambda: self._free >= size, timeout=max(0.0, deadline.left())):
-                raise CollectionError(
-                    Reason.TIMEOUT,
-                    f"the deadline of {deadline.seconds:g}s passed while other Rooms' large messages "
-                    "were being read",
-                )
+            if self._free < size:
+                return False
             self._free -= size
+            return True
 
     def release(self, size: int) -> None:
         if size:
@@ -148,7 +144,7 @@ class MessageBudget:
 
         Refused (reason `protocol`) unparsed when its parse would cost more than `max_parse_cost`, and after
         `keep` when what is left is not `small_enough`. The caller must drop `data` after."""
-        lane = self._small_lane if len(data) <= FREE_BYTES else self._lane
+        lane = self._lane
         if not lane.acquire(timeout=max(0.0, deadline.left())):
             raise CollectionError(
                 Reason.TIMEOUT, f"the deadline of {deadline.seconds:g}s passed waiting to parse a message"

@@ -15,12 +15,12 @@ from functools import partial
 from typing import Any
 
 from exporter.room import protocol
-from exporter.room.budget import MessageBudget
 from exporter.room.connection import Exchange, RoomConnection, SessionLostError
 from exporter.room.deadline import Deadline
 from exporter.room.errors import CollectionError, Reason
-from exporter.room.file_requests import INCOMING_LIST_KEY, REPLY_LIST_KEY, aggregate
+from exporter.room.file_requests import INCOMING_LIST_KEY, REPLY_LIST_KEY, Snapshot
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.room.ledger import Direction, Ledger, listing
 from exporter.room.sessions import RoomSlot, SessionPool
 from exporter.room.target import RoomTarget
 from exporter.room.trace import Trace, shape
@@ -44,8 +44,15 @@ def methods_for(collectors: dict[str, bool]) -> tuple[str, ...]:
 MAX_SHAPE_CHARS = 1000
 """A reply's shape in a debug probe's trace is cut here: a hostile reply can have any number of keys."""
 
-STREAMED_LISTS: dict[str, protocol.ListReader] = {REPLY_LIST_KEY: aggregate, INCOMING_LIST_KEY: aggregate}
-"""The reply lists a scrape reads entry by entry, never holding the entries (protocol.decode)."""
+STREAMED_LISTS: dict[str, protocol.ListReader] = {REPLY_LIST_KEY: listing, INCOMING_LIST_KEY: listing}
+"""The reply lists a scrape reads entry by entry, never holding the entries (protocol.decode): each becomes
+its aggregate and what the ledger needs of each request."""
+
+LEDGER_LISTS: dict[str, tuple[str, Direction]] = {
+    OUTGOING_METHOD: (REPLY_LIST_KEY, Direction.OUTGOING),
+    "getIncomingFilesRequests": (INCOMING_LIST_KEY, Direction.INCOMING),
+}
+"""The replies whose lists the Room's ledger compares with what it saw before."""
 
 REUSE_PATIENCE_SHARE = 0.5
 """A reused session gets this share of the time left to say anything at all; past it, it is taken as dead
@@ -80,11 +87,18 @@ def fetch_room(
     larger than `max_message_bytes` is refused (reason `protocol`) before it is read.
     """
     trace = trace or Trace(deadline.started, detailed=False)
-    if pool is None or not keep_session:
-        budget = pool.budget if pool is not None else MessageBudget()
-        result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool, budget)
+    if pool is None:
+        pool = SessionPool()
+        try:
+            result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool)
+        finally:
+            pool.reader.stop()
     else:
-        result = _session(target, pin, deadline, methods, max_message_bytes, trace, pool)
+        pool.begin(deadline)
+        if keep_session:
+            result = _session(target, pin, deadline, methods, max_message_bytes, trace, pool)
+        else:
+            result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool)
     outgoing = result.replies[OUTGOING_METHOD]
     failure = protocol.failure_text(outgoing)
     if failure is not None:
@@ -114,19 +128,23 @@ def _one_connection(
     methods: tuple[str, ...],
     max_message_bytes: int,
     trace: Trace,
-    pool: SessionPool | None,
-    budget: MessageBudget,
+    pool: SessionPool,
 ) -> RoomReplies:
-    connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace, budget)
-    if pool is not None:
-        pool.logged_in()
+    """A connection of the scrape's own, closed after it; the Room's ledger still compares its lists."""
+    ledger = pool.slot(pool.key(str(target), pin)).ledger
+    ledger.new_session()
+    connection = RoomConnection.open(
+        target, pin, deadline, max_message_bytes, trace, pool.budget, pool.reader, ledger
+    )
+    pool.logged_in()
     try:
         exchange = _exchange(connection, methods, deadline, trace)
     except SessionLostError as lost:
         raise _broken(target, lost) from None
     finally:
-        connection.close(deadline)
+        connection.close()
     _require_outgoing(target, exchange.replies, deadline)
+    _observe_lists(ledger, exchange)
     return RoomReplies(methods, exchange.replies, exchange.replies.get(SYSTEM_INFO_METHOD))
 
 
@@ -147,7 +165,7 @@ def _session(
     try:
         return _on_slot(slot, target, pin, deadline, methods, max_message_bytes, trace, pool)
     except BaseException:
-        slot.drop_connection(deadline)  # in an unknown state: never reused
+        slot.drop_connection()  # in an unknown state: never reused
         raise
     finally:
         slot.last_used = deadline.started
@@ -166,6 +184,10 @@ def _on_slot(
 ) -> RoomReplies:
     asked = _to_ask(slot, methods)
     exchange = None
+    dropped = _dropped_for_a_fault(slot)
+    if dropped is not None:
+        trace.step("session", f"dropped since the last scrape: {dropped.message}")
+        raise dropped
     if slot.connection is not None:
         trace.step("session", f"reusing the open session ({slot.connection.exchanges} scrapes so far)")
         try:
@@ -178,24 +200,25 @@ def _on_slot(
             )
         except SessionLostError as lost:
             trace.step("session", f"lost ({lost}): opening a new one")
-            slot.drop_connection(deadline)
+            slot.drop_connection()
             asked = _to_ask(slot, methods)  # the new session asks the version again
     if exchange is None:
-        slot.connection = RoomConnection.open(target, pin, deadline, max_message_bytes, trace, pool.budget)
+        slot.ledger.new_session()
+        slot.connection = RoomConnection.open(
+            target, pin, deadline, max_message_bytes, trace, pool.budget, pool.reader, slot.ledger
+        )
         pool.logged_in()
         try:
             exchange = _exchange(slot.connection, asked, deadline, trace)
         except SessionLostError as lost:
             raise _broken(target, lost) from None
-    if exchange.shut_down and exchange.complete:
-        trace.step("session", "closed: the deadline passed as the last reply was read")
-        slot.drop_connection(deadline)
-    elif not exchange.complete:
+    if not exchange.complete:
         missing = set(asked) - set(exchange.replies) - {OUTGOING_METHOD}
         slot.silent_methods |= missing - slot.answered_methods  # late once is not never
         trace.step("session", f"closed: no reply in time to {', '.join(sorted(missing)) or OUTGOING_METHOD}")
-        slot.drop_connection(deadline)
+        slot.drop_connection()
     _require_outgoing(target, exchange.replies, deadline)
+    _observe_lists(slot.ledger, exchange)
     slot.answered_methods |= set(exchange.replies)
     if (
         SYSTEM_INFO_METHOD in exchange.replies
@@ -203,6 +226,31 @@ def _on_slot(
     ):
         slot.system_info = exchange.replies[SYSTEM_INFO_METHOD]
     return RoomReplies(asked, exchange.replies, slot.system_info)
+
+
+def _dropped_for_a_fault(slot: RoomSlot) -> CollectionError | None:
+    """Why the Room's open session was dropped between scrapes for a fault of the Room's (a flood, a broken
+    frame), taking the session off the slot: this scrape says so, the next one opens a new session. A
+    session the Room merely closed is not a fault: it is replaced within the scrape."""
+    connection = slot.connection
+    if connection is None or not isinstance(connection.failure, CollectionError):
+        return None
+    slot.drop_connection()
+    failure = connection.failure
+    return CollectionError(failure.reason, f"the session was dropped: {failure.message}")
+
+
+def _observe_lists(ledger: Ledger, exchange: Exchange) -> None:
+    """Give the ledger each request list the Room answered, at its place in the session's stream."""
+    for method, (key, direction) in LEDGER_LISTS.items():
+        reply = exchange.replies.get(method)
+        if reply is None or protocol.failure_text(reply) is not None:
+            continue
+        snapshot = reply.get(key)
+        if snapshot is None:  # a successful reply without a list: none (reference §7)
+            snapshot = listing(())
+        if isinstance(snapshot, Snapshot):
+            ledger.observe_list(direction, snapshot, exchange.sequences[method])
 
 
 def _to_ask(slot: RoomSlot, methods: tuple[str, ...]) -> tuple[str, ...]:

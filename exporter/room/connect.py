@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.room.deadline import Deadline
+from exporter.room.deadline import Deadline, DeadlineSocket
 from exporter.room.errors import CollectionError, Reason, describe
 from exporter.room.target import RoomTarget, host_port
 
@@ -211,7 +211,7 @@ def addresses_for(target: RoomTarget, deadline: Deadline) -> tuple[Address, ...]
 
 def open_tcp(
     host: str, addresses: Sequence[Address], port: int, deadline: Deadline, phase: str
-) -> tuple[socket.socket, Address]:
+) -> tuple[DeadlineSocket, Address]:
     """A socket connected to `port` on the first of `addresses` that accepts, and that address.
 
     Opened by us rather than by websocket-client or http.client, so no proxy variable can reroute it and no
@@ -220,8 +220,9 @@ def open_tcp(
     where = host_port(host, port)
     last_error: OSError | None = None
     for address in addresses:
-        sock = socket.socket(address.family, socket.SOCK_STREAM)
+        sock = DeadlineSocket(address.family, socket.SOCK_STREAM)
         try:
+            sock.bind_deadline(deadline, phase)
             sock.settimeout(deadline.remaining(phase))
             sock.connect(address.socket_address(port))
         except TimeoutError:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 
 from exporter.room.connect import Address, open_tcp
-from exporter.room.deadline import Deadline, SocketWatchdog
+from exporter.room.deadline import Deadline
 from exporter.room.errors import CollectionError, Reason, describe
 from exporter.room.target import RoomTarget, websocket_port_hint
 
@@ -46,9 +46,9 @@ def discover_websocket_port(
     WebSocket port it names and the address that answered."""
     connection = http.client.HTTPConnection(target.host, target.port, timeout=deadline.remaining("discovery"))
     try:
+        # Every read and write of this socket waits at most what is left of the deadline (DeadlineSocket).
         connection.sock, address = open_tcp(target.host, addresses, target.port, deadline, "discovery")
-        with SocketWatchdog(deadline, connection.sock):
-            body = _get_config(connection, target, deadline)
+        body = _get_config(connection, target, deadline)
     finally:
         connection.close()
     return websocket_port_from_config(body), address
@@ -57,7 +57,6 @@ def discover_websocket_port(
 def _get_config(connection: http.client.HTTPConnection, target: RoomTarget, deadline: Deadline) -> bytes:
     try:
         connection.request("GET", CONFIG_PATH, headers={"Accept": "application/json"})
-        connection.sock.settimeout(deadline.remaining("discovery"))
         response = connection.getresponse()
         if response.status != 200:
             speaks_websocket = response.status == 426 or response.getheader("Sec-WebSocket-Version")

@@ -1,36 +1,29 @@
-"""A WebSocket that refuses an oversized message unread: no Room can make the exporter eat memory.
+"""WebSocket frames of one Room session, fed with bytes as they arrive; whole messages out, each bounded.
 
-websocket-client reads a whole frame payload in one call, so a limit checked after `recv()` comes too late:
-the memory is already spent. `BoundedWebSocket` checks earlier, and this is the one place the exporter
-reaches below websocket-client's public API. Every frame goes through `WebSocket.recv_frame()`, which
-hands over to its `frame_buffer`. That buffer is written to resume a frame whose header and length were
-already read (its non-blocking mode): it only reads them while its `header` / `length` are None. The
-override reads them first with the buffer's own `recv_header()` / `recv_length()`, checks the announced
-length (and the running total of a fragmented message) against the limit, and only then lets the buffer
-read the payload. A refusal leaves the buffer holding the refused header, so any later read on this
-connection (the closing handshake included) is refused too; the connection is then dropped.
+The sessions' reader (room/reader.py) reads a socket only when the Room has sent something, and hands the
+bytes here. websocket-client's `frame_buffer` does the framing: it is written to resume a frame whose header
+and length were already read, so it is given a `recv` that serves what has arrived and raises
+NeedMoreBytesError when that runs out; the frame waits, half read, for the next bytes. Before a frame's payload is read, its
+announced length is checked against the limits (the message's size, RFC 6455's 125 bytes for a control
+frame) and the bytes past FREE_BYTES are reserved from the shared budget (room/budget.py); a message that
+begins while no scrape waits for a reply may take at most MAX_UNASKED_BYTES, unreserved: a notification is
+a few hundred bytes, and no Room can make an idle session hold more.
 
-Those four names have been the same from websocket-client 1.7 to 1.9; `check_websocket_client()` proves
-them once at start-up, so a release that changes them fails at once with one line, never at scrape time.
-
-Messages are put together here from `recv_frame()` (public) rather than by websocket-client's
-`recv_data()`, whose reassembly copies everything so far at every fragment (16 fragments of a 4 MiB message
-churned ~34 MiB) and is private code to subclass.
+The buffer's names (`header`, `length`, `recv_header`, `recv_length`, `recv_frame`) have been the same from
+websocket-client 1.7 to 1.9; `check_websocket_client()` proves them once at start-up, so a release that
+changes them fails at once with one line, never at scrape time.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Any
 
 import websocket
+from websocket._abnf import frame_buffer
 
 from exporter.room.budget import FREE_BYTES, MessageBudget
-from exporter.room.deadline import Deadline
 from exporter.room.errors import CollectionError, Reason
-
-if TYPE_CHECKING:
-    from websocket._abnf import frame_buffer
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """A real `getOutgoingFilesRequests` reply takes ~250 bytes per request: 4 MiB is ~16 000 requests."""
@@ -43,9 +36,12 @@ a frame costs ~5 us of CPU however small it is: 3.5 MB in 2-byte fragments took 
 
 _FIN_INDEX = 0
 _OPCODE_INDEX = 4
+"""Where frame_buffer keeps the opcode in its header tuple (fin, rsv1, rsv2, rsv3, opcode, mask, length)."""
 MAX_CONTROL_PAYLOAD = 125
 """RFC 6455 §5.5; websocket-client does not check it when reading, and a 4 MiB pong was kept per session."""
-"""Where frame_buffer keeps the opcode in its header tuple (fin, rsv1, rsv2, rsv3, opcode, mask, length)."""
+MAX_UNASKED_BYTES = 8 * 1024
+"""The most a message may take when it begins while no scrape waits for a reply: a notification is a few
+hundred bytes; a thousand idle sessions hold at most 8 MiB of half-read notifications."""
 _DATA_OPCODES = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
 _CONTROL_OPCODES = (websocket.ABNF.OPCODE_CLOSE, websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG)
 
@@ -54,111 +50,136 @@ class UnsupportedWebSocketClientError(RuntimeError):
     """The installed websocket-client lacks a hook the size limit needs; `str()` is one line."""
 
 
-class BoundedWebSocket(websocket.WebSocket):
-    """websocket-client's WebSocket with a limit on a message's size, checked before its payload is read."""
+class NeedMoreBytesError(Exception):
+    """The frame being read needs bytes the Room has not sent yet: it waits, half read, for the next ones."""
 
-    def __init__(
-        self,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        budget: MessageBudget | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
+
+class BudgetBusyError(Exception):
+    """The shared budget cannot take this message's bytes now: the session is not read until it can."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A whole message: its opcode and payload, and the shared budget it holds until it is parsed."""
+
+    opcode: int
+    data: bytes
+    reserved: int = 0
+
+
+class FrameStream:
+    """The frames of one connection. Not thread-safe: its connection's lock serialises every call."""
+
+    def __init__(self, max_message_bytes: int, budget: MessageBudget) -> None:
         self.max_message_bytes = max_message_bytes
-        self.budget = budget
-        """The process's budget for large messages: bytes past FREE_BYTES are reserved there before they are
-        read (none when None, as in the start-up check)."""
-        self.deadline: Deadline | None = None
-        """The deadline of what is being read now: a reservation waits no longer, and no frame is read past
-        it (a stream of tiny frames, served from what was read ahead, never reaches the socket's watchdog)."""
+        self._budget = budget
+        self._chunk = b""
+        self._offset = 0
+        self._buffer = frame_buffer(self._take, True)  # UTF-8 is checked once, by the decoder (C speed)
+        self._opcode: int | None = None
+        self._fragments: list[bytes] = []
         self._message_bytes = 0
-        """Payload bytes of the message being received so far (its first frame and its continuations)."""
-        self._reserved = 0
-        """Bytes of the shared budget this connection holds for the message being received."""
-        self.last_pong: bytes | None = None
-        """The payload of the last pong received: the Room's WebSocket layer is alive, however slow its
-        application. Payloads tell one ping's pong from a late pong to an earlier ping."""
+        self._limit = 0
+        self._frames = 0
+        self.reserved = 0
+        """Bytes of the shared budget held for the message being read."""
 
-    def recv_frame(self) -> websocket.ABNF:
-        if self.deadline is not None and self.deadline.expired():
-            raise CollectionError(
-                Reason.TIMEOUT, f"deadline of {self.deadline.seconds:g}s passed inside a message"
-            )
-        fin, opcode, announced = _frame_head(self.frame_buffer)
-        if opcode in _CONTROL_OPCODES and announced > MAX_CONTROL_PAYLOAD:
-            raise CollectionError(
-                Reason.PROTOCOL,
-                f"the Room sent a control frame of {announced} bytes (RFC 6455 allows {MAX_CONTROL_PAYLOAD})",
-            )
-        # A continuation adds to its message; a first frame or a control frame (never in one) stands alone.
-        total = self._message_bytes + announced if opcode == websocket.ABNF.OPCODE_CONT else announced
-        if total > self.max_message_bytes:
-            raise CollectionError(
-                Reason.PROTOCOL,
-                f"the Room sent a message of more than {self.max_message_bytes} bytes "
-                f"(a frame announced {announced} bytes); see --max-message-bytes",
-            )
-        if self.budget is not None and opcode in _DATA_OPCODES and not fin:
-            # The first of a fragmented message: its whole possible size at once, so that no connection
-            # ever waits for the budget while it holds part of it (rooms waiting on each other's halves).
-            self._reserve(self.max_message_bytes - FREE_BYTES)
-        elif self.budget is not None and opcode not in _CONTROL_OPCODES:
-            self._reserve(total - FREE_BYTES)
-        # websocket-client leaves WebSocket.recv_frame unannotated
-        frame: websocket.ABNF = super().recv_frame()  # type: ignore[no-untyped-call]
-        if opcode in _DATA_OPCODES or opcode == websocket.ABNF.OPCODE_CONT:
-            self._message_bytes = 0 if frame.fin else total
-        return frame
+    def feed(self, data: bytes) -> None:
+        """Bytes from the socket; the previous ones are all taken (`next` raised NeedMoreBytesError)."""
+        self._chunk, self._offset = data, 0
 
-    def _reserve(self, size: int) -> None:
-        """Hold at least `size` bytes of the shared budget for the message being read."""
-        needed = size - self._reserved
-        if needed > 0:
-            assert self.budget is not None and self.deadline is not None  # reads happen within a deadline
-            self.budget.reserve(needed, self.deadline)
-            self._reserved += needed
+    @property
+    def buffered(self) -> int:
+        return len(self._chunk) - self._offset
 
-    def release_message(self) -> None:
-        """Give back what the last message reserved of the shared budget (once it is parsed, or dropped)."""
-        if self.budget is not None:
-            self.budget.release(self._reserved)
-        self._reserved = 0
+    def _take(self, size: int) -> bytes:
+        if self._offset >= len(self._chunk):
+            self._chunk, self._offset = b"", 0
+            raise NeedMoreBytesError
+        start = self._offset
+        self._offset = min(start + size, len(self._chunk))
+        return self._chunk[start : self._offset]
 
-    def recv_message(self) -> tuple[int, bytes]:
-        """The next whole message as (opcode, payload): fragments joined once, pings answered, pongs skipped.
+    def next(self, replies_awaited: bool) -> websocket.ABNF | Message:
+        """The next control frame (ping, pong, close) or whole data message.
 
-        A close frame is returned as it is (its opcode and payload); the caller decides what it means. Frames
-        (pings included) past MAX_FRAMES_PER_MESSAGE are a protocol error: each costs CPU, whatever its size.
+        Raises NeedMoreBytesError when the bytes fed so far end inside a frame, BudgetBusyError when the
+        shared budget cannot take the message now (call again later: nothing is lost), CollectionError
+        (protocol) for a message over its limit or a frame that breaks RFC 6455. `replies_awaited` tells whether a scrape waits
+        for replies: a message that begins while none does may take MAX_UNASKED_BYTES at most.
         """
-        opcode: int | None = None
-        fragments: list[bytes] = []
-        for _ in range(MAX_FRAMES_PER_MESSAGE):
-            frame = self.recv_frame()
-            if frame.opcode == websocket.ABNF.OPCODE_PING:
-                self.pong(frame.data)
-                continue
-            if frame.opcode == websocket.ABNF.OPCODE_PONG:
-                self.last_pong = frame.data if isinstance(frame.data, bytes) else None
-                continue
+        while True:
+            frame = self._next_frame(replies_awaited)
+            if frame.opcode in _CONTROL_OPCODES:
+                return frame
+            if self._opcode is None:
+                self._opcode = frame.opcode
             data = frame.data
             assert isinstance(data, bytes)  # a received frame's payload; ABNF allows str for frames to send
-            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
-                return frame.opcode, data
-            if frame.opcode == websocket.ABNF.OPCODE_CONT:
-                if opcode is None:
-                    raise CollectionError(
-                        Reason.PROTOCOL, "the Room sent a continuation frame with no message"
-                    )
-            elif opcode is not None:
-                raise CollectionError(Reason.PROTOCOL, "the Room began a message inside another one")
-            else:
-                opcode = frame.opcode
-            fragments.append(data)
+            self._fragments.append(data)
+            self._message_bytes += len(data)
             if frame.fin:
-                return opcode, b"".join(fragments)
-        raise CollectionError(
-            Reason.PROTOCOL, f"the Room sent more than {MAX_FRAMES_PER_MESSAGE} frames for one message"
+                message = Message(self._opcode, b"".join(self._fragments), self.reserved)
+                self._opcode, self._fragments, self._message_bytes, self._frames = None, [], 0, 0
+                self.reserved = 0
+                return message
+
+    def _next_frame(self, replies_awaited: bool) -> websocket.ABNF:
+        """The next whole frame, its length checked and its bytes reserved before its payload is read."""
+        fin, opcode, announced = _frame_head(self._buffer)
+        if opcode in _CONTROL_OPCODES:
+            if announced > MAX_CONTROL_PAYLOAD:
+                raise CollectionError(
+                    Reason.PROTOCOL,
+                    f"the Room sent a control frame of {announced} bytes "
+                    f"(RFC 6455 allows {MAX_CONTROL_PAYLOAD})",
+                )
+        elif opcode == websocket.ABNF.OPCODE_CONT:
+            if self._opcode is None:
+                raise CollectionError(Reason.PROTOCOL, "the Room sent a continuation frame with no message")
+        elif self._opcode is not None:
+            raise CollectionError(Reason.PROTOCOL, "the Room began a message inside another one")
+        else:  # a new message: its limit depends on whether a reply is awaited
+            self._limit = self.max_message_bytes if replies_awaited else MAX_UNASKED_BYTES
+        fragmented = self._opcode is not None or not fin  # control frames inside a message count too
+        if fragmented and self._frames >= MAX_FRAMES_PER_MESSAGE:
+            raise CollectionError(
+                Reason.PROTOCOL, f"the Room sent more than {MAX_FRAMES_PER_MESSAGE} frames for one message"
+            )
+        if opcode not in _CONTROL_OPCODES:
+            total = self._message_bytes + announced
+            if total > self._limit:
+                raise CollectionError(Reason.PROTOCOL, self._too_large(announced))
+            # The first of a fragmented message reserves its whole possible size at once, so that no
+            # connection ever waits for the budget while it holds part of it (Rooms waiting on each other).
+            self._reserve((total if fin and self._opcode is None else self._limit) - FREE_BYTES)
+        frame: websocket.ABNF = self._buffer.recv_frame()
+        if fragmented:
+            self._frames += 1
+        return frame
+
+    def _too_large(self, announced: int) -> str:
+        if self._limit == MAX_UNASKED_BYTES:
+            return (
+                f"the Room sent a message of more than {MAX_UNASKED_BYTES} bytes while no reply was awaited "
+                f"(a frame announced {announced} bytes)"
+            )
+        return (
+            f"the Room sent a message of more than {self.max_message_bytes} bytes "
+            f"(a frame announced {announced} bytes); see --max-message-bytes"
         )
+
+    def _reserve(self, size: int) -> None:
+        needed = size - self.reserved
+        if needed > 0:
+            if not self._budget.try_reserve(needed):
+                raise BudgetBusyError
+            self.reserved += needed
+
+    def release(self) -> None:
+        """Give back what the message being read holds of the shared budget (the session is closing)."""
+        self._budget.release(self.reserved)
+        self.reserved = 0
 
 
 def _frame_head(buffer: frame_buffer) -> tuple[bool, int, int]:
@@ -173,7 +194,7 @@ def _frame_head(buffer: frame_buffer) -> tuple[bool, int, int]:
 
 
 def check_websocket_client() -> None:
-    """Prove, once at start-up, that websocket-client's frame buffer has the hooks `BoundedWebSocket` uses.
+    """Prove, once at start-up, that websocket-client's frame buffer has the hooks `FrameStream` uses.
 
     A real two-frame stream is read through a fresh frame buffer of the installed release, exactly as
     `recv_frame()` above reads it. Raises UnsupportedWebSocketClientError naming the supported versions.
@@ -186,7 +207,7 @@ def check_websocket_client() -> None:
         return chunk
 
     try:
-        buffer = type(BoundedWebSocket().frame_buffer)(recv, True)
+        buffer = frame_buffer(recv, True)
         seen = []
         for _ in range(2):
             seen.append(_frame_head(buffer))

@@ -1,7 +1,10 @@
 """Room sessions kept open between scrapes: one authorised WebSocket per Room and credentials, so a Room sees
 one `auth` per session instead of one per scrape (reference §7: each `auth` issues tokens).
 
-Collection stays scrape-triggered: nothing is ever sent to a Room between scrapes. Bounds:
+Collection stays scrape-triggered: nothing is ever sent to a Room between scrapes (but pongs to its pings);
+what the Room sends is read as it arrives, by the pool's one reader thread (room/reader.py). Each slot keeps
+the Room's ledger (room/ledger.py): the transfer counters outlive a replaced session, and are forgotten with
+the slot. Bounds:
 - a session not used for `idle_seconds` is closed by one shared sweeper thread;
 - at most `max_sessions` slots (open, opening or failed) are kept; the least recently used leaves first;
 - scrapes of one Room (an HA pair of Prometheus servers) take turns on its session, never logging in twice;
@@ -22,6 +25,8 @@ from typing import Any
 from exporter.room.budget import MessageBudget
 from exporter.room.connection import RoomConnection
 from exporter.room.deadline import Deadline
+from exporter.room.ledger import Ledger, RoomTransfers
+from exporter.room.reader import RoomReader
 
 DEFAULT_IDLE_SECONDS = 300.0
 DEFAULT_MAX_SESSIONS = 1000
@@ -43,17 +48,19 @@ class RoomSlot:
     """The `getSystemInfo` reply of the open session: the version is asked once per session."""
     evicted: bool = False
     """Out of the pool's table (it was full): closed by the scrape using it when that scrape ends."""
+    ledger: Ledger = field(default_factory=Ledger)
+    """The Room's transfer counters: they outlive its sessions, and leave with the slot."""
 
     def detach(self) -> RoomConnection | None:
         """Take the connection off the slot (to be closed by the caller, outside any pool-wide lock)."""
         connection, self.connection, self.system_info = self.connection, None, None
         return connection
 
-    def drop_connection(self, deadline: Deadline | None = None) -> None:
-        """Close the connection, within what is left of `deadline` when given (nothing past it)."""
+    def drop_connection(self) -> None:
+        """Close the connection (at once: closing never waits)."""
         connection = self.detach()
         if connection is not None:
-            connection.close(deadline)
+            connection.close()
 
 
 class SessionPool:
@@ -70,6 +77,9 @@ class SessionPool:
         self._sweeper: threading.Thread | None = None
         self.budget = MessageBudget()
         """What reading every Room's messages may cost at once (room/budget.py), shared by all collections."""
+        self.reader = RoomReader()
+        """Reads every open session as its Room sends (room/reader.py)."""
+        self._deadlines: weakref.WeakSet[Deadline] = weakref.WeakSet()
 
     @staticmethod
     def key(target: str, pin: str | None) -> str:
@@ -89,7 +99,7 @@ class SessionPool:
                 if len(self._slots) >= self.max_sessions:
                     _, old = self._slots.popitem(last=False)
                     evicted = self._evict(old)
-                slot = self._slots[key] = RoomSlot()
+                slot = self._slots[key] = RoomSlot(ledger=Ledger(forget_after_seconds=self.idle_seconds))
             slot.last_used = time.monotonic()  # so the sweeper leaves it alone while this scrape waits for it
             self._start_sweeper()
         _close([evicted])  # outside the pool's lock: closing may take a while, other scrapes need the lock
@@ -115,6 +125,32 @@ class SessionPool:
         finally:
             slot.lock.release()
 
+    def begin(self, deadline: Deadline) -> None:
+        """Note a collection's deadline, so that `cancel_all` can end it."""
+        with self._lock:
+            self._deadlines.add(deadline)
+
+    def cancel_all(self) -> int:
+        """End every collection now (a stopping exporter whose drain time is over): every deadline passes,
+        the sockets still opening are shut, and every session is closed, so whatever waits on a Room ends
+        at once. Returns how many collections were ended."""
+        with self._lock:
+            deadlines = [deadline for deadline in self._deadlines if not deadline.expired()]
+            slots = list(self._slots.values())
+        for deadline in deadlines:
+            deadline.cancel()
+        for slot in slots:
+            connection = slot.connection
+            if connection is not None:
+                connection.close()
+        return len(deadlines)
+
+    def transfers(self, key: str) -> RoomTransfers | None:
+        """The counters of the Room under `key`, when the pool keeps it (without making it recent)."""
+        with self._lock:
+            slot = self._slots.get(key)
+        return None if slot is None else slot.ledger.totals()
+
     def logged_in(self) -> None:
         with self._lock:
             self._logins += 1
@@ -134,18 +170,18 @@ class SessionPool:
             return sum(1 for slot in self._slots.values() if slot.connection is not None)
 
     def close_all(self) -> None:
-        """Close every session (a reload changed credentials); the next scrape of each Room logs in again.
+        """Close every session (a reload changed credentials); the next scrape of each Room logs in again,
+        and asks again the methods it never answered. The Rooms' ledgers stay: a reload resets no counter.
         The digests' cache is emptied too: it holds the PINs it was given, and a reload may have dropped
         some."""
         _credentials_digest.cache_clear()
         with self._lock:
             slots = list(self._slots.values())
-            self._slots.clear()
-            for slot in slots:  # a scrape on one now closes what it opened when it ends (`release`)
-                slot.evicted = True
         for slot in slots:
             with slot.lock:
                 slot.drop_connection()
+                slot.silent_methods.clear()
+                slot.answered_methods.clear()
 
     def sweep(self, now: float | None = None) -> None:
         """Close the sessions idle longer than `idle_seconds`, and forget their slots. The table is in order
