@@ -16,7 +16,10 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exporter.room.ledger import Listed
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,9 @@ class Snapshot:
     )
     malformed: int = 0
     entries: int = 0
+    listed: Listed | None = field(default=None, compare=False, repr=False)
+    """What the ledger needs of each entry, when the list was read through `ledger.listing`; else None.
+    Left out of equality: two snapshots are equal when the replies say the same."""
 
     @property
     def total(self) -> int:
