@@ -5,8 +5,9 @@ Not part of `make test` (tests/test_dashboard_sites.py runs the same with 14 Roo
 `.venv/bin/python scripts/dashboard_fleet.py [--rooms 200] [--sites 4]`. It starts the Rooms in this process
 (tests/dashboard_fleet.py: a few down, a few not logged in, ages and failures that differ), one
 `trueconf-exporter serve --config.file` process and Debian's Prometheus with prometheus/prometheus.yml's
-/probe job, each site a static group with its `site` label. Once every Room has been scraped a few times, it
-runs every panel query of the dashboard through Prometheus's HTTP API with the site variable on All, one site
+/probe job, each site a static group with its `site` label. Once every Room has been scraped a few times, each
+answering Room sends and receives a few files that arrive or fail (for the transfer counters), then it runs
+every panel query of the dashboard through Prometheus's HTTP API with the site variable on All, one site
 and two sites, as an instant query and (unless the query is instant only, as Grafana runs it) as a range
 query over the scrapes so far, and prints how many series each returns (and how many Rooms, for a
 worst-first query). It exits 1 if a worst-first panel (topk/bottomk N) returned more than N Rooms, or a query
@@ -52,8 +53,10 @@ def main() -> int:
         print(f"{len(rooms)} Rooms on {args.sites} sites started in {time.monotonic() - started:.1f} s")
         interval = float(args.interval.rstrip("s"))
         df.wait_for_scrapes(fleet, SCRAPES, interval * (SCRAPES + 4) + 30)
+        print(f"every Room scraped {SCRAPES} times after {time.monotonic() - started:.0f} s")
+        df.run_transfers(fleet, interval * 6 + 30)
         elapsed = time.monotonic() - started
-        print(f"every Room scraped {SCRAPES} times after {elapsed:.0f} s\n")
+        print(f"the Rooms' transfers made and scraped after {elapsed:.0f} s\n")
         return report(fleet, names, elapsed)
 
 
@@ -102,14 +105,20 @@ def report(fleet: df.Fleet, sites: list[str], elapsed: float) -> int:
         title = f"{panel['title'][:56]} {target['refId']}"
         print(f"{title:<62} {limit if limit is not None else '-':>5} " + " ".join(cells))
     print(f"\nslowest query pair (instant + range): {slowest * 1000:.0f} ms")
-    summary = {"Rooms", "Rooms answering", "Rooms not answering", "Rooms needing attention"}
+    summary = {
+        "Rooms",
+        "Rooms answering",
+        "Rooms not answering",
+        "Rooms needing attention",
+        "Failed transfers in the range",
+    }
     for panel, target in dq.panel_queries(dq.load_dashboard()):
         if panel["title"] in summary:
             shown = [
                 fleet.query(dq.substitute(target["expr"], v))[0]["value"][1] for v in selections.values()
             ]
             print(
-                f"{panel['title']:<28} "
+                f"{panel['title']:<30} "
                 + "  ".join(f"{n}={s}" for n, s in zip(selections, shown, strict=True))
             )
     print("OK" if problems == 0 else f"{problems} problems")

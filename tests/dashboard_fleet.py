@@ -4,11 +4,13 @@ Shared by tests/test_dashboard_sites.py (a dozen Rooms) and scripts/dashboard_fl
 Rooms are in-process emulators (a thread and an event loop each, so hundreds are cheap); the exporter is a
 real `trueconf-exporter serve --config.file` process; Prometheus is Debian's binary with
 prometheus/prometheus.yml's /probe job (its relabelling as shipped), the Rooms grouped by `site` as that file
-shows.
+shows. Once Prometheus has read every Room, `run_transfers` has each answering Room send and receive a few
+files that then arrive or fail, so the transfer counters have something to count.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +31,10 @@ EXPORTER_JOB = "trueconf"
 """Its /metrics job: the exporter's own metrics (no site)."""
 SERVER_LOGIN_REQUIRED = 2
 """`getFileTransferAvailability` and `getAppState` both use 2 for "not logged in to its server"."""
+FAILED, WAITING, PROCESSED = 0, 1, 3
+"""Request statuses (reference §4)."""
+TRANSFER_BYTES = 2_000_000
+LIST_METHODS = ("getOutgoingFilesRequests", "getIncomingFilesRequests")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,43 @@ class FleetRoom:
             auth_info={"peerId": f"room-{self.index:03d}@sites.test", "peerDn": self.name},
         )
 
+    @property
+    def transfers_out(self) -> tuple[int, int]:
+        """(processed, failed): the outgoing transfers it makes while Prometheus watches (`run_transfers`):
+        the processed ones to a peer, the failed ones to a conference."""
+        return (1 + self.index % 2, self.index % 3) if self.listening else (0, 0)
+
+    @property
+    def transfers_in(self) -> tuple[int, int]:
+        """(processed, failed): the incoming transfers it receives while Prometheus watches, from a peer."""
+        return (self.index % 3, (self.index + 1) % 2) if self.listening else (0, 0)
+
+    @property
+    def listed_failed(self) -> int:
+        """The failed outgoing requests it lists once its transfers are done (it keeps finished requests)."""
+        return self.failed + self.transfers_out[1]
+
+    def transfer_entries(self, finished: bool) -> tuple[list[Any], list[Any]]:
+        """Its transfers as list entries, outgoing and incoming: waiting for the recipient, or finished."""
+        peer = {"peerId": "820_1@sites.test", "peerDn": "820_1"}
+        conference = {"confId": "000001703e81e38e@sites.test#vcs"}
+
+        def entries(prefix: str, counts: tuple[int, int], age: dict[str, int]) -> list[Any]:
+            processed, failed = counts
+            made = []
+            for n in range(processed + failed):
+                ends_processed = n < processed
+                status = (PROCESSED if ends_processed else FAILED) if finished else WAITING
+                side = peer if ends_processed or prefix == "in" else conference
+                made.append({"fileRequestId": f"r{self.index}-{prefix}-new-{n}", "fileName": "report.pdf",
+                             "status": status, "size": TRANSFER_BYTES, **age, **side})  # fmt: skip
+            return made
+
+        return (
+            entries("out", self.transfers_out, {"_ageSeconds": 5}),
+            entries("in", self.transfers_in, {"_ageMilliseconds": 5000}),
+        )
+
     def needs_attention(self, waiting_limit: float, downloading_limit: float) -> bool:
         """The dashboard's (and the alerts') verdict: down, a transfer past a threshold, not available, or
         malformed entries."""
@@ -121,12 +164,14 @@ def plan(sites: dict[str, int], down: int = 1, logged_out: int = 1) -> list[Flee
 
 @dataclass
 class Fleet:
-    """The running fleet: Prometheus's URL, the exporter's, and each Room's `instance` label."""
+    """The running fleet: Prometheus's URL, the exporter's, each Room's `instance` label, and the emulators of
+    the Rooms that answer."""
 
     prometheus_url: str
     exporter_url: str
     instances: dict[str, FleetRoom] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
+    emulators: dict[str, RunningEmulator] = field(default_factory=dict)
 
     def api(self, path: str, **params: str) -> Any:
         return prometheus_api(self.prometheus_url, path, **params)
@@ -144,8 +189,14 @@ class Fleet:
 
     def scraped(self, samples: int) -> bool:
         """Whether Prometheus holds `samples` scrapes of every Room."""
+        return self.fewest_scrapes() >= samples
+
+    def fewest_scrapes(self) -> int:
+        """The scrapes Prometheus holds of the Room it scraped least (0 until it holds every Room)."""
         counts = self.query(f'count_over_time(trueconf_up{{job="{PROBE_JOB}"}}[10m])')
-        return len(counts) == len(self.instances) and all(float(s["value"][1]) >= samples for s in counts)
+        if len(counts) != len(self.instances):
+            return 0
+        return min(int(float(s["value"][1])) for s in counts)
 
 
 def prometheus_config(rooms: dict[str, FleetRoom], exporter: str, interval: str) -> dict[str, Any]:
@@ -178,6 +229,7 @@ def running_fleet(
     processes: list[Process] = []
     try:
         instances: dict[str, FleetRoom] = {}
+        answering: dict[str, RunningEmulator] = {}
         for room in rooms:
             if room.listening:
                 emulator = RunningEmulator(
@@ -185,6 +237,7 @@ def running_fleet(
                 )
                 emulators.append(emulator)
                 port = emulator.start().websocket
+                answering[f"127.0.0.1:{port}"] = emulator
             else:
                 port = free_port()  # bound and closed again: nothing listens there
             instances[f"127.0.0.1:{port}"] = room
@@ -199,7 +252,7 @@ def running_fleet(
         exporter_address = f"127.0.0.1:{exporter.ports['http']}"
         prometheus, url = start_prometheus(workdir, prometheus_config(instances, exporter_address, interval))
         processes.append(prometheus)
-        yield Fleet(url, f"http://{exporter_address}", instances, processes)
+        yield Fleet(url, f"http://{exporter_address}", instances, processes, answering)
     finally:
         for process in reversed(processes):
             process.stop()
@@ -212,3 +265,32 @@ def wait_for_scrapes(fleet: Fleet, samples: int, seconds: float) -> None:
     assert wait_until(lambda: fleet.scraped(samples), seconds), (
         f"Prometheus never scraped every Room {samples} times:\n{prometheus.stderr[-4000:]}"
     )
+
+
+def _lists_asked(emulator: RunningEmulator) -> int:
+    """How often the Room was asked for its outgoing and its incoming list, whichever fewer."""
+    asked = emulator.room.requests
+    return min(asked[method] for method in LIST_METHODS)
+
+
+def run_transfers(fleet: Fleet, seconds: float) -> None:
+    """Every answering Room lists its transfers (`FleetRoom.transfer_entries`) waiting, then finished, each
+    step held until the exporter has asked the Room for both lists since; returns once Prometheus has scraped
+    every Room twice more. Call it once Prometheus has read every Room: what a Room lists at the exporter's
+    first reading is history, not counted."""
+    for finished in (False, True):
+        for instance, emulator in fleet.emulators.items():
+            room = fleet.instances[instance]
+            outgoing, incoming = room.transfer_entries(finished)
+            base = room.scenario()
+            scenario = emulator.room.scenario
+            scenario.entries, scenario.incoming = base.entries + outgoing, base.incoming + incoming
+        asked = {instance: _lists_asked(emulator) for instance, emulator in fleet.emulators.items()}
+        assert wait_until(functools.partial(_asked_since, fleet, asked), seconds), (
+            "the exporter did not read every Room's lists again"
+        )
+    wait_for_scrapes(fleet, fleet.fewest_scrapes() + 2, seconds)
+
+
+def _asked_since(fleet: Fleet, asked: dict[str, int]) -> bool:
+    return all(_lists_asked(emulator) > asked[instance] for instance, emulator in fleet.emulators.items())

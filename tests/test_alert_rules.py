@@ -118,6 +118,32 @@ def test_alerts_cover_what_the_issue_asks_for() -> None:
     assert (rule["for"], rule["labels"]["severity"]) == ("15m", "warning")
 
 
+FINISHED_COUNTERS = {
+    "outgoing": ("trueconf_outgoing_file_requests_finished_total", "destination"),
+    "incoming": ("trueconf_incoming_file_requests_finished_total", "source"),
+}
+"""Each direction's counter of finished requests, and its side label."""
+
+
+def test_failures_are_counted_by_the_finished_counters() -> None:
+    """TrueconfFileRequestsFailed reads the failed counters of both directions through increase() over one
+    window (never a gauge of what the Room lists, which forgets), sums away only the status and side labels,
+    names the direction, and fires at once."""
+    [rule] = [r for r in dq.load_alert_rules() if r["alert"] == "TrueconfFileRequestsFailed"]
+    expr = " ".join(rule["expr"].split())
+    assert dq.metric_names(expr) == {counter for counter, _ in FINISHED_COUNTERS.values()}
+    assert {s.matchers for s in dq.selectors(expr)} == {'{status="failed"}'}
+    for direction, (counter, side) in FINISHED_COUNTERS.items():
+        counted = (
+            f'label_replace( sum without (status, {side}) ( increase({counter}{{status="failed"}}[15m]) ), '
+            f'"direction", "{direction}", "", "" )'
+        )
+        assert counted in expr, (direction, expr)
+    assert expr.endswith(") > 0"), expr
+    assert "for" not in rule, "a failure is news at once"
+    assert "$labels.direction" in rule["annotations"]["description"]
+
+
 @pytest.fixture
 def exposed_names(processes: dict[str, Callable[..., Process]], tmp_path: Path) -> set[str]:
     return dq.exposed_metric_names(processes, tmp_path)

@@ -18,6 +18,7 @@ import yaml
 
 from tests import dashboard_queries as dq
 from tests.processes import Process
+from tests.test_alert_rules import promtool
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,7 @@ PROVISIONING = dq.ROOT / "grafana" / "provisioning"
 DASHBOARD_UID = "trueconf-file-transfers"
 SCHEMA_VERSION = 39
 """Pinned: Grafana migrates an older schema on load, and a newer one may not load in older Grafanas."""
-ROWS = ["Fleet summary", "Fleet health", "Transfers", "The exporter"]
+ROWS = ["Fleet summary", "Fleet health", "Finished transfers", "Transfers", "The exporter"]
 ROOM_TABLE = "Rooms, worst first"
 MOST_LINES = 10
 """A panel with a line (or bar) per Room draws at most this many Rooms, the worst ones."""
@@ -46,6 +47,12 @@ REQUIRED_METRICS = {
     "trueconf_exporter_room_logins_total": "logins per Room or exporter",
     "trueconf_exporter_room_sessions": "open Room sessions",
     "trueconf_room_identity_info": "the Rooms' names in the Room table",
+    "trueconf_outgoing_file_requests_finished_total": "outgoing transfers per hour by status, failed share",
+    "trueconf_incoming_file_requests_finished_total": "incoming transfers per hour by status, failed share",
+    "trueconf_outgoing_file_requests_created_total": "outgoing requests created per hour",
+    "trueconf_incoming_file_requests_created_total": "incoming requests created per hour",
+    "trueconf_outgoing_file_requests_processed_bytes_total": "outgoing bytes delivered per hour",
+    "trueconf_incoming_file_requests_processed_bytes_total": "incoming bytes delivered per hour",
 }
 """What the issue says the dashboard shows at least (metric -> what for)."""
 
@@ -236,6 +243,13 @@ def test_shows_what_the_issue_asks_for(dashboard: dict[str, Any]) -> None:
     assert {"trueconf_file_transfer_availability", "trueconf_room_app_state"} <= timelines
 
 
+FINISHED_COUNTERS = {
+    "outgoing": "trueconf_outgoing_file_requests_finished_total",
+    "incoming": "trueconf_incoming_file_requests_finished_total",
+}
+"""Each direction's counter of finished requests (`status` processed or failed)."""
+
+
 def _reads(panel: dict[str, Any], metric: str) -> bool:
     return any(metric in dq.metric_names(target["expr"]) for target in panel["targets"])
 
@@ -261,7 +275,7 @@ def test_fleet_summary_row(dashboard: dict[str, Any]) -> None:
     """Rooms, answering, needing attention (every Room-level alert's condition), failures in the range: one
     number each, at the top."""
     summary = {panel["title"]: panel for panel in _row_panels(dashboard, "Fleet summary")}
-    wanted = ["Rooms", "Rooms answering", "Rooms needing attention", "New failed requests in the range"]
+    wanted = ["Rooms", "Rooms answering", "Rooms needing attention", "Failed transfers in the range"]
     assert set(wanted) <= set(summary), sorted(summary)
     for title in wanted:
         panel = summary[title]
@@ -282,11 +296,191 @@ def test_fleet_summary_row(dashboard: dict[str, Any]) -> None:
     assert set(conditions) <= set(_alert_selectors())
     missing = [alert for alert, pattern in conditions.items() if not re.search(pattern, attention)]
     assert missing == [], attention
-    # failures: the failed gauge against its lowest value of the range (no counter of finished transfers yet)
-    failures = summary["New failed requests in the range"]["targets"][0]["expr"]
-    assert re.search(
-        r'min_over_time\(trueconf_outgoing_file_requests\{status="failed"[^}]*\}\[\$__range\]\)', failures
+    # failures: counted by the finished counters of both directions, over the range
+    failures = summary["Failed transfers in the range"]["targets"][0]["expr"]
+    for counter in FINISHED_COUNTERS.values():
+        assert re.search(rf'increase\({counter}\{{status="failed"[^}}]*\}}\[\$__range\]\)', failures), counter
+    assert dq.metric_names(failures) == set(FINISHED_COUNTERS.values()), "no gauge of what the Room lists"
+
+
+SHARE = re.compile(
+    r"sum by \((?P<by>[^)]*)\) \(increase\((?P<metric>\w+)\{status=\"failed\", (?P<m>[^}]*)\}"
+    r"\[(?P<window>[^\]]+)\]\)\) / sum by \((?P=by)\) \(increase\((?P=metric)\{(?P=m)\}\[(?P=window)\]\)\)"
+)
+"""A share that failed: a counter's failed over all it counted finished, same grouping, Rooms and window."""
+
+
+def test_finished_transfers_row(dashboard: dict[str, Any]) -> None:
+    """The counters' row, each panel for both directions: transfers per hour by status (and created), the
+    share that failed per site over time, a table per site for the range, bytes per hour, and the worst
+    Rooms first: the alert's 15-minute count, the share per hour, the most failures in the range."""
+    row = {panel["title"]: panel for panel in _row_panels(dashboard, "Finished transfers")}
+
+    def exprs(title: str) -> list[str]:
+        return [target["expr"] for target in row[title]["targets"]]
+
+    def both_directions(title: str, counters: tuple[str, ...] = tuple(FINISHED_COUNTERS.values())) -> None:
+        read = [dq.metric_names(expr) for expr in exprs(title)]
+        for counter in counters:
+            assert {counter} in read, (title, counter, read)
+
+    per_hour = exprs("Transfers per hour, by status")
+    both_directions("Transfers per hour, by status")
+    for counter in FINISHED_COUNTERS.values():
+        assert f"sum by (status) (increase({counter}{{{', '.join(dq.ROOM_MATCHERS)}}}[1h]))" in per_hour
+    both_directions(
+        "Transfers per hour, by status",
+        ("trueconf_outgoing_file_requests_created_total", "trueconf_incoming_file_requests_created_total"),
     )
+    both_directions(
+        "Bytes transferred per hour",
+        (
+            "trueconf_outgoing_file_requests_processed_bytes_total",
+            "trueconf_incoming_file_requests_processed_bytes_total",
+        ),
+    )
+    shares = {
+        title: [SHARE.search(expr) for expr in exprs(title)]
+        for title in (
+            "Share of transfers that failed per hour, by site",
+            "Share of transfers that failed per hour: worst 10 Rooms",
+        )
+    }
+    for title, found in shares.items():
+        both_directions(title)
+        assert all(found), (title, exprs(title))
+        assert {(m["by"], m["window"]) for m in found if m} == {
+            ("site" if "by site" in title else "job, instance", "1h")
+        }, title
+        assert row[title]["fieldConfig"]["defaults"]["unit"] == "percentunit", title
+    table = row["Transfers per site in the range"]
+    assert table["type"] == "table" and table["transformations"][0]["id"] == "merge"
+    assert all(t.get("format") == "table" and t.get("instant") is True for t in table["targets"])
+    assert all(
+        "sum by (site) (increase(" in t["expr"] and "[$__range]" in t["expr"] for t in table["targets"]
+    )
+    both_directions("Transfers per site in the range")
+    assert sum(bool(SHARE.search(expr)) for expr in exprs("Transfers per site in the range")) == 2
+    [organize] = [t for t in table["transformations"] if t["id"] == "organize"]
+    assert set(organize["options"]["renameByName"].values()) == {
+        "Site",
+        *(f"{d} {c}" for d in ("Outgoing", "Incoming") for c in ("processed", "failed", "failed share")),
+    }
+    for title in (
+        "Failed transfers in the last 15 minutes: worst 10 Rooms",
+        "Share of transfers that failed per hour: worst 10 Rooms",
+        "Most failed transfers in the range: worst 10 Rooms",
+    ):
+        both_directions(title)
+        assert all(re.search(r"\btopk\(10,", expr) for expr in exprs(title)), title
+        assert row[title] in _room_panels(dashboard), f"{title}: a line or bar per Room"
+    alert_window = exprs("Failed transfers in the last 15 minutes: worst 10 Rooms")
+    for counter in FINISHED_COUNTERS.values():
+        assert any(f'increase({counter}{{status="failed", ' in e and "[15m])" in e for e in alert_window)
+
+
+OUT_FINISHED, IN_FINISHED = FINISHED_COUNTERS["outgoing"], FINISHED_COUNTERS["incoming"]
+ROOM_A = 'job="trueconf-probe", instance="room-a:8765", site="north"'
+ROOM_B = 'job="trueconf-probe", instance="room-b:8765", site="north"'
+ROOM_C = 'job="trueconf-probe", instance="room-c:8765", site="south"'
+ROOM_D = 'job="trueconf", instance="room-d:18765"'
+KNOWN_SERIES = [
+    # Room a: 2 outgoing failures (minutes 10 and 20) and 60 processed; 4 incoming processed at minute 30.
+    (OUT_FINISHED, ROOM_A, 'status="failed", destination="peer"', "0x9 1x9 2x41"),
+    (OUT_FINISHED, ROOM_A, 'status="processed", destination="peer"', "0+1x60"),
+    (OUT_FINISHED, ROOM_A, 'status="failed", destination="conference"', "0x60"),
+    (OUT_FINISHED, ROOM_A, 'status="processed", destination="conference"', "0x60"),
+    (IN_FINISHED, ROOM_A, 'status="failed", source="peer"', "0x60"),
+    (IN_FINISHED, ROOM_A, 'status="processed", source="peer"', "0x29 4x31"),
+    ("trueconf_outgoing_file_requests_created_total", ROOM_A, 'destination="peer"', "0+1x60"),
+    ("trueconf_outgoing_file_requests_created_total", ROOM_A, 'destination="conference"', "0x60"),
+    ("trueconf_incoming_file_requests_created_total", ROOM_A, 'source="peer"', "0x29 4x31"),
+    ("trueconf_outgoing_file_requests_processed_bytes_total", ROOM_A, 'destination="peer"', "0+1000x60"),
+    ("trueconf_incoming_file_requests_processed_bytes_total", ROOM_A, 'source="peer"', "0x29 4096x31"),
+    # Room b: its exporter restarts at minute 30 (a scrape lost, the counters back at 0): one outgoing failure
+    # before, one after; 29 processed before, 29 after; 2 incoming processed after.
+    (OUT_FINISHED, ROOM_B, 'status="failed", destination="peer"', "0x9 1x19 stale 0x9 1x20"),
+    (OUT_FINISHED, ROOM_B, 'status="processed", destination="peer"', "0+1x29 stale 0+1x30"),
+    (IN_FINISHED, ROOM_B, 'status="failed", source="peer"', "0x29 stale 0x30"),
+    (IN_FINISHED, ROOM_B, 'status="processed", source="peer"', "0x29 stale 0x19 2x10"),
+    # Room c: 120 outgoing processed; 1 incoming failure (minute 50) and 3 processed.
+    (OUT_FINISHED, ROOM_C, 'status="failed", destination="conference"', "0x60"),
+    (OUT_FINISHED, ROOM_C, 'status="processed", destination="conference"', "0+2x60"),
+    (IN_FINISHED, ROOM_C, 'status="failed", source="peer"', "0x49 1x11"),
+    (IN_FINISHED, ROOM_C, 'status="processed", source="peer"', "0x19 3x41"),
+    # Room d: no site, no incoming collector; 3 outgoing failures in its last 6 minutes, nothing processed.
+    (OUT_FINISHED, ROOM_D, 'status="failed", destination="peer"', "0x54 1x2 3x3"),
+    (OUT_FINISHED, ROOM_D, 'status="processed", destination="peer"', "0x60"),
+]
+"""Four Rooms' counters over an hour, a sample a minute: what the counter panels are checked against."""
+NORTH, SOUTH, NO_SITE = '{site="north"}', '{site="south"}', "{}"
+A, B, C, D = (f"{{{room.rsplit(', site=', 1)[0]}}}" for room in (ROOM_A, ROOM_B, ROOM_C, ROOM_D))
+COUNTED_AT_THE_HOUR: dict[tuple[str, str], dict[str, float]] = {
+    ("Failed transfers in the range", "A"): {NO_SITE: 2 + 2 + 3 + 1},
+    ("Transfers per hour, by status", "A"): {'{status="failed"}': 7, '{status="processed"}': 60 + 58 + 120},
+    ("Transfers per hour, by status", "B"): {'{status="failed"}': 1, '{status="processed"}': 4 + 2 + 3},
+    ("Transfers per hour, by status", "C"): {NO_SITE: 60},
+    ("Transfers per hour, by status", "D"): {NO_SITE: 4},
+    ("Share of transfers that failed per hour, by site", "A"): {NORTH: 4 / 122, SOUTH: 0, NO_SITE: 1},
+    ("Share of transfers that failed per hour, by site", "B"): {NORTH: 0, SOUTH: 1 / 4},
+    ("Transfers per site in the range", "A"): {NORTH: 118, SOUTH: 120, NO_SITE: 0},
+    ("Transfers per site in the range", "B"): {NORTH: 4, SOUTH: 0, NO_SITE: 3},
+    ("Transfers per site in the range", "C"): {NORTH: 4 / 122, SOUTH: 0, NO_SITE: 1},
+    ("Transfers per site in the range", "D"): {NORTH: 6, SOUTH: 3},
+    ("Transfers per site in the range", "E"): {NORTH: 0, SOUTH: 1},
+    ("Transfers per site in the range", "F"): {NORTH: 0, SOUTH: 1 / 4},
+    ("Bytes transferred per hour", "A"): {NO_SITE: 60_000},
+    ("Bytes transferred per hour", "B"): {NO_SITE: 4096},
+    ("Failed transfers in the last 15 minutes: worst 10 Rooms", "A"): {A: 0, B: 0, C: 0, D: 3},
+    ("Failed transfers in the last 15 minutes: worst 10 Rooms", "B"): {A: 0, B: 0, C: 1},
+    ("Share of transfers that failed per hour: worst 10 Rooms", "A"): {A: 2 / 62, B: 2 / 60, C: 0, D: 1},
+    ("Share of transfers that failed per hour: worst 10 Rooms", "B"): {A: 0, B: 0, C: 1 / 4},
+    ("Most failed transfers in the range: worst 10 Rooms", "A"): {A: 2, B: 2, C: 0, D: 3},
+    ("Most failed transfers in the range: worst 10 Rooms", "B"): {A: 0, B: 0, C: 1},
+}
+"""What each counter query shows at minute 60 with everything selected (`$__range` 1h): Room b's restart is a
+counter reset, not a fall, and not a failure."""
+TRANSFER_COUNTERS = {series[0] for series in KNOWN_SERIES}
+
+
+def test_counter_queries_count_known_series(dashboard: dict[str, Any], tmp_path: Path) -> None:
+    """Every query of the six counters, run by promtool on KNOWN_SERIES (windows aligned to the samples, so
+    increase() has nothing to extrapolate), gives COUNTED_AT_THE_HOUR: resets read as resets, shares of the
+    same direction and window, per site, per Room worst first."""
+    everything = {"job": ".*", "site": ".*", "instance": ".*"}
+    counted = {
+        (panel["title"], target["refId"]): dq.substitute(target["expr"], everything)
+        for panel, target in dq.panel_queries(dashboard)
+        if dq.metric_names(target["expr"]) & TRANSFER_COUNTERS
+    }
+    assert set(counted) == set(COUNTED_AT_THE_HOUR), "a counter query without an expected result"
+    document = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f"{metric}{{{room}, {labels}}}", "values": values}
+                    for metric, room, labels, values in KNOWN_SERIES
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": counted[key],
+                        "eval_time": "60m",
+                        "exp_samples": [
+                            {"labels": labels, "value": value} for labels, value in wanted.items()
+                        ],
+                    }
+                    for key, wanted in COUNTED_AT_THE_HOUR.items()
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "dashboard_counters_test.yml"
+    test_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    result = promtool("test", "rules", str(test_file))
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
 def _per_room(target: dict[str, Any]) -> bool:
@@ -538,18 +732,29 @@ def _compared_numbers(panel: dict[str, Any], alert_selector: dq.Selector) -> set
 
 
 def test_failed_panel_uses_the_alerts_window(dashboard: dict[str, Any]) -> None:
+    """Every range function of an alert (`increase(x{status="failed"}[15m])`) is drawn by a panel, with the
+    alert's matchers and window."""
     windows = {
-        (function, metric, window)
+        (function, metric, matchers, window)
         for rule in dq.load_alert_rules()
-        for function, metric, window in re.findall(
-            r"(\w+_over_time)\((\w+)\{[^}]*\}\[(\w+)\]\)", rule["expr"]
+        for function, metric, matchers, window in re.findall(
+            r"(\w+_over_time|increase|rate)\((\w+)(\{[^}]*\})\[(\w+)\]\)", rule["expr"]
         )
     }
     assert windows
+    assert {(f, m, w) for f, m, _, w in windows} >= {
+        ("increase", counter, "15m") for counter in FINISHED_COUNTERS.values()
+    }
     queries = [target["expr"] for _, target in dq.panel_queries(dashboard)]
-    for function, metric, window in windows:
-        pattern = rf"{function}\({metric}\{{[^}}]*\}}\[{window}\]\)"
-        assert any(re.search(pattern, q) for q in queries), f"no panel shows {function}({metric}[{window}])"
+    for function, metric, matchers, window in windows:
+        wanted = dq.matcher_list(matchers)
+        drawn = [
+            match
+            for q in queries
+            for match in re.finditer(rf"{function}\({metric}(\{{[^}}]*\}})\[{window}\]\)", q)
+            if all(dq.Selector(metric, match[1]).has_matcher(m) for m in wanted)
+        ]
+        assert drawn, f"no panel shows {function}({metric}{matchers}[{window}])"
 
 
 def test_provisioning_files() -> None:

@@ -640,6 +640,42 @@ def check_optional_methods(expected: Callable[[dict[str, dict[str, Any]]], bool]
     return check
 
 
+def check_no_notifications(emulator: RunningEmulator) -> None:
+    client = Client(emulator, timeout=3)
+    assert client.auth()["result"] is True
+    assert client.ask(OUTGOING_METHOD)[OUTGOING_METHOD]["result"] is True
+    client.ws.abort()
+    assert client.events == [], "not even the notifications before a reply"
+
+
+def check_repeated_notifications(emulator: RunningEmulator) -> None:
+    client = Client(emulator, timeout=3)
+    assert client.auth()["result"] is True
+    assert client.ask(OUTGOING_METHOD)[OUTGOING_METHOD]["result"] is True
+    client.ws.abort()
+    events = client.events
+    assert len(events) == 2 * 3
+    assert events[0] == events[1] == events[2] != events[3] == events[4] == events[5]
+
+
+def check_fleeting_requests(emulator: RunningEmulator) -> None:
+    client = Client(emulator, timeout=3)
+    assert client.auth()["result"] is True
+    replies = client.ask(OUTGOING_METHOD, INCOMING_METHOD)
+    client.ws.abort()
+    assert sorted(e["status"] for e in replies[OUTGOING_METHOD]["outgoingFilesRequests"]) == [1, 2]
+    assert sorted(e["status"] for e in replies[INCOMING_METHOD]["incomingFilesRequests"]) == [1, 2]
+
+
+def check_notification_storm(emulator: RunningEmulator) -> None:
+    client = Client(emulator, timeout=3)
+    assert client.auth()["result"] is True
+    assert json.loads(client.ws.recv())["method"] == "event", "unasked"
+    assert client.ask(APP_STATE_METHOD)[APP_STATE_METHOD]["result"] is True
+    client.ws.abort()
+    assert client.events
+
+
 RAW_CHECKS: dict[Fault, Callable[[RunningEmulator], None]] = {
     Fault.NONE: check_plain_room,
     Fault.HTTP_INSTEAD_OF_WEBSOCKET: check_http_instead_of_websocket,
@@ -673,6 +709,10 @@ RAW_CHECKS: dict[Fault, Callable[[RunningEmulator], None]] = {
     Fault.FILE_TRANSFER_FORBIDDEN: check_optional_methods(
         lambda replies: replies[AVAILABILITY_METHOD]["availability"] == 0
     ),
+    Fault.NO_NOTIFICATIONS: check_no_notifications,
+    Fault.REPEATED_NOTIFICATIONS: check_repeated_notifications,
+    Fault.FLEETING_REQUESTS: check_fleeting_requests,
+    Fault.NOTIFICATION_STORM: check_notification_storm,
 }
 """What a raw client sees of each fault mode: a new fault needs its row here (the test below says so)."""
 

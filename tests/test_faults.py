@@ -249,6 +249,9 @@ def test_every_fault_mode_of_the_emulator_is_covered() -> None:
     # the emulator itself by tests/test_emulator_methods.py until rows of the exporter's own take them over
     covered |= {Fault.OPTIONAL_UNKNOWN, Fault.OPTIONAL_SILENT, Fault.STALLED_REPLY, Fault.RESTART}
     covered |= {Fault.HALF_OPEN, Fault.REORDERED_REPLIES, Fault.FILE_TRANSFER_FORBIDDEN}
+    # the notification faults: proven against the emulator by tests/test_emulator_transfers.py
+    covered |= {Fault.NO_NOTIFICATIONS, Fault.REPEATED_NOTIFICATIONS, Fault.FLEETING_REQUESTS}
+    covered |= {Fault.NOTIFICATION_STORM}
     assert set(Fault) == covered
 
 

@@ -72,6 +72,8 @@ def test_every_problem_at_once_is_named_in_order():
         (3, NOW - 15, 3, NOW, False),
         (5, NOW - 15, 2, NOW, False),  # the Room forgot some
         (None, None, 7, NOW, False),  # first seen
+        (4, NOW - 15, 0, NOW, False),  # a failed counter starting again at 0: a reset, no failure
+        (0, NOW - 15, 1, NOW, True),  # the first failure counted after it
         (2, NOW + 15, 3, NOW, False),  # out of order
     ],
 )
@@ -101,10 +103,12 @@ def alert_numbers(text: str) -> dict[str, float | str]:
         return float(match[1])
 
     failed = " ".join(rules["TrueconfFileRequestsFailed"]["expr"].split())
-    window = re.search(
-        r'min_over_time\(trueconf_outgoing_file_requests\{status="failed"\}\[(\w+)\]\)', failed
-    )
-    assert window, f"TrueconfFileRequestsFailed: no window in {failed!r}"
+    windows: dict[str, float] = {}
+    for direction in ("outgoing", "incoming"):
+        counter = f"trueconf_{direction}_file_requests_finished_total"
+        match = re.search(rf'increase\({counter}\{{status="failed"\}}\[(\w+)\]\)', failed)
+        assert match, f"TrueconfFileRequestsFailed: no window of {counter} in {failed!r}"
+        windows[direction] = seconds(match[1])
     unavailable = rules["TrueconfFileTransferUnavailable"]["expr"]
     state = re.search(r'trueconf_file_transfer_availability\{state="(\w+)"\}', unavailable)
     assert state and unavailable.rstrip().endswith("== 0"), unavailable
@@ -113,7 +117,8 @@ def alert_numbers(text: str) -> dict[str, float | str]:
         "downloading": compared("TrueconfFileTransferTooLong", ">"),
         "malformed": compared("TrueconfMalformedEntries", ">="),
         "failed_count": compared("TrueconfFileRequestsFailed", ">"),
-        "failed_window": seconds(window[1]),
+        "failed_window": windows["outgoing"],
+        "incoming_failed_window": windows["incoming"],
         "available": state[1],
     }
 
@@ -124,6 +129,7 @@ OURS: dict[str, float | str] = {
     "malformed": verdicts.MALFORMED_AT_LEAST,
     "failed_count": 0,  # a rise: any count above the one before
     "failed_window": verdicts.NEW_FAILURES_WINDOW_SECONDS,
+    "incoming_failed_window": verdicts.NEW_FAILURES_WINDOW_SECONDS,
     "available": verdicts.AVAILABLE,
 }
 
@@ -153,6 +159,10 @@ def test_every_number_read_is_marked_as_a_threshold_in_the_file():
         ('{status="downloading"} > 600', '{status="downloading"} > 300'),
         ("malformed >= 1", "malformed >= 2"),
         ("[15m]", "[30m]"),
+        (
+            'incoming_file_requests_finished_total{status="failed"}[15m]',
+            'incoming_file_requests_finished_total{status="failed"}[1h]',
+        ),
     ],
 )
 def test_a_number_changed_in_alerts_yml_alone_is_caught(old: str, new: str):

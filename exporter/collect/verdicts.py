@@ -1,7 +1,7 @@
 """What the status page calls a Room, by the alerting rules' own numbers: down, in need of attention for
 one or more reasons, or ok.
 
-The thresholds are prometheus/alerts.yml's, kept here once for the code: tests/test_thresholds.py reads that
+The thresholds are prometheus/alerts.yml's, kept here once for the code: tests/test_verdicts.py reads that
 file and fails when a number there and here differ. The page judges a Room's latest result as it stands;
 an alert also waits out its `for:` (1m to 15m), so a Room may show a problem on the page a little before
 its alert fires, and a Room whose problem lasted less than the `for:` never alerts.
@@ -19,7 +19,8 @@ WAITING_TOO_LONG_SECONDS = 900.0
 DOWNLOADING_TOO_LONG_SECONDS = 600.0
 """TrueconfFileTransferTooLong: the oldest outgoing request downloading longer than this (`> 600`)."""
 NEW_FAILURES_WINDOW_SECONDS = 900.0
-"""TrueconfFileRequestsFailed: the failed count rose within this window (`[15m]`)."""
+"""TrueconfFileRequestsFailed: a request failed within this window, outgoing or incoming (the `[15m]` of
+`increase(trueconf_*_file_requests_finished_total{status="failed"}[15m]) > 0`)."""
 MALFORMED_AT_LEAST = 1
 """TrueconfMalformedEntries: this many malformed entries or more (`>= 1`)."""
 
@@ -94,10 +95,13 @@ def failures_rose(previous: int | None, previous_at: float | None, failed: int, 
     """Whether a result's failed count (`failed`, read at `at`) is new failures: above the count read before
     it, when that one was read within the window.
 
-    The Room lists its failed requests as they are now and forgets old ones, so a rise is what tells of a
-    new failure; the alert compares with the lowest count of its window, this with the one before (simpler,
-    and the same for a count that only rises). A count seen for the first time, or after a gap longer than
-    the window, is no rise: the alert would not know either."""
+    For a failed counter (`trueconf_*_file_requests_finished_total{status="failed"}`, what the alert reads),
+    a rise is a failure counted, as `increase()` sees it; a count below the one before is the counter
+    starting again at 0 (the exporter forgot the Room), no failure by itself, as `increase()` reads a reset.
+    (A counter starts at 0 at the Room's first scrape, so the page, which sees every scrape, sees the 0
+    before any failure after it.) For the failed requests a Room lists, a rise is a new one and a drop is the
+    Room forgetting old ones. A count seen for the first time, or after a gap longer than the window, is no
+    rise: the alert would not know either."""
     if previous is None or previous_at is None:
         return False
     return failed > previous and 0 <= at - previous_at <= NEW_FAILURES_WINDOW_SECONDS

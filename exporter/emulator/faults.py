@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+NOTIFICATION_REPEATS = 3
+"""How often `repeated-notifications` sends each notification."""
+STORM_BURST = 500
+"""Notifications a `notification-storm` writes before it lets the Room answer requests again."""
+
 
 class Fault(StrEnum):
     """One misbehaviour of the emulated Room, selected per emulator with `--fault`."""
@@ -65,3 +70,18 @@ class Fault(StrEnum):
     """Requests that arrive together (within `REORDER_WINDOW_SECONDS`) are answered in reverse order."""
     FILE_TRANSFER_FORBIDDEN = "file-transfer-forbidden"
     """`getFileTransferAvailability` answers 0 (forbidden by the server); everything else as the scenario."""
+    NO_NOTIFICATIONS = "no-notifications"
+    """The Room sends no notification at all: no transition is announced and nothing comes before a reply, as
+    an older Room that sends none (or other event names) to a client that counts transfers."""
+    REPEATED_NOTIFICATIONS = "repeated-notifications"
+    """Every notification is sent three times in a row (`NOTIFICATION_REPEATS`), the ones before a reply
+    included: a client must count each transition once however often it is told."""
+    FLEETING_REQUESTS = "fleeting-requests"
+    """A finished request (processed or failed) leaves the lists at once: `getOutgoingFilesRequests` and
+    `getIncomingFilesRequests` list only waiting and downloading requests, so no scrape ever sees a request
+    finished; only the notifications tell."""
+    NOTIFICATION_STORM = "notification-storm"
+    """Right after the `auth` reply, and again after each `getOutgoingFilesRequests` reply once the last storm
+    is over, every authorised connection gets `storm_notifications` (50 000 by default) progress
+    notifications in bursts without pause, as fast as the connection takes them (the Room waits only for its
+    write buffer to drain), while requests are still answered between the bursts."""

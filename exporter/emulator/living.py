@@ -3,6 +3,11 @@ get stuck over minutes, and a Room that makes calls, sits in conferences and now
 or its login (so file transfer is unavailable for a few minutes), so that a dashboard has something to show
 and alerts have something to fire on.
 
+Every transition is announced as the Room announces it (reference §8): `outgoingFileRequestSent` (or
+`outgoingFileRequestSentToConference`) and `receivedFileRequest` when a request is created,
+`fileRequestStatusChanged` at every status change, progress events while it downloads. And every transition
+is counted (`Transitions`), so a test can compare what an exporter counted with what the Room did.
+
 Time is passed in, never read here, so the life cycle is testable without waiting.
 """
 
@@ -10,8 +15,9 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from exporter.emulator.scenario import DEFAULT_AUTH_INFO, DEFAULT_PRODUCT_INFO, LOGGED_IN_APP_STATES
 
@@ -67,6 +73,70 @@ ON_SERVER_LIFE: dict[int, tuple[tuple[float, float], tuple[tuple[int, float], ..
 (the demo's healthy Room, which must not show even a pending TrueconfFileTransferUnavailable)."""
 
 
+DIRECTIONS = ("outgoing", "incoming")
+SIDES = ("peer", "conference")
+"""A request's side: `conference` when it carries a `confId`, `peer` otherwise (the exporter's `destination`
+label of outgoing requests and `source` label of incoming ones)."""
+FINISHED_NAMES = {PROCESSED: "processed", FAILED: "failed"}
+"""The finished statuses by the names of the counters' `status` label."""
+
+
+class DirectionTotals(TypedDict):
+    """One direction's transitions, every key present (0 until counted), in the shape of the exporter's
+    `ledger.TransferTotals` (`dataclasses.asdict` of one compares equal to this)."""
+
+    created: dict[str, int]
+    """side -> requests created."""
+    finished: dict[tuple[str, str], int]
+    """(`processed` or `failed`, side) -> requests that reached that status."""
+    processed_bytes: dict[str, int]
+    """side -> the sizes of the requests that reached `processed`."""
+
+
+@dataclass
+class Transitions:
+    """What a living Room did, counted: requests created, requests finished and the bytes processed, per
+    direction and side. Each request counts once when it is created and once when it finishes (a request
+    finishes once: processed or failed), whether or not anyone was told."""
+
+    created: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(direction, side) -> requests created."""
+    finished: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """(direction, status name, side) -> requests finished."""
+    processed_bytes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(direction, side) -> bytes of the requests processed."""
+
+    def copy(self) -> Transitions:
+        return Transitions(Counter(self.created), Counter(self.finished), Counter(self.processed_bytes))
+
+    def since(self, earlier: Transitions) -> Transitions:
+        """What happened after `earlier` (a copy taken before) was taken."""
+        return Transitions(
+            self.created - earlier.created,
+            self.finished - earlier.finished,
+            self.processed_bytes - earlier.processed_bytes,
+        )
+
+    def as_dicts(self) -> dict[str, DirectionTotals]:
+        """`{"outgoing": DirectionTotals, "incoming": DirectionTotals}`, plain dicts, zeros included."""
+        return {
+            direction: DirectionTotals(
+                created={side: self.created[direction, side] for side in SIDES},
+                finished={
+                    (status, side): self.finished[direction, status, side]
+                    for status in FINISHED_NAMES.values()
+                    for side in SIDES
+                },
+                processed_bytes={side: self.processed_bytes[direction, side] for side in SIDES},
+            )
+            for direction in DIRECTIONS
+        }
+
+
+def side_of(entry: dict[str, Any]) -> str:
+    return "conference" if entry.get("confId") not in (None, "") else "peer"
+
+
 @dataclass
 class LivingRequest:
     """One request and the plan for its life."""
@@ -84,6 +154,10 @@ class LivingRequest:
     def created(self) -> float:
         timestamp = float(self.entry["timestamp"])
         return timestamp / 1000 if self.incoming else timestamp
+
+    @property
+    def direction(self) -> str:
+        return "incoming" if self.incoming else "outgoing"
 
 
 @dataclass
@@ -112,20 +186,38 @@ class LivingRoom:
     """When the app state changes next."""
     product_info: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PRODUCT_INFO))
     auth_info: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_AUTH_INFO))
+    accept_seconds: tuple[float, float] = (3.0, 60.0)
+    """How long an outgoing request waits for its recipient before it is accepted (uniform)."""
+    incoming_accept_seconds: tuple[float, float] = (5.0, 90.0)
+    """How long an incoming request waits before the Room accepts it (uniform)."""
+    finish_seconds: tuple[float, float] = (5.0, 120.0)
+    """How long an accepted request takes to end, either way (uniform)."""
+    keep_finished_seconds: float = KEEP_FINISHED_SECONDS
+    stuck_seconds: float = STUCK_SECONDS
+    warm_up_seconds: float = WARM_UP_SECONDS
+    """How much of its life `start` makes up; the history's older requests are as old in proportion."""
+    tick_seconds: float = 1.0
+    """How often the emulator moves the Room on (and sends what happened)."""
+    transitions: Transitions = field(default_factory=Transitions)
+    """Every transition since `start` (or, without it, since the first `advance`): the truth to compare an
+    exporter's counters with."""
 
     def start(self, now: float) -> None:
         """Fill the Room with a history, as if it had been living for a while: older requests of every kind,
-        and the last WARM_UP_SECONDS of requests at its own pace, each already where its plan puts it at
+        and the last `warm_up_seconds` of requests at its own pace, each already where its plan puts it at
         `now`. So the first scrape shows every status, and what changes next changes at the Room's usual
-        pace: no burst of transitions in its first seconds that a scraper starting a moment later misses."""
+        pace: no burst of transitions in its first seconds that a scraper starting a moment later misses.
+        The history is not counted in `transitions`."""
+        scale = self.warm_up_seconds / WARM_UP_SECONDS
         for age in (1300, 900, 420, 240, 120, 60, 30, 10):
-            self._create(now - age)
+            self._create(now - age * scale)
         for age in (1200, 500, 180, 90, 40, 15):
-            self._receive(now - age)
-        self.next_creation = self.next_incoming = now - WARM_UP_SECONDS
+            self._receive(now - age * scale)
+        self.next_creation = self.next_incoming = now - self.warm_up_seconds
         for _ in range(8):  # each call moves a request on by at most one status; three suffice
             if not self.advance(now):
                 break
+        self.transitions = Transitions()
 
     @property
     def availability(self) -> int:
@@ -153,7 +245,7 @@ class LivingRoom:
                 events.extend(self._change_state(self.state_until))
             elif self.next_creation <= self.next_incoming:
                 if self.availability == AVAILABLE:
-                    self._create(self.next_creation)
+                    events.append(sent_event(self._create(self.next_creation)))
                 self.next_creation += self.rng.expovariate(1.0 / self.mean_seconds_between_requests)
             else:
                 if self.availability == AVAILABLE:
@@ -161,9 +253,23 @@ class LivingRoom:
                 self.next_incoming += self.incoming_rng.expovariate(1.0 / self.mean_seconds_between_incoming)
         for request in (*self.requests, *self.incoming):
             events.extend(self._step(request, now))
-        self.requests = [r for r in self.requests if _kept(r, now)]
-        self.incoming = [r for r in self.incoming if _kept(r, now)]
+        self.requests = [r for r in self.requests if self._kept(r, now)]
+        self.incoming = [r for r in self.incoming if self._kept(r, now)]
         return events
+
+    def progress_events(self) -> list[dict[str, Any]]:
+        """What the Room may send at any moment without anything having changed: the progress of each
+        request downloading now, or, when none is, its app state. No creation, no status: nothing a counter
+        counts."""
+        events = [
+            progress_event(r.entry, r.progress, incoming=r.incoming)
+            for r in (*self.requests, *self.incoming)
+            if r.entry["status"] == DOWNLOADING
+        ]
+        return events or [{"method": "event", "event": "appStateChanged", "appState": self.app_state}]
+
+    def _kept(self, request: LivingRequest, now: float) -> bool:
+        return request.finished_at is None or now - request.finished_at < self.keep_finished_seconds
 
     def _change_state(self, at: float) -> list[dict[str, Any]]:
         was_available = self.availability
@@ -188,7 +294,7 @@ class LivingRoom:
             )
         return events
 
-    def _create(self, created: float) -> None:
+    def _create(self, created: float) -> dict[str, Any]:
         fate = self.rng.choices([f for f, _ in self.fates], [w for _, w in self.fates])[0]
         size = int(self.rng.lognormvariate(13, 1.5))
         entry: dict[str, Any] = {
@@ -203,9 +309,11 @@ class LivingRoom:
             entry["confId"] = self.rng.choice(CONFERENCES)
         else:
             entry["peerId"], entry["peerDn"] = self.rng.choice(PEERS)
-        accept_at = created + self.rng.uniform(3, 60)
-        finish_at = accept_at + self.rng.uniform(5, 120)
+        accept_at = created + self.rng.uniform(*self.accept_seconds)
+        finish_at = accept_at + self.rng.uniform(*self.finish_seconds)
         self.requests.append(LivingRequest(entry, fate, accept_at, finish_at))
+        self.transitions.created["outgoing", side_of(entry)] += 1
+        return entry
 
     def _receive(self, created: float) -> dict[str, Any]:
         """A request sent to the Room: from a peer, or from a peer in a conference (then with `confId` too);
@@ -222,9 +330,10 @@ class LivingRoom:
         entry["peerId"], entry["peerDn"] = rng.choice(PEERS)
         if rng.random() < 0.3:
             entry["confId"] = rng.choice(CONFERENCES)
-        accept_at = created + rng.uniform(5, 90)
-        finish_at = accept_at + rng.uniform(5, 120)
+        accept_at = created + rng.uniform(*self.incoming_accept_seconds)
+        finish_at = accept_at + rng.uniform(*self.finish_seconds)
         self.incoming.append(LivingRequest(entry, fate, accept_at, finish_at, incoming=True))
+        self.transitions.created["incoming", side_of(entry)] += 1
         return entry
 
     def _step(self, request: LivingRequest, now: float) -> list[dict[str, Any]]:
@@ -232,7 +341,7 @@ class LivingRoom:
         if request.finished_at is not None:
             return []
         status = entry["status"]
-        if request.fate.startswith("stuck") and now - request.created > STUCK_SECONDS:
+        if request.fate.startswith("stuck") and now - request.created > self.stuck_seconds:
             return self._set_status(request, FAILED, now)
         if status == WAITING and now >= request.accept_at:
             if request.fate == "declined-late":
@@ -255,18 +364,53 @@ class LivingRoom:
 
     def _set_status(self, request: LivingRequest, status: int, now: float) -> list[dict[str, Any]]:
         request.entry["status"] = status
-        if status in (FAILED, PROCESSED):
+        if status in FINISHED_NAMES:
             request.finished_at = now
+            where = (request.direction, side_of(request.entry))
+            self.transitions.finished[request.direction, FINISHED_NAMES[status], where[1]] += 1
+            if status == PROCESSED:
+                self.transitions.processed_bytes[where] += int(request.entry["size"])
         return [status_event(request.entry, incoming=request.incoming)]
 
 
-def _kept(request: LivingRequest, now: float) -> bool:
-    return request.finished_at is None or now - request.finished_at < KEEP_FINISHED_SECONDS
+def fast_living_room(
+    seconds_between_requests: float = 0.1,
+    *,
+    seed: int = 1,
+    fates: tuple[tuple[str, float], ...] = FATES,
+    keep_finished_seconds: float = 2.0,
+    tick_seconds: float = 0.02,
+) -> LivingRoom:
+    """A living Room fast enough for hundreds of transfers a minute: a new request each way every
+    `seconds_between_requests` on average (0.1: about 600 outgoing and 600 incoming a minute), accepted
+    within 0.5-5 times that and finished within 0.5-5 times that again, stuck ones given up after 30 times
+    that, finished ones listed for `keep_finished_seconds`; moved on every `tick_seconds`. It never leaves its
+    server (ON_SERVER_LIFE), so it never stops creating requests. Not started: serve it as it is (empty lists,
+    counting from its first move) or call `start(now)` for a history, which is not counted."""
+    pace = seconds_between_requests
+    return LivingRoom(
+        rng=random.Random(seed),
+        mean_seconds_between_requests=pace,
+        fates=fates,
+        incoming_rng=random.Random(seed + 100),
+        mean_seconds_between_incoming=pace,
+        state_rng=random.Random(seed + 200),
+        app_state_life=dict(ON_SERVER_LIFE),
+        accept_seconds=(pace / 2, pace * 5),
+        incoming_accept_seconds=(pace / 2, pace * 5),
+        finish_seconds=(pace / 2, pace * 5),
+        keep_finished_seconds=keep_finished_seconds,
+        stuck_seconds=pace * 30,
+        warm_up_seconds=pace * 12,
+        tick_seconds=tick_seconds,
+    )
 
 
 def status_event(entry: dict[str, Any], incoming: bool = False) -> dict[str, Any]:
-    """`fileRequestStatusChanged` (reference §5): `directionType` 0 incoming, 1 outgoing; `fileSize`."""
-    return {
+    """`fileRequestStatusChanged` (reference §8): `directionType` 0 incoming, 1 outgoing; `fileSize`, and
+    `fileName`, `fileId`, `peerId` and `peerDisplayName` (the list's `peerDn`), `confId` when the entry has
+    them (a conference request has no peer; an incoming one from a conference has both)."""
+    event: dict[str, Any] = {
         "method": "event",
         "event": "fileRequestStatusChanged",
         "fileRequestId": entry.get("fileRequestId"),
@@ -275,6 +419,29 @@ def status_event(entry: dict[str, Any], incoming: bool = False) -> dict[str, Any
         "fileSize": entry.get("size"),
         "timestamp": entry.get("timestamp"),
     }
+    for name, key in (("fileName", "fileName"), ("fileId", "fileId"), ("peerId", "peerId")):
+        if name in entry:
+            event[key] = entry[name]
+    if "peerDn" in entry:
+        event["peerDisplayName"] = entry["peerDn"]
+    if "confId" in entry:
+        event["confId"] = entry["confId"]
+    return event
+
+
+def sent_event(entry: dict[str, Any]) -> dict[str, Any]:
+    """`outgoingFileRequestSent`, or `outgoingFileRequestSentToConference` for a request with a `confId`
+    (reference §8): no `status`, no `directionType`; `fileSize`; timestamp in seconds as the list's."""
+    event: dict[str, Any] = {"method": "event", "fileRequestId": entry.get("fileRequestId")}
+    if "confId" in entry:
+        event["event"] = "outgoingFileRequestSentToConference"
+    else:
+        event.update(event="outgoingFileRequestSent", peerId=entry.get("peerId"), peerDn=entry.get("peerDn"))
+    event.update(fileName=entry.get("fileName"), timestamp=entry.get("timestamp"), fileSize=entry.get("size"))
+    if "confId" in entry:
+        event["confId"] = entry["confId"]
+    event["fileId"] = entry.get("fileId")
+    return event
 
 
 def progress_event(entry: dict[str, Any], percent: int, incoming: bool = False) -> dict[str, Any]:
@@ -292,14 +459,18 @@ def progress_event(entry: dict[str, Any], percent: int, incoming: bool = False) 
 
 
 def received_event(entry: dict[str, Any]) -> dict[str, Any]:
-    """`receivedFileRequest`: someone sent the Room a file (reference §5; `peerDisplayName` here, §6)."""
-    return {
+    """`receivedFileRequest`: someone sent the Room a file (reference §8): `peerId`, `peerDn`, `fileSize`,
+    the timestamp in milliseconds as the incoming list's, and `confId` for a file sent in a conference."""
+    event: dict[str, Any] = {
         "method": "event",
         "event": "receivedFileRequest",
         "fileRequestId": entry.get("fileRequestId"),
+        "peerId": entry.get("peerId"),
+        "peerDn": entry.get("peerDn"),
         "fileName": entry.get("fileName"),
         "fileSize": entry.get("size"),
-        "peerId": entry.get("peerId"),
-        "peerDisplayName": entry.get("peerDn"),
         "timestamp": entry.get("timestamp"),
     }
+    if "confId" in entry:
+        event["confId"] = entry["confId"]
+    return event

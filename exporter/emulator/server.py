@@ -8,6 +8,11 @@ getIncomingFilesRequests, getFileTransferAvailability, getAppState and getSystem
 Requests may arrive several at once before any reply (a pipelining client): each is answered, in request
 order unless a fault says otherwise. Fault modes (see faults.py) make it misbehave on purpose. For tests, the
 Room counts what each connection asked (`logins`, `requests`) and can restart or go half-open on demand.
+
+A living Room (`living.py`) sends every authorised connection a notification for each of its transitions,
+and counts them: `RunningEmulator.transfers()` is what it did, `mark()` and `transfers_since_mark()` count
+from a moment a test chooses, and `pause()` / `resume()` stop and restart its life so that moment can be
+made to coincide with an exporter's first reading.
 """
 
 from __future__ import annotations
@@ -20,17 +25,17 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from exporter.emulator.faults import Fault
-from exporter.emulator.living import LivingRoom, progress_event, status_event
+from exporter.emulator.faults import NOTIFICATION_REPEATS, STORM_BURST, Fault
+from exporter.emulator.living import DirectionTotals, LivingRoom, Transitions, progress_event, status_event
 from exporter.emulator.scenario import DEMO, EMBEDDED_HTTP_PORT, LOGGED_IN_APP_STATES, Scenario, load_scenario
 
 log = logging.getLogger(__name__)
@@ -49,10 +54,12 @@ UNKNOWN_METHOD_CODE = 2
 MAX_RECORDS = 10_000
 """Connections the Room remembers in `EmulatedRoom.records` (login and request counts per connection)."""
 CONFIG_PATH = "/public/default/config.json"
-TICK_SECONDS = 1.0
-"""How often the living demo Room moves on."""
 FLOOD_NOTIFICATIONS = 10_000
 """Notifications before the reply with the `notification-flood` fault."""
+STORM_NOTIFICATIONS = 50_000
+"""Notifications in each `notification-storm` (`EmulatorSettings.storm_notifications`)."""
+FINISHED_STATUSES = (0, 3)
+"""Failed and processed: what `fleeting-requests` leaves out of the lists."""
 HUGE_FRAGMENT_BYTES = 256 * 1024
 """Fragment size of the `huge-fragmented-reply` fault, and write size of `huge-reply`."""
 CLOSE_GRACE_SECONDS = 1.0
@@ -61,6 +68,7 @@ REORDER_WINDOW_SECONDS = 0.05
 """With `reordered-replies`: requests that arrive within this time of the first unanswered one form a batch,
 answered last first."""
 
+T = TypeVar("T")
 Job = Callable[[], Awaitable[None]]
 """Sends one reply (and whatever a fault sends with it) when called."""
 
@@ -81,6 +89,8 @@ class EmulatorSettings:
     huge_reply_bytes: int = 64 * 1024 * 1024
     restart_seconds: float = 60.0
     """How often the Room restarts (drops every connection) with the `restart` fault."""
+    storm_notifications: int = STORM_NOTIFICATIONS
+    """How many notifications each `notification-storm` sends to a connection."""
 
 
 @dataclass
@@ -102,6 +112,10 @@ class ConnectionRecord:
     open: bool = True
     severed: bool = False
     """Gone half-open: requests are read and never answered, nothing is sent, it is never closed."""
+    notifications: int = 0
+    """Notifications sent on it (each copy of a repeated one counted), storms included."""
+    storms: list[float] = field(default_factory=list)
+    """How long each finished `notification-storm` took to be taken by the connection, in seconds."""
 
 
 @dataclass
@@ -118,6 +132,13 @@ class EmulatedRoom:
     MAX_RECORDS, so a demo that runs for weeks does not grow)."""
     restarts: int = 0
     """How often the Room dropped every connection (`restart()` or the `restart` fault)."""
+    paused: bool = False
+    """A living Room does not move on while paused (`pause()`); it catches up at its first move after."""
+    marked: Transitions = field(default_factory=Transitions)
+    """The living Room's transitions when `mark()` was last called (none before: counting from its start)."""
+    _tick_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = field(
+        default_factory=dict, init=False, repr=False
+    )
     _sessions: dict[ServerConnection, _Session] = field(default_factory=dict, init=False, repr=False)
     _live: set[ServerConnection] = field(default_factory=set, init=False, repr=False)
     """Every connection whose TCP connection may still be open, its handler finished or not."""
@@ -151,13 +172,19 @@ class EmulatedRoom:
 
     def outgoing_requests(self) -> list[Any]:
         if self.living is not None:
-            return self.living.outgoing_requests()
-        return self.scenario.outgoing_requests()
+            return self.fleeting(self.living.outgoing_requests())
+        return self.fleeting(self.scenario.outgoing_requests())
 
     def incoming_requests(self) -> list[Any]:
         if self.living is not None:
-            return self.living.incoming_requests()
-        return self.scenario.incoming_requests()
+            return self.fleeting(self.living.incoming_requests())
+        return self.fleeting(self.scenario.incoming_requests())
+
+    def fleeting(self, entries: list[Any]) -> list[Any]:
+        """With `fleeting-requests`, the list without its finished requests."""
+        if self.settings.fault is not Fault.FLEETING_REQUESTS:
+            return entries
+        return [e for e in entries if not (isinstance(e, dict) and e.get("status") in FINISHED_STATUSES)]
 
     def app_state(self) -> int:
         return self.living.app_state if self.living is not None else self.scenario.app_state
@@ -321,20 +348,68 @@ class EmulatedRoom:
         given = message.get("requestId")
         return "" if self.scenario.empty_request_id or given is None else str(given)
 
+    async def notify(self, connection: ServerConnection, event: dict[str, Any]) -> None:
+        """Send one notification as the fault in force has it: not at all, once, or NOTIFICATION_REPEATS
+        times."""
+        fault = self.settings.fault
+        if fault is Fault.NO_NOTIFICATIONS:
+            return
+        text = json.dumps(event)
+        copies = NOTIFICATION_REPEATS if fault is Fault.REPEATED_NOTIFICATIONS else 1
+        session = self._sessions.get(connection)
+        for _ in range(copies):
+            await connection.send(text)
+            if session is not None:
+                session.record.notifications += 1
+
+    def filler(self, progress_only: bool = False) -> Callable[[int], dict[str, Any]]:
+        """The n-th notification of those a busy Room sends besides its transitions (before a reply, in a
+        flood or a storm). A fixed Room alternates the progress and the status of its outgoing entries as
+        they are listed (or progress only); a living Room sends the progress of what it is downloading (or its
+        app state), never a status: its status notifications are its transitions."""
+        if self.living is not None:
+            events = self.living.progress_events()
+            return lambda n: events[n % len(events)]
+        entries = [e for e in self.outgoing_requests() if isinstance(e, dict)] or [{"fileRequestId": "demo"}]
+
+        def make(n: int) -> dict[str, Any]:
+            entry = entries[n % len(entries)]
+            return progress_event(entry, n % 100) if progress_only or n % 2 == 0 else status_event(entry)
+
+        return make
+
     async def send_notifications(self, connection: ServerConnection) -> None:
         """Events that a busy Room sends between a request and its reply (reference §2)."""
-        entries = [e for e in self.outgoing_requests() if isinstance(e, dict)] or [{"fileRequestId": "demo"}]
         fault = self.settings.fault
+        if fault is Fault.NO_NOTIFICATIONS:
+            return
         flood = fault is Fault.NOTIFICATION_FLOOD
         count = FLOOD_NOTIFICATIONS if flood else self.scenario.notifications_before_reply
+        filler = self.filler()
         n = 0
         while n < count or fault is Fault.ENDLESS_NOTIFICATIONS:
-            entry = entries[n % len(entries)]
-            event = progress_event(entry, n % 100) if n % 2 == 0 else status_event(entry)
-            await connection.send(json.dumps(event))
+            await self.notify(connection, filler(n))
             if fault is Fault.ENDLESS_NOTIFICATIONS:
                 await asyncio.sleep(0.001)  # a stream, not a busy loop that starves every other connection
             n += 1
+
+    async def storm(self, connection: ServerConnection, record: ConnectionRecord) -> None:
+        """`notification-storm`: `storm_notifications` progress notifications, STORM_BURST at a time with
+        a turn of the event loop between bursts (so requests are answered meanwhile), each waiting only for
+        the connection to take it. Ends early when the fault is switched off."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sent = 0
+        while sent < self.settings.storm_notifications:
+            if self.settings.fault is not Fault.NOTIFICATION_STORM:
+                return
+            filler = self.filler(progress_only=True)
+            burst = min(STORM_BURST, self.settings.storm_notifications - sent)
+            for n in range(sent, sent + burst):
+                await self.notify(connection, filler(n))
+            sent += burst
+            await asyncio.sleep(0)
+        record.storms.append(loop.time() - started)
 
     async def reply_outgoing(self, connection: ServerConnection, request_id: str) -> None:
         """Events, then the getOutgoingFilesRequests reply, as the fault in force shapes it."""
@@ -367,13 +442,49 @@ class EmulatedRoom:
             await connection.send(json.dumps(reply))
 
     async def tick(self) -> None:
-        """Move the living Room on and tell every authorised client, as the real Room does."""
+        """Move the living Room on every `tick_seconds` and tell every authorised client what happened, as
+        the real Room does (each client in order, all clients at once)."""
         while self.living is not None:
-            await asyncio.sleep(TICK_SECONDS)
-            for event in self.living.advance(time.time()):
-                for connection in list(self.connections):
-                    with contextlib.suppress(ConnectionClosed):
-                        await connection.send(json.dumps(event))
+            await asyncio.sleep(self.living.tick_seconds)
+            async with self.tick_lock():
+                if self.paused:
+                    continue
+                events = self.living.advance(time.time())
+                if events:
+                    await asyncio.gather(*(self._tell(c, events) for c in list(self.connections)))
+
+    async def _tell(self, connection: ServerConnection, events: list[dict[str, Any]]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            for event in events:
+                await self.notify(connection, event)
+
+    def tick_lock(self) -> asyncio.Lock:
+        """Held while the living Room moves on and its notifications are sent (one per event loop: a Room
+        may be served again by another emulator)."""
+        return self._tick_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+
+    async def pause(self) -> None:
+        """Stop the living Room, once what it did last has been sent to every client."""
+        async with self.tick_lock():
+            self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    async def mark(self) -> None:
+        """Count from now: `transfers(since_mark=True)` is what happened after this (once what the Room did
+        before has been sent to every client)."""
+        async with self.tick_lock():
+            self.marked = self.transitions()
+
+    def transitions(self) -> Transitions:
+        """A copy of the living Room's transitions (none for a fixed Room)."""
+        return self.living.transitions.copy() if self.living is not None else Transitions()
+
+    def transfers(self, since_mark: bool = False) -> dict[str, DirectionTotals]:
+        """What the Room did since it started living (or since `mark()`), as plain dicts."""
+        transitions = self.transitions()
+        return (transitions.since(self.marked) if since_mark else transitions).as_dicts()
 
 
 class _Session:
@@ -393,6 +504,22 @@ class _Session:
         self.tail: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.batch: list[Job] | None = None
+        self.storming: asyncio.Task[None] | None = None
+
+    def start_storm(self) -> None:
+        """With `notification-storm`: a storm, after the replies due now, unless one is under way."""
+        if self.room.settings.fault is not Fault.NOTIFICATION_STORM or self.record.severed:
+            return
+        if self.storming is not None and not self.storming.done():
+            return
+        after = self.tail
+
+        async def storm() -> None:
+            if after is not None and not after.done():
+                await asyncio.wait([after])
+            await self.room.storm(self.connection, self.record)
+
+        self.storming = self.spawn(storm())
 
     def receive(self, text: str | bytes) -> None:
         message = _decode(text)
@@ -422,6 +549,8 @@ class _Session:
             if self.authorised:
                 room.connections.add(self.connection)
             self.in_order(self.sender(reply))
+            if self.authorised:
+                self.start_storm()
         elif not self.authorised:
             self.in_order(self.sender(_error(method, request_id, "Not authorized", 1)))
         elif method in OPTIONAL_METHODS and fault is Fault.OPTIONAL_SILENT:
@@ -450,6 +579,7 @@ class _Session:
     def outgoing(self, request_id: str) -> Job:
         async def send() -> None:
             await self.room.reply_outgoing(self.connection, request_id)
+            self.start_storm()
 
         return send
 
@@ -658,6 +788,39 @@ class RunningEmulator:
 
     async def _sever(self) -> int:
         return self.room.sever_all()
+
+    def pause(self) -> None:
+        """Stop the living Room's life until `resume()`, once what it did last has been sent to every client
+        (so a client that asks something now gets its reply after every notification of what came before).
+        Nothing changes while paused; at its first move after `resume()` it catches up the time it lost."""
+        self._on_loop(self.room.pause())
+
+    def resume(self) -> None:
+        self._loop.call_soon_threadsafe(self.room.resume)
+
+    def mark(self) -> None:
+        """Start counting now: `transfers_since_mark()` is what the Room does from here on. Pause the Room,
+        let the exporter read it (history), mark, resume: the exporter's counters and the Room's then count
+        the same transitions."""
+        self._on_loop(self.room.mark())
+
+    def transfers(self) -> dict[str, DirectionTotals]:
+        """What the living Room did since it started living (its `start` history excluded):
+        `{"outgoing": ..., "incoming": ...}`, each `{"created": {side: n}, "finished": {(status, side): n},
+        "processed_bytes": {side: n}}`, side `peer` or `conference`, status `processed` or `failed`, every
+        key present. All zero for a fixed Room."""
+        return self._on_loop(self._transfers(since_mark=False))
+
+    def transfers_since_mark(self) -> dict[str, DirectionTotals]:
+        """`transfers()` counted from the last `mark()` (from the start when never marked)."""
+        return self._on_loop(self._transfers(since_mark=True))
+
+    async def _transfers(self, since_mark: bool) -> dict[str, DirectionTotals]:
+        return self.room.transfers(since_mark)
+
+    def _on_loop(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run `coroutine` on the emulator's event loop, between two of its steps, and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=5)
 
     @property
     def logins(self) -> int:
