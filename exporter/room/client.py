@@ -251,6 +251,7 @@ def _observe_lists(ledger: Ledger, exchange: Exchange) -> None:
             snapshot = listing(())
         if isinstance(snapshot, Snapshot):
             ledger.observe_list(direction, snapshot, exchange.sequences[method])
+            snapshot.listed = None  # up to MAX_TRACKED_IDS records: not kept with the collection
 
 
 def _to_ask(slot: RoomSlot, methods: tuple[str, ...]) -> tuple[str, ...]:
