@@ -289,18 +289,159 @@ def announcing_room(announced: int, drip_seconds: float, drips: int) -> Callable
 
 
 def fragmenting_room(message: bytes, pause: float) -> Callable[[socket.socket], None]:
-    """A raw Room that answers auth, then sends `message` in two fragments `pause` seconds apart."""
+    """A raw Room that answers auth, then answers the scrape's request with `message` in two fragments
+    `pause` seconds apart."""
 
     def handle(connection: socket.socket) -> None:
-        if _accept_upgrade(connection) is None:
+        rest = _accept_upgrade(connection)
+        if rest is None:
+            return
+        if not rest and not connection.recv(65536):  # the auth request
+            return
+        connection.sendall(frame(_AUTH_OK))
+        if not connection.recv(65536):  # the scrape's request
             return
         half = len(message) // 2
-        connection.sendall(frame(_AUTH_OK) + frame(message[:half], fin=False))
+        connection.sendall(frame(message[:half], fin=False))
         time.sleep(pause)
         connection.sendall(frame(message[half:], opcode=0x0))
         connection.settimeout(10)
         with contextlib.suppress(OSError):
             while connection.recv(65536):
                 pass
+
+    return handle
+
+
+# --- Rooms that act between scrapes, for the sessions' reader ---
+
+
+def progress_notification(request_id: str, percent: int = 50) -> bytes:
+    """One `outgoingFileRequestUploadingProgress` notification as a frame, in the reference's shape (§8):
+    about 300 bytes, as a real Room sends many of during a large transfer."""
+    body = {
+        "method": "event",
+        "event": "outgoingFileRequestUploadingProgress",
+        "fileSize": 734_003_200,
+        "processedPercents": percent,
+        "fileRequestId": request_id,
+        "fileName": "quarterly-review-recording-2024-12-04.mp4",
+        "timestamp": 1733300000,
+        "fileId": 4242,
+        "peerId": "alexandra.konstantinopolskaya@video.example.org",
+        "peerDisplayName": "Alexandra Konstantinopolskaya (Board Room)",
+        "confId": "",
+    }
+    return frame(json.dumps(body).encode())
+
+
+class RoomLine:
+    """One connection of a ScriptedRoom, as its `between` step sees it."""
+
+    def __init__(self, connection: socket.socket, buffer: bytearray) -> None:
+        self.connection = connection
+        self.buffer = buffer
+
+    def send(self, data: bytes) -> None:
+        self.connection.sendall(data)
+
+    def read_frame(self) -> tuple[int, bytes]:
+        """The next frame the exporter sends (opcode, unmasked payload), within the connection's timeout."""
+        return _read_client_frame(self.connection, self.buffer)
+
+
+class ScriptedRoom:
+    """A raw Room that answers `auth` and every request in order, as a Room would (success, with the request's
+    id; getOutgoingFilesRequests with an empty list), pongs pings, and once, right after answering its
+    `after`-th request on a connection, runs `between(line)`: what the Room does between two scrapes, in the
+    connection's own thread. It goes on answering after it, unless `between` ended the connection.
+
+    `connections` counts the connections accepted; `done` is set once `between` has returned or raised (what
+    it raised is `error`); a connection quiet for `idle_seconds` is dropped, so no thread outlives a test."""
+
+    def __init__(
+        self,
+        between: Callable[[RoomLine], None] | None = None,
+        after: int = 1,
+        idle_seconds: float = 30.0,
+    ) -> None:
+        self.between = between
+        self.after = after
+        self.idle_seconds = idle_seconds
+        self.connections = 0
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._ran = False
+
+    def __call__(self, connection: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
+        buffer = _accept_upgrade(connection)
+        if buffer is None:
+            return
+        connection.settimeout(self.idle_seconds)
+        line = RoomLine(connection, buffer)
+        answered = 0
+        while True:
+            opcode, payload = line.read_frame()
+            if opcode == 0x8:
+                line.send(frame(payload[:2], opcode=0x8))
+                return
+            if opcode == 0x9:
+                line.send(frame(payload, opcode=0xA))
+                continue
+            if opcode != 0x1:
+                continue
+            request = json.loads(payload)
+            method = request["method"]
+            reply: dict[str, object] = {"method": method, "requestId": request["requestId"], "result": True}
+            if method == "getOutgoingFilesRequests":
+                reply["outgoingFilesRequests"] = []
+            line.send(frame(json.dumps(reply).encode()))
+            if method == "auth":
+                continue
+            answered += 1
+            if answered == self.after and self._take_turn():
+                try:
+                    self.between(line)  # type: ignore[misc]  # _take_turn: not None
+                except BaseException as error:
+                    self.error = error
+                    raise
+                finally:
+                    self.done.set()
+
+    def _take_turn(self) -> bool:
+        with self._lock:
+            if self.between is None or self._ran:
+                return False
+            self._ran = True
+            return True
+
+
+def dripping_upgrade(every: float, seconds: float) -> Callable[[socket.socket], None]:
+    """Answers the upgrade request one byte every `every` seconds, for `seconds` at most, never finishing
+    the answer's head: only a deadline on the whole handshake ends it before that."""
+
+    def handle(connection: socket.socket) -> None:
+        connection.recv(65536)
+        head = b"HTTP/1.1 101 Switching Protocols\r\n" + b"X-Drip: " + b"d" * 4096
+        ends = time.monotonic() + seconds
+        for byte in head:
+            if time.monotonic() >= ends:
+                return
+            connection.sendall(bytes([byte]))
+            time.sleep(every)
+
+    return handle
+
+
+def held_upgrade(requested: threading.Event, released: threading.Event) -> Callable[[socket.socket], None]:
+    """Reads the upgrade request, sets `requested` and answers nothing until `released` (30 s at most)."""
+
+    def handle(connection: socket.socket) -> None:
+        connection.recv(65536)
+        requested.set()
+        released.wait(30)
 
     return handle

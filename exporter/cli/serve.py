@@ -216,7 +216,8 @@ def run_server(
     try:
         run_until_stopped(server.serve_forever, on_hangup, server.request_stop)
     finally:
-        cancelled = app.sessions.cancel_all()  # the drain is over: what waits on a Room would wait to its deadline
+        # The drain is over: what still waits on a Room would wait to its deadline.
+        cancelled = app.sessions.cancel_all()
         server.server_close()
         if cancelled:
             log.info(

@@ -23,7 +23,7 @@ and, when the scrape asked the optional methods and the Room answered them (refe
     trueconf_room_info{version="5.0.2.17"} 1
     trueconf_room_identity_info{name="Meeting room",peer_id="room@some.server"} 1   (while logged in)
 
-and the Room's transfer counters (room/ledger.py), from its first scrape on, whether it answered or not:
+and the Room's transfer counters (room/ledger.py), from its first scrape on, up or down:
 
     trueconf_outgoing_file_requests_created_total{destination="peer"} 3           (every destination)
     trueconf_outgoing_file_requests_finished_total{destination="peer",status="failed"} 1
@@ -73,7 +73,7 @@ class RoomCollector(Collector):
             log_internal_error("the metrics of a collection", collection.target)
             families = list(
                 collection_metrics(
-                    replace(collection, snapshot=None, picture=None, error=INTERNAL_ERROR),
+                    replace(collection, snapshot=None, picture=None, transfers=None, error=INTERNAL_ERROR),
                 )
             )
         yield from families

@@ -3,11 +3,12 @@
 The sessions' reader (room/reader.py) reads a socket only when the Room has sent something, and hands the
 bytes here. websocket-client's `frame_buffer` does the framing: it is written to resume a frame whose header
 and length were already read, so it is given a `recv` that serves what has arrived and raises
-NeedMoreBytesError when that runs out; the frame waits, half read, for the next bytes. Before a frame's payload is read, its
-announced length is checked against the limits (the message's size, RFC 6455's 125 bytes for a control
-frame) and the bytes past FREE_BYTES are reserved from the shared budget (room/budget.py); a message that
-begins while no scrape waits for a reply may take at most MAX_UNASKED_BYTES, unreserved: a notification is
-a few hundred bytes, and no Room can make an idle session hold more.
+NeedMoreBytesError when that runs out; the frame waits, half read, for the next bytes. Before a frame's
+payload is read, its announced length is checked against the limits (the message's size, RFC 6455's 125
+bytes for a control frame) and the bytes past FREE_BYTES are reserved from the shared budget
+(room/budget.py); a message that begins while no scrape waits for a reply may take at most
+MAX_UNASKED_BYTES, unreserved: a notification is a few hundred bytes, and no Room can make an idle session
+hold more.
 
 The buffer's names (`header`, `length`, `recv_header`, `recv_length`, `recv_frame`) have been the same from
 websocket-client 1.7 to 1.9; `check_websocket_client()` proves them once at start-up, so a release that
@@ -105,8 +106,9 @@ class FrameStream:
 
         Raises NeedMoreBytesError when the bytes fed so far end inside a frame, BudgetBusyError when the
         shared budget cannot take the message now (call again later: nothing is lost), CollectionError
-        (protocol) for a message over its limit or a frame that breaks RFC 6455. `replies_awaited` tells whether a scrape waits
-        for replies: a message that begins while none does may take MAX_UNASKED_BYTES at most.
+        (protocol) for a message over its limit or a frame that breaks RFC 6455. `replies_awaited` tells
+        whether a scrape waits for replies: a message that begins while none does may take MAX_UNASKED_BYTES
+        at most.
         """
         while True:
             frame = self._next_frame(replies_awaited)
