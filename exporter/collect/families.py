@@ -31,8 +31,8 @@ and the Room's transfer counters (room/ledger.py), from its first scrape on, up 
     trueconf_incoming_file_requests_created_total{source="peer"} 2                (and so on, by source)
 
 For a Room that did not answer, only `trueconf_up 0`, the duration, `trueconf_scrape_error` and the counters
-are exposed: zeros for the request gauges would lie. Likewise the families of an optional method are absent when it was
-not asked or failed this scrape (its `trueconf_scrape_method_success` says which).
+are exposed: zeros for the request gauges would lie. Likewise the families of an optional method are absent
+when it was not asked or failed this scrape (its `trueconf_scrape_method_success` says which).
 """
 
 from __future__ import annotations
