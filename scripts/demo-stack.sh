@@ -11,7 +11,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/trueconf-demo-stack.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT INT TERM
 
 # Prometheus probes the Rooms here: the demo's own prober is off.
-"$BIN/trueconf-exporter" demo --web.listen-address 127.0.0.1:18765 --rooms.probe-interval 0 --log-level error &
+"$BIN/trueconf-exporter" demo --web.listen-address 127.0.0.1:18765 --rooms.probe-interval 0 --log.level error &
 "$BIN/python" scripts/webhook_log.py 127.0.0.1:5001 &
 prometheus --config.file=prometheus/prometheus.yml --storage.tsdb.path="$work/prometheus" \
   --web.listen-address=127.0.0.1:9090 >"$work/prometheus.log" 2>&1 &

@@ -457,7 +457,7 @@ def test_the_same_wrong_password_again_is_answered_from_the_cache(processes, tmp
 
 @pytest.mark.process
 def test_a_flood_of_failed_logins_is_a_line_or_two_in_the_log(processes, tmp_path):
-    exporter = serve(processes, tmp_path, {"prometheus": make_hash(4)}, "--log-level", "debug")
+    exporter = serve(processes, tmp_path, {"prometheus": make_hash(4)}, "--log.level", "debug")
     url = f"http://127.0.0.1:{exporter.ports['http']}/healthz"
     statuses: Counter[int] = Counter()
     lock = threading.Lock()

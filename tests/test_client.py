@@ -231,7 +231,7 @@ def test_a_redirect_is_never_followed_and_is_connect_naming_the_status(monkeypat
 
 
 def test_debug_logs_each_successful_collection(room, caplog):
-    """`--log-level debug` shows every collection, not only the failed ones (those are warnings)."""
+    """`--log.level debug` shows every collection, not only the failed ones (those are warnings)."""
     emulator = room("doc-example")
     with caplog.at_level(logging.DEBUG, logger="exporter.collect.collection"):
         collect_room(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None, 5.0)

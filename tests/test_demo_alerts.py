@@ -81,7 +81,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     demo = start(
         [
             *("demo", "--web.listen-address", "127.0.0.1:0", "--rooms.first-port", str(first)),
-            *("--rooms.probe-interval", "0", "--log-level", "error"),
+            *("--rooms.probe-interval", "0", "--log.level", "error"),
         ],
         workdir,
         name="demo",

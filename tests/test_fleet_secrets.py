@@ -65,9 +65,9 @@ def test_no_pin_appears_anywhere_in_multi_target_mode(processes, room, tmp_path,
     exporter = processes["exporter"](
         "--config.file",
         str(config),
-        "--log-level",
+        "--log.level",
         "debug",
-        "--log-format",
+        "--log.format",
         log_format,
         env={"ROOM_PIN": ENV_PIN, "OTHER_PIN_FILE": str(tmp_path / "secret")},
     )

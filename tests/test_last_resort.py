@@ -137,7 +137,7 @@ def test_a_real_serve_process_answers_200_and_logs_one_line(processes, tmp_path:
     exporter = processes["exporter"](
         "--target",
         f"ws://127.0.0.1:{room.ports['websocket']}",
-        "--log-format",
+        "--log.format",
         log_format,
         env={"PYTHONPATH": str(tmp_path / "inject")},
     )

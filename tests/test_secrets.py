@@ -19,10 +19,10 @@ def test_the_pin_appears_nowhere(processes, tmp_path, log_format):
     room_pin.write_text(ROOM_PIN)
     wrong_pin.write_text(WRONG_PIN)
     room = processes["emulator"](
-        "--scenario", "doc-example", "--pin-file", str(room_pin), "--log-level", "debug"
+        "--scenario", "doc-example", "--pin-file", str(room_pin), "--log.level", "debug"
     )
     target = f"ws://127.0.0.1:{room.ports['websocket']}"
-    common = ("--target", target, "--log-level", "debug", "--log-format", log_format)
+    common = ("--target", target, "--log.level", "debug", "--log.format", log_format)
     right = processes["exporter"](*common, "--pin-file", str(room_pin))
     wrong = processes["exporter"](*common, env={"TRUECONF_EXPORTER_PIN": WRONG_PIN})
 

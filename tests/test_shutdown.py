@@ -60,7 +60,7 @@ def test_sigterm_during_a_probe_of_a_room_that_never_answers_exits_within_the_dr
     room, port = never_answers
     config = tmp_path / "fleet.yml"
     config.write_text("modules:\n  hang:\n    timeout: 60s\nallowed_targets: [127.0.0.1]\n")
-    exporter = processes["exporter"]("--config.file", str(config), "--log-level", "debug")
+    exporter = processes["exporter"]("--config.file", str(config), "--log.level", "debug")
     url = f"http://127.0.0.1:{exporter.ports['http']}/probe?target=127.0.0.1:{port}&module=hang"
     answers: list[object] = []
 

@@ -79,7 +79,7 @@ def basic(user: str, password: str) -> dict[str, str]:
 def serve(processes, web_config: Path, room_port: int | None = None, *extra: str):
     target = f"ws://127.0.0.1:{room_port}" if room_port else "ws://127.0.0.1:1"
     return processes["exporter"](
-        "--target", target, "--web.config.file", str(web_config), "--log-level", "debug", *extra
+        "--target", target, "--web.config.file", str(web_config), "--log.level", "debug", *extra
     )
 
 

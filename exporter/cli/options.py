@@ -154,22 +154,27 @@ class BadInput(click.ClickException):
 
 
 def logging_options(command: FC) -> FC:
-    """`--log-level` and `--log-format`, last in every command's --help."""
+    """`--log.level` and `--log.format` (Prometheus's spelling), last in every command's --help; the older
+    `--log-level` and `--log-format` are accepted for this release (deprecated in CHANGELOG.md)."""
     return apply(
         command,
         option(
+            "--log.level",
             "--log-level",
+            "log_level",
             type=click.Choice(LEVELS, case_sensitive=False),
             default="info",
             variable="LOG_LEVEL",
-            help="Only log lines at this level or above.",
+            help="Only log lines at this level or above (--log-level is deprecated).",
         ),
         option(
+            "--log.format",
             "--log-format",
+            "log_format",
             type=click.Choice(FORMATS),
             default="logfmt",
             variable="LOG_FORMAT",
-            help="Log line format.",
+            help="Log line format (--log-format is deprecated).",
         ),
     )
 
