@@ -17,7 +17,7 @@ import bcrypt
 import pytest
 import trustme
 
-from exporter.web.config import WebConfigError, load_web_config
+from exporter.web.config import RateLimit, WebConfigError, load_web_config
 from tests.exposition import value
 from tests.processes import http_get
 from tests.test_cli import run
@@ -225,6 +225,11 @@ BAD_WEB_CONFIGS = [
     ),
     ("healthz_without_auth: sometimes\n", "healthz_without_auth: must be true or false"),
     ("tls_server_config: [\n", "not valid YAML"),
+    (
+        "http_server_config:\n  headers:\n    X-Frame-Options: allow-from x\n",
+        "http_server_config.headers.X-Frame-Options: must be deny or sameorigin",
+    ),
+    ("rate_limit:\n  interval: 1s\n  burst: 0\n", "rate_limit.burst: must be a whole number of 1 or more"),
 ]
 
 
@@ -256,19 +261,24 @@ def test_a_full_toolkit_style_config_is_accepted(tmp_path):
         TLS + "  client_auth_type: VerifyClientCertIfGiven\n"
         "  client_ca_file: clients-ca.crt\n  min_version: TLS12\n  max_version: TLS13\n"
         "http_server_config:\n  http2: true\n  headers:\n"
-        "    Strict-Transport-Security: max-age=31536000\n"
-        f"basic_auth_users:\n  prometheus: {FAST_HASH}\n",
+        "    Strict-Transport-Security: max-age=31536000\n    X-Frame-Options: SAMEORIGIN\n"
+        f"basic_auth_users:\n  prometheus: {FAST_HASH}\n"
+        "rate_limit:\n  interval: 100ms\n  burst: 20\n",
     )
     loaded = load_web_config(config)
     assert loaded.context is not None and loaded.context.verify_mode is ssl.CERT_OPTIONAL
-    assert loaded.headers == (("Strict-Transport-Security", "max-age=31536000"),)
+    assert loaded.headers == (
+        ("Strict-Transport-Security", "max-age=31536000"),
+        ("X-Frame-Options", "SAMEORIGIN"),
+    )
+    assert loaded.rate_limit == RateLimit(0.1, 20)
 
 
 def test_configured_headers_are_sent(processes, tmp_path):
     config = tmp_path / "web.yml"
-    config.write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    config.write_text("http_server_config:\n  headers:\n    X-Frame-Options: DENY\n")  # any case, as written
     status, headers, _ = http_get(f"http://127.0.0.1:{serve(processes, config).ports['http']}/healthz")
-    assert status == 200 and headers["X-Frame-Options"] == "deny"
+    assert status == 200 and headers["X-Frame-Options"] == "DENY"
 
 
 def test_the_example_web_config_is_valid(tmp_path):

@@ -8,9 +8,12 @@
       min_version: TLS12                # TLS10..TLS13; TLS12 by default, as in the toolkit
       max_version: TLS13
     http_server_config:
-      headers: {Strict-Transport-Security: max-age=31536000}
+      headers: {Strict-Transport-Security: max-age=31536000, X-Frame-Options: deny}
     basic_auth_users:
       prometheus: $2b$12$...            # bcrypt hashes only
+    rate_limit:                         # a token bucket over every request, before basic auth: 429 past it
+      interval: 1s                      # one request's worth of tokens per interval; 0 (or none) turns it off
+      burst: 10                         # the bucket's size, full at start
     healthz_without_auth: true          # this exporter's extension: /healthz without password (default false)
 
 Unknown keys are an error. Keys the toolkit knows but this exporter cannot honour (`cipher_suites`,
@@ -40,7 +43,13 @@ from exporter.files.yamlfile import YamlFileError, file_named_in, read_yaml, rej
 
 log = logging.getLogger(__name__)
 
-TOP_LEVEL_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users", "healthz_without_auth")
+TOP_LEVEL_KEYS = (
+    "tls_server_config",
+    "http_server_config",
+    "basic_auth_users",
+    "rate_limit",
+    "healthz_without_auth",
+)
 TLS_KEYS = (
     "cert_file",
     "key_file",
@@ -60,6 +69,22 @@ ALLOWED_HEADERS = (
     "Content-Security-Policy",
 )
 """The response headers the exporter-toolkit lets a web config set."""
+HEADER_VALUES = {"X-Content-Type-Options": ("nosniff",), "X-Frame-Options": ("deny", "sameorigin")}
+"""The headers whose values the toolkit restricts, and the values it allows (compared here ignoring case)."""
+RATE_LIMIT_KEYS = ("interval", "burst")
+GO_DURATION = re.compile(r"^(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+$")
+GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+GO_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+"""`rate_limit.interval` is a Go duration, as the toolkit reads it: `1s`, `500ms`, `1m30s`, `0`."""
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -96,6 +121,14 @@ class TLSSettings:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """`rate_limit`: a bucket of `burst` tokens, one more every `interval_seconds` (as x/time/rate)."""
+
+    interval_seconds: float
+    burst: int
+
+
+@dataclass(frozen=True)
 class WebConfig:
     """A validated web config; `context` is the server-side SSLContext when TLS is on."""
 
@@ -104,6 +137,8 @@ class WebConfig:
     healthz_without_auth: bool = False
     headers: tuple[tuple[str, str], ...] = ()
     context: ssl.SSLContext | None = None
+    rate_limit: RateLimit | None = None
+    """None when the file sets no limit (or `interval: 0`)."""
 
 
 def load_web_config(path: Path | str) -> WebConfig:
@@ -121,9 +156,15 @@ def load_web_config(path: Path | str) -> WebConfig:
     if not isinstance(healthz_open, bool):
         raise WebConfigError(path, "healthz_without_auth", "must be true or false")
     headers = _http(path, document.get("http_server_config"))
+    rate_limit = _rate_limit(path, document.get("rate_limit"))
     context = _context(path, tls) if tls is not None else None
     return WebConfig(
-        tls=tls, basic_auth_users=users, healthz_without_auth=healthz_open, headers=headers, context=context
+        tls=tls,
+        basic_auth_users=users,
+        healthz_without_auth=healthz_open,
+        headers=headers,
+        context=context,
+        rate_limit=rate_limit,
     )
 
 
@@ -284,8 +325,71 @@ def _http(path: Path, section: Any) -> tuple[tuple[str, str], ...]:
             )
         if not isinstance(value, str) or not value.isprintable():
             raise WebConfigError(path, f"http_server_config.headers.{name}", "must be a one-line string")
+        allowed = HEADER_VALUES.get(canonical)
+        if allowed is not None and value.lower() not in allowed:
+            raise WebConfigError(
+                path,
+                f"http_server_config.headers.{name}",
+                f"must be {' or '.join(allowed)}, as in the toolkit",
+            )
         result.append((canonical, value))
     return tuple(result)
+
+
+def _rate_limit(path: Path, section: Any) -> RateLimit | None:
+    """`rate_limit` as the toolkit reads it (`interval: 0` or no interval: no limit), refusing what would
+    silently do something else: a burst without an interval, a negative interval, a burst below 1 (the
+    toolkit's limiter would then refuse every request)."""
+    key = "rate_limit"
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise WebConfigError(path, key, "must be a mapping with interval and burst")
+    reject_unknown_keys(path, f"{key}.", section, RATE_LIMIT_KEYS, WebConfigError)
+    if "interval" not in section:
+        if "burst" in section:
+            raise WebConfigError(
+                path, f"{key}.interval", "missing; burst needs an interval (0 turns the limit off)"
+            )
+        return None
+    interval = _go_duration(path, f"{key}.interval", section["interval"])
+    burst = section.get("burst")
+    if interval == 0:
+        if burst is not None and (not isinstance(burst, int) or isinstance(burst, bool) or burst < 0):
+            raise WebConfigError(path, f"{key}.burst", "must be a whole number")
+        return None
+    if burst is None:
+        raise WebConfigError(path, f"{key}.burst", "missing; how many requests may come at once (1 or more)")
+    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
+        raise WebConfigError(
+            path, f"{key}.burst", "must be a whole number of 1 or more (0 refuses every request)"
+        )
+    return RateLimit(interval, burst)
+
+
+def _go_duration(path: Path, key: str, value: Any) -> float:
+    """Seconds from a Go duration (`1s`, `500ms`, `1m30s`, `0`): the toolkit's `time.Duration`."""
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise WebConfigError(
+            path, key, "needs a unit: a duration such as 1s, 500ms or 1m30s (0 turns it off)"
+        )
+    if not isinstance(value, str):
+        raise WebConfigError(
+            path, key, f"must be a duration such as 1s, 500ms or 1m30s, found a {type(value).__name__}"
+        )
+    text = value.strip()
+    if text.startswith("-"):
+        raise WebConfigError(path, key, "must not be negative")
+    text = text.removeprefix("+")
+    if text == "0":
+        return 0.0
+    if not GO_DURATION.match(text):
+        raise WebConfigError(
+            path, key, "must be a duration such as 1s, 500ms or 1m30s (units ns, us, ms, s, m, h)"
+        )
+    return sum(float(number) * GO_DURATION_UNITS[unit] for number, unit in GO_DURATION_PART.findall(text))
 
 
 class WebConfigWatcher:

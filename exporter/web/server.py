@@ -23,6 +23,7 @@ import gc
 import http
 import io
 import logging
+import math
 import queue
 import re
 import resource
@@ -41,8 +42,8 @@ import h11
 from exporter.allocator import trim
 from exporter.build import server_name
 from exporter.web.auth import WebSecurity
-from exporter.web.config import WebConfigWatcher
-from exporter.web.responses import WSGIApp
+from exporter.web.config import RateLimit, WebConfigError, WebConfigWatcher
+from exporter.web.responses import StartResponse, WSGIApp, plain_text
 from exporter.web.tls import TLSRefusedError, TLSStream, current_context, is_plain_http, is_tls
 
 log = logging.getLogger(__name__)
@@ -923,6 +924,64 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+class TokenBucket:
+    """golang.org/x/time/rate's `Limiter.Allow`: `burst` tokens, full at first, one more every interval; a
+    request takes one, and one that finds none is refused and takes nothing."""
+
+    def __init__(self, limit: RateLimit, now: float) -> None:
+        self.limit = limit
+        self._tokens = float(limit.burst)
+        self._last = now
+
+    def take(self, now: float) -> float:
+        """0 when a token was taken; otherwise the seconds until the next one."""
+        tokens = self._tokens + max(0.0, now - self._last) / self.limit.interval_seconds
+        self._tokens, self._last = min(float(self.limit.burst), tokens), now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) * self.limit.interval_seconds
+
+
+class RateLimited:
+    """The web config's `rate_limit` over every request and every path, `/healthz` included, before basic
+    auth, as the toolkit's handler applies it: past it, `429 Too Many Requests`. An edit of the file that
+    changes the limit starts a new, full bucket; while the file is invalid, the next layer answers 500."""
+
+    def __init__(
+        self, app: WSGIApp, watcher: WebConfigWatcher, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.app, self.watcher, self._clock = app, watcher, clock
+        self._bucket: TokenBucket | None = None
+        self._lock = threading.Lock()
+        self._warning = _RateLimitedWarning("requests past the web config's rate_limit are answered 429")
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
+        try:
+            config = self.watcher.current()
+        except WebConfigError:
+            return self.app(environ, start_response)
+        limit = config.rate_limit
+        if limit is None:
+            return self.app(environ, start_response)
+        with self._lock:
+            now = self._clock()
+            if self._bucket is None or self._bucket.limit != limit:
+                self._bucket = TokenBucket(limit, now)
+            wait = self._bucket.take(now)
+            if wait:
+                self._warning(address=environ.get("REMOTE_ADDR", ""))
+        if not wait:
+            return self.app(environ, start_response)
+        retry = ("Retry-After", str(max(1, math.ceil(wait))))
+        return plain_text(
+            start_response,
+            "429 Too Many Requests",
+            "429 Too Many Requests: past the web config's rate_limit; retry later\n",
+            headers=(retry, *config.headers),
+        )
+
+
 def make_http_server(
     app: WSGIApp,
     host: str,
@@ -932,8 +991,9 @@ def make_http_server(
 ) -> HTTPServer:
     """Bind the app; IPv6 hosts get an IPv6 socket, an empty host listens on every IPv4 address.
 
-    With a web config, every request passes its basic auth, and TLS is on when the config has
-    tls_server_config at start-up (certificates and settings may change later; TLS on/off needs a restart).
+    With a web config, every request passes its rate limit, then its basic auth, and TLS is on when the
+    config has tls_server_config at start-up (certificates and settings may change later; TLS on/off needs
+    a restart).
     """
-    wrapped = app if web_config is None else WebSecurity(app, web_config)
+    wrapped = app if web_config is None else RateLimited(WebSecurity(app, web_config), web_config)
     return HTTPServer(wrapped, host, port, web_config, limits)
