@@ -144,7 +144,7 @@ def _one_connection(
     finally:
         connection.close()
     _require_outgoing(target, exchange.replies, deadline)
-    _observe_lists(ledger, exchange)
+    _observe_lists(ledger, exchange, methods)
     return RoomReplies(methods, exchange.replies, exchange.replies.get(SYSTEM_INFO_METHOD))
 
 
@@ -218,7 +218,7 @@ def _on_slot(
         trace.step("session", f"closed: no reply in time to {', '.join(sorted(missing)) or OUTGOING_METHOD}")
         slot.drop_connection()
     _require_outgoing(target, exchange.replies, deadline)
-    _observe_lists(slot.ledger, exchange)
+    _observe_lists(slot.ledger, exchange, asked)
     slot.answered_methods |= set(exchange.replies)
     if (
         SYSTEM_INFO_METHOD in exchange.replies
@@ -240,9 +240,14 @@ def _dropped_for_a_fault(slot: RoomSlot) -> CollectionError | None:
     return CollectionError(failure.reason, f"the session was dropped: {failure.message}")
 
 
-def _observe_lists(ledger: Ledger, exchange: Exchange) -> None:
-    """Give the ledger each request list the Room answered, at its place in the session's stream."""
+def _observe_lists(ledger: Ledger, exchange: Exchange, asked: tuple[str, ...]) -> None:
+    """Give the ledger each request list the Room answered, at its place in the session's stream. A list
+    this Room is not asked for (its collector is off, or the Room never answers it) starts that direction
+    empty, so its notifications still count."""
     for method, (key, direction) in LEDGER_LISTS.items():
+        if method not in asked:
+            ledger.prime(direction, exchange.sequences[OUTGOING_METHOD])
+            continue
         reply = exchange.replies.get(method)
         if reply is None or protocol.failure_text(reply) is not None:
             continue
