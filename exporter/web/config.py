@@ -326,7 +326,7 @@ def _http(path: Path, section: Any) -> tuple[tuple[str, str], ...]:
         if not isinstance(value, str) or not value.isprintable():
             raise WebConfigError(path, f"http_server_config.headers.{name}", "must be a one-line string")
         allowed = HEADER_VALUES.get(canonical)
-        if allowed is not None and value.lower() not in allowed:
+        if allowed is not None and value not in allowed:  # exactly, as the toolkit compares
             raise WebConfigError(
                 path,
                 f"http_server_config.headers.{name}",
