@@ -19,16 +19,20 @@ from hypothesis import strategies as st
 from exporter.collect import verdicts
 from exporter.collect.collection import Collection
 from exporter.collect.history import RecentResults
+from exporter.emulator.faults import Fault
+from exporter.emulator.living import fast_living_room
 from exporter.fleet.reload import ConfigHolder
 from exporter.room import CollectionError, Reason, RoomTarget, parse_target, picture
 from exporter.room.file_requests import Snapshot
+from exporter.room.ledger import RoomTransfers, TransferTotals
 from exporter.room.picture import RoomIdentity, RoomPicture
 from exporter.text import is_unsafe
 from exporter.web import pages
 from exporter.web.app import ExporterApp
 from exporter.web.pages import landing_page, room_page, shown
 from exporter.web.settings import ExporterSettings
-from tests.processes import http_get
+from tests.exposition import samples
+from tests.processes import http_get, wait_until
 
 ROOM_PIN = "86420975"
 HOSTILE = "\x1b[2J\x07\r\n  999.9 ms  forged line\u202eevil"
@@ -36,13 +40,28 @@ HOSTILE = "\x1b[2J\x07\r\n  999.9 ms  forged line\u202eevil"
 UNSAFE_SHOWN = ("\x1b", "\x07", "\r", "\u202e")
 
 
+def counters(failed: int = 0, failed_incoming: int = 0) -> RoomTransfers:
+    """A Room's transfer counters, `failed` outgoing (to a conference) and `failed_incoming` failures
+    counted."""
+    outgoing, incoming = TransferTotals.zero(), TransferTotals.zero()
+    outgoing.finished[("failed", "conference")] = failed
+    incoming.finished[("failed", "peer")] = failed_incoming
+    outgoing.finished[("processed", "peer")] = 1000  # never counted as failures
+    return RoomTransfers(outgoing, incoming, tracked=0)
+
+
 def collection(
-    target: str | RoomTarget, up: bool, at: float, reason: Reason = Reason.CONNECT, message: str = ""
+    target: str | RoomTarget,
+    up: bool,
+    at: float,
+    reason: Reason = Reason.CONNECT,
+    message: str = "",
+    transfers: RoomTransfers | None = None,
 ) -> Collection:
     error = None if up else CollectionError(reason, message or f"{reason} failed")
     snapshot = Snapshot() if up else None
     room = target if isinstance(target, RoomTarget) else parse_target(target)
-    return Collection(room, 0.01, at, snapshot=snapshot, error=error)
+    return Collection(room, 0.01, at, snapshot=snapshot, error=error, transfers=transfers)
 
 
 def test_each_room_keeps_only_its_latest_results():
@@ -123,17 +142,27 @@ def answered(
     availability: str | None = None,
     identity: RoomIdentity | None = None,
     version: str | None = None,
+    failed_incoming: int = 0,
+    listed_failed: int = 0,
 ) -> Collection:
-    """A Room that answered, with the facts the page shows."""
+    """A Room that answered, with the facts the page shows: `failed` and `failed_incoming` its failed
+    counters, `listed_failed` the failed requests its list shows (no fact of the page's)."""
     snapshot = Snapshot()
-    snapshot.counts[("failed", "conference")] = failed
+    snapshot.counts[("failed", "conference")] = listed_failed
     if waiting_age is not None:
         snapshot.counts[("waiting", "peer")] = 1
         snapshot.oldest_pending_created_at["waiting"] = at - waiting_age
     room_picture = RoomPicture(
         outgoing=snapshot, collected_at=at, availability=availability, identity=identity, version=version
     )
-    return Collection(parse_target(target), 0.01, at, snapshot=snapshot, picture=room_picture)
+    return Collection(
+        parse_target(target),
+        0.01,
+        at,
+        snapshot=snapshot,
+        picture=room_picture,
+        transfers=counters(failed, failed_incoming),
+    )
 
 
 def test_the_rooms_that_are_down_come_first_then_those_with_a_problem_newest_first_within_each(tmp_path):
@@ -166,13 +195,14 @@ def test_the_rooms_that_are_down_come_first_then_those_with_a_problem_newest_fir
     assert "<td><b>forbidden by server</b></td>" in page
 
 
-def test_new_failures_while_the_failed_count_rose_within_the_rules_window(tmp_path):
+def test_new_failures_while_the_failed_counter_rose_within_the_rules_window(tmp_path):
     history = RecentResults()
     now = time.time()
     history.record(answered("a.example.org", now - 120, failed=4), module="default")
     history.record(answered("a.example.org", now - 105, failed=4), module="default")
-    assert history.board(now)[0].verdict.words == "ok", "failures already there when first read are not new"
-    history.record(collection("a.example.org", up=False, at=now - 90), module="default")
+    assert history.board(now)[0].verdict.words == "ok", "failures counted before the page saw the Room"
+    down = collection("a.example.org", up=False, at=now - 90, transfers=counters(4))
+    history.record(down, module="default")
     history.record(answered("a.example.org", now - 75, failed=6), module="default")
     history.record(answered("a.example.org", now - 60, failed=6), module="default")
     [row] = history.board(now)
@@ -181,6 +211,54 @@ def test_new_failures_while_the_failed_count_rose_within_the_rules_window(tmp_pa
     assert history.board(now - 74 + verdicts.NEW_FAILURES_WINDOW_SECONDS)[0].verdict.words == "ok"
     page = landing_page(fleet_settings(), config_file(tmp_path), history).decode()
     assert "<td><b>new failures</b></td><td><b>6</b></td>" in page
+
+
+def test_failures_of_both_directions_count_and_listed_failed_requests_do_not():
+    history = RecentResults()
+    now = time.time()
+    history.record(answered("in.example.org", now - 30, failed=2, failed_incoming=1), "default")
+    history.record(answered("in.example.org", now - 15, failed=2, failed_incoming=2), "default")
+    history.record(answered("listed.example.org", now - 30, listed_failed=1), "default")
+    history.record(answered("listed.example.org", now - 15, listed_failed=5), "default")
+    rows = {row.target: row for row in history.board(now)}
+    incoming = rows["ws://in.example.org:8765"]
+    assert (incoming.verdict.words, incoming.result.failed) == ("new failures", 4), "an incoming failure"
+    listed = rows["ws://listed.example.org:8765"]
+    assert (listed.verdict.words, listed.result.failed) == ("ok", 0), "what the list shows is no count"
+
+
+def test_a_counter_reset_is_no_failure_and_the_counter_rises_from_there():
+    history = RecentResults()
+    now = time.time()
+    for age, failed in ((60, 5), (45, 0), (30, 0)):  # forgotten by the exporter: its counter starts at 0
+        history.record(answered("a.example.org", now - age, failed=failed), "default")
+    assert history.board(now)[0].verdict.words == "ok"
+    history.record(answered("a.example.org", now - 15, failed=1), "default")
+    assert history.board(now)[0].verdict.words == "new failures"
+
+
+def test_failures_counted_while_a_room_is_down_are_new_failures_once_it_is_back():
+    """The counters are exposed while the Room is down (a notification may have come before it went down):
+    the alert sees their rise, and so does the page."""
+    history = RecentResults()
+    now = time.time()
+    history.record(answered("a.example.org", now - 45), "default")
+    history.record(collection("a.example.org", up=False, at=now - 30, transfers=counters(1)), "default")
+    [row] = history.board(now)
+    assert row.verdict.words == "down (connect)" and row.result.failed is None, "a down row shows no facts"
+    history.record(answered("a.example.org", now - 15, failed=1), "default")
+    assert history.board(now)[0].verdict.words == "new failures"
+
+
+def test_without_counters_a_room_shows_no_failed_count_and_no_new_failures(tmp_path):
+    history = RecentResults()
+    now = time.time()
+    for age in (30, 15):
+        history.record(replace(answered("a.example.org", now - age, listed_failed=age), transfers=None))
+    [row] = history.board(now)
+    assert (row.verdict.words, row.result.failed) == ("ok", None)
+    page = landing_page(ExporterSettings(parse_target("a.example.org"), None, 5.0), None, history).decode()
+    assert f"<td>ok</td><td>{pages.DASH}</td>" in page
 
 
 def test_a_rooms_name_is_remembered_once_seen_and_shown_beside_its_target(tmp_path):
@@ -207,11 +285,12 @@ def test_a_result_keeps_a_few_numbers_never_the_rooms_picture():
     history = RecentResults()
     now = time.time()
     kept = answered("a.example.org", now, failed=3, waiting_age=20, availability="available")
-    snapshot = weakref.ref(kept.snapshot)
+    snapshot, transfers = weakref.ref(kept.snapshot), weakref.ref(kept.transfers)
     history.record(kept, "default")
     del kept
     gc.collect()
     assert snapshot() is None, "the history holds no snapshot, picture or collection"
+    assert transfers() is None, "nor the Room's counters: one number of them"
     result = history.rooms()[0].results[-1]
     assert not hasattr(result, "__dict__"), "slots: a result is its fields and nothing more"
     fields = {name: getattr(result, name) for name in result.__slots__}
@@ -229,7 +308,6 @@ def every_problem(target: RoomTarget, at: float, failed: int, name: str) -> Coll
     """A Room that answered with every problem at once, every number at its widest and its name as long as
     the page shows: the biggest row `/` can have."""
     snapshot = Snapshot()
-    snapshot.counts[("failed", "peer")] = failed
     snapshot.oldest_pending_created_at.update(waiting=at - 1e15, downloading=at - 1e15)
     snapshot.malformed = 10**15
     picture = RoomPicture(
@@ -240,14 +318,14 @@ def every_problem(target: RoomTarget, at: float, failed: int, name: str) -> Coll
         version=LONGEST_VERSION,
         identity=RoomIdentity(name, name),
     )
-    return Collection(target, 1e300, at, snapshot=snapshot, picture=picture)
+    return Collection(target, 1e300, at, snapshot=snapshot, picture=picture, transfers=counters(failed))
 
 
 def worst_history(
     target_host: str, module: str, reason: str, message: str, latest_up: bool = True
 ) -> RecentResults:
     """1 000 Rooms of 10 results each (the most remembered), every text as long as a Room or a probe can
-    make it. Each Room first answers twice with every problem (its failed count rising, its name and
+    make it. Each Room first answers twice with every problem (its failed counter rising, its name and
     version remembered), then is down with its longest message (the reason as long as any text, although a
     reason is one of ours); with `latest_up` it answers once more with every problem, so its row on `/`
     is the biggest a row can be, otherwise its last ten results are all down (its own page at its biggest)."""
@@ -434,6 +512,41 @@ def test_the_page_shows_each_probed_room_down_first_and_links_its_own_page(fleet
     assert http_get(f"{url}/room?target=ws%3A%2F%2F127.0.0.1%3A9&module=default")[0] == 404
     assert http_get(f"{url}/room?target=a&target=b")[0] == 400
     assert ROOM_PIN not in page and ROOM_PIN not in room
+
+
+def test_failures_no_list_ever_shows_are_new_failures(tmp_path, room, serve_app):
+    """A Room whose finished requests leave its lists at once: no probe ever sees a failed request listed,
+    the notifications alone tell, and the page says "new failures" from the failed counter they fed."""
+    living = fast_living_room(0.1)
+    living.start(time.time())
+    emulator = room(living=living, fault=Fault.FLEETING_REQUESTS)
+    config = tmp_path / "config.yml"
+    config.write_text("modules:\n  open: {}\nallowed_targets: ['127.0.0.1']\n")
+    url = serve_app(ExporterApp(fleet_settings(), ConfigHolder(config, 5.0)))
+    listed_failed: list[float] = []
+
+    def probe() -> None:
+        status, _, body = http_get(f"{url}/probe?target=127.0.0.1:{emulator.ports.websocket}&module=open")
+        assert status == 200
+        listed_failed.extend(
+            value
+            for (name, labels), value in samples(body.decode()).items()
+            if name in ("trueconf_outgoing_file_requests", "trueconf_incoming_file_requests")
+            and ("status", "failed") in labels
+        )
+
+    def verdict() -> str:
+        return board_rows(http_get(f"{url}/")[2].decode())[0][2]
+
+    emulator.pause()
+    probe()
+    assert verdict() != "new failures"
+    emulator.resume()
+    assert wait_until(lambda: probe() is None and verdict() == "new failures", 20), "no new failures shown"
+    assert listed_failed and not any(listed_failed), "no probe saw a failed request listed"
+    page = http_get(f"{url}/")[2].decode()
+    failed = re.search(r"<td><b>new failures</b></td><td><b>(\d+)</b></td>", page)
+    assert failed and int(failed[1]) >= 1, "the failed column: the counter"
 
 
 def test_before_any_scrape_the_page_says_so(fleet):

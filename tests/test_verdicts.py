@@ -3,6 +3,7 @@ alerting rules' (prometheus/alerts.yml) by reading that file."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -68,17 +69,28 @@ def test_every_problem_at_once_is_named_in_order():
     [
         (2, NOW - 15, 3, NOW, True),
         (2, NOW - 900, 3, NOW, True),
-        (2, NOW - 901, 3, NOW, False),  # the count before is older than the window: no telling when it rose
+        (2, NOW - 901, 3, NOW, False),  # the reading before is older than the window: no telling when it rose
         (3, NOW - 15, 3, NOW, False),
-        (5, NOW - 15, 2, NOW, False),  # the Room forgot some
-        (None, None, 7, NOW, False),  # first seen
-        (4, NOW - 15, 0, NOW, False),  # a failed counter starting again at 0: a reset, no failure
-        (0, NOW - 15, 1, NOW, True),  # the first failure counted after it
+        (None, None, 7, NOW, False),  # first read: failures counted before the page saw the Room
+        (4, NOW - 15, 0, NOW, False),  # the counter starting again at 0 (the Room forgotten): a reset
+        (5, NOW - 15, 2, NOW, False),  # any reading below the one before is a reset, not a rise
+        (0, NOW - 15, 0, NOW, False),
+        (0, NOW - 15, 1, NOW, True),  # the first failure counted after a reset
         (2, NOW + 15, 3, NOW, False),  # out of order
     ],
 )
-def test_a_rise_is_against_the_count_read_before_within_the_window(previous, previous_at, failed, at, rose):
+def test_a_rise_is_against_the_counter_read_before_within_the_window(previous, previous_at, failed, at, rose):
     assert failures_rose(previous, previous_at, failed, at) is rose
+
+
+def test_a_counters_readings_tell_new_failures_as_increase_does():
+    """A Room's failed counter read every 15 s: new failures at each rise, none at a reset."""
+    readings = [0, 0, 1, 1, 3, 0, 0, 2]
+    rose = [
+        failures_rose(before, NOW + 15 * i, after, NOW + 15 * (i + 1))
+        for i, (before, after) in enumerate(itertools.pairwise(readings))
+    ]
+    assert rose == [False, True, False, True, False, False, True]
 
 
 # --- the numbers are the alerting rules' --------------------------------------------------------------------

@@ -4,8 +4,9 @@ Memory is bounded four ways: a short ring of results per Room (each a few number
 picture), a message kept to its first `MAX_DETAIL_CHARS` characters, Rooms not collected for a while are
 dropped, and at most `max_rooms` Rooms are kept (the least recently collected go first). Beyond its results
 a Room keeps its name and version once seen (each at most 64 characters) and three numbers that tell new
-failures. Nothing here holds a PIN: a result keeps the target, the
-module name, the timing and the failure's reason and message (which never contains the PIN).
+failures: its failed counter as last read, when, and when it last rose. Nothing here holds a PIN: a result
+keeps the target, the module name, the timing and the failure's reason and message (which never contains
+the PIN).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 from exporter.collect.collection import Collection
 from exporter.collect.verdicts import Verdict, failures_rose, judge
 from exporter.room.file_requests import DESTINATIONS, Snapshot
+from exporter.room.ledger import RoomTransfers
 from exporter.room.picture import RoomIdentity
 
 RESULTS_PER_ROOM = 10
@@ -42,8 +44,10 @@ class Result:
     detail: str
     """The failure's message, or a summary of what the Room answered; raw (the pages make it safe to show)."""
     failed: int | None = None
-    """Outgoing requests the Room lists as failed; None when down. The ages, the malformed count, the
-    availability and the app state below are None likewise, and also when the Room did not say."""
+    """The Room's failed counter (`failed_transfers`): transfers seen failing, outgoing and incoming, since
+    the exporter began watching the Room; None when down, and when the collection carried no counters. The
+    ages, the malformed count, the availability and the app state below are None when down too, and also
+    when the Room did not say."""
     waiting_age: float | None = None
     """Seconds the oldest outgoing request had been waiting when collected; None when none was waiting."""
     downloading_age: float | None = None
@@ -65,10 +69,11 @@ class RoomHistory:
     """Who the Room is logged in as, from the last getSystemInfo that said (asked once per session)."""
     version: str | None = None
     failed_seen: int | None = None
-    """The failed count of the latest result that had one, read at `failed_seen_at`."""
+    """The Room's failed counter as its latest collection that carried counters (up or down) read it, at
+    `failed_seen_at`."""
     failed_seen_at: float | None = None
     failures_rose_at: float | None = None
-    """When the failed count was last seen to rise (verdicts.failures_rose); None when never."""
+    """When the failed counter was last seen to rise (verdicts.failures_rose); None when never."""
 
     @property
     def last_seen(self) -> float:
@@ -90,6 +95,19 @@ class Latest:
     verdict: Verdict
 
 
+def failed_transfers(transfers: RoomTransfers | None) -> int | None:
+    """The Room's failed counter as TrueconfFileRequestsFailed reads it: `finished_total{status="failed"}`
+    of both directions and every side, summed; None without counters. The ledger counts both directions
+    from the same start and forgets both together, so the sum only rises, but for a reset to 0."""
+    if transfers is None:
+        return None
+    return sum(
+        totals.finished[("failed", side)]
+        for totals in (transfers.outgoing, transfers.incoming)
+        for side in DESTINATIONS
+    )
+
+
 def result_of(collection: Collection) -> Result:
     snapshot = collection.snapshot
     if snapshot is not None:
@@ -103,7 +121,7 @@ def result_of(collection: Collection) -> Result:
             True,
             "",
             detail,
-            failed=sum(snapshot.counts[("failed", side)] for side in DESTINATIONS),
+            failed=failed_transfers(collection.transfers),
             waiting_age=_age(snapshot, "waiting", at),
             downloading_age=_age(snapshot, "downloading", at),
             malformed=snapshot.malformed,
@@ -129,7 +147,7 @@ def _age(snapshot: Snapshot, status: str, at: float) -> float | None:
 
 
 def verdict_of(room: RoomHistory, now: float) -> Verdict:
-    """A Room's verdict now, from its latest result and when its failed count last rose."""
+    """A Room's verdict now, from its latest result and when its failed counter last rose."""
     result = room.results[-1]
     return judge(
         up=result.up,
@@ -162,6 +180,7 @@ class RecentResults:
         key = (str(collection.target), module)
         result = result_of(collection)
         picture = collection.picture
+        failed = failed_transfers(collection.transfers)  # read up or down: the counters are exposed both ways
         with self._lock:
             room = self._rooms.pop(key, None) or RoomHistory(key[0], module, deque(maxlen=self.per_room))
             room.results.append(result)
@@ -169,10 +188,10 @@ class RecentResults:
                 room.identity = picture.identity
             if picture is not None and picture.version is not None:
                 room.version = picture.version
-            if result.failed is not None:
-                if failures_rose(room.failed_seen, room.failed_seen_at, result.failed, result.at):
+            if failed is not None:
+                if failures_rose(room.failed_seen, room.failed_seen_at, failed, result.at):
                     room.failures_rose_at = result.at
-                room.failed_seen, room.failed_seen_at = result.failed, result.at
+                room.failed_seen, room.failed_seen_at = failed, result.at
             self._rooms[key] = room  # most recently collected last
             self._forget(time.time())
 

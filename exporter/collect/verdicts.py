@@ -66,7 +66,7 @@ def judge(
 ) -> Verdict:
     """A Room's verdict from its latest result. An age, the availability or the malformed count is None when
     the result does not say (no such request, the method not asked or failed); `failures_rose_at` is when
-    its failed count was last seen to rise (`failures_rose`), None when never."""
+    its failed counter was last seen to rise (`failures_rose`), None when never."""
     if not up:
         return Verdict(Group.DOWN, f"down ({reason})" if reason else "down")
     problems = [
@@ -92,15 +92,14 @@ def judge(
 
 
 def failures_rose(previous: int | None, previous_at: float | None, failed: int, at: float) -> bool:
-    """Whether a result's failed count (`failed`, read at `at`) is new failures: above the count read before
-    it, when that one was read within the window.
+    """Whether a reading of a Room's failed counter (`failed`, read at `at`: its
+    `trueconf_*_file_requests_finished_total{status="failed"}`, both directions, what the alert reads) is
+    new failures: above the reading before it, when that one was read within the window.
 
-    For a failed counter (`trueconf_*_file_requests_finished_total{status="failed"}`, what the alert reads),
-    a rise is a failure counted, as `increase()` sees it; a count below the one before is the counter
-    starting again at 0 (the exporter forgot the Room), no failure by itself, as `increase()` reads a reset.
-    (A counter starts at 0 at the Room's first scrape, so the page, which sees every scrape, sees the 0
-    before any failure after it.) For the failed requests a Room lists, a rise is a new one and a drop is the
-    Room forgetting old ones. A count seen for the first time, or after a gap longer than the window, is no
+    A rise is a failure counted, as `increase()` sees it. A reading below the one before is the counter
+    starting again at 0 (the exporter forgot the Room after its session idle timeout), no failure by
+    itself, as `increase()` reads a reset; the counter starts at 0 at the Room's first scrape, so a failure
+    after a reset is a rise from there. A reading seen first, or after a gap longer than the window, is no
     rise: the alert would not know either."""
     if previous is None or previous_at is None:
         return False

@@ -203,10 +203,11 @@ LEGEND = (
     "<p>Rooms that are down first, then those with another problem, then the rest; the most recently read "
     "first within each. The verdicts use the alerting rules' numbers (prometheus/alerts.yml): a transfer "
     f"waiting over {WAITING_TOO_LONG_SECONDS / 60:g} min or downloading over "
-    f"{DOWNLOADING_TOO_LONG_SECONDS / 60:g} min, a failed count that rose within "
+    f"{DOWNLOADING_TOO_LONG_SECONDS / 60:g} min, a failed counter that rose within "
     f"{NEW_FAILURES_WINDOW_SECONDS / 60:g} min, file transfer not available, {MALFORMED_AT_LEAST} "
-    "malformed entry or more. Counts and ages are as of the last read; an alert also waits its "
-    "<code>for:</code>.</p>"
+    "malformed entry or more. The failed column is that counter: the transfers seen failing, outgoing and "
+    "incoming, since the exporter began watching the Room. Counts and ages are as of the last read; an "
+    "alert also waits its <code>for:</code>.</p>"
 )
 
 ROW_CLASSES = {Group.DOWN: "down", Group.ATTENTION: "warn", Group.OK: "ok"}
