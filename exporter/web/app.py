@@ -1,8 +1,8 @@
 """The routes of the exporter's WSGI app: `/`, `/room`, `/metrics`, `/probe`, `/-/reload`, `/healthz`.
 
 Every `/metrics` or `/probe` request builds a fresh registry around a fresh collection, so overlapping scrapes
-never share state. The answer is prometheus_client's (text or OpenMetrics by `Accept`, gzip), written through
-the prepared shapes of web/exposition.py.
+never share state. The answer is prometheus_client's own text (text or OpenMetrics by `Accept`, gzip by
+`Accept-Encoding`).
 
 Without `--config.file`, `/metrics` collects the one Room from the flags. With it, `/metrics` carries only the
 exporter's own metrics (build info, config reload status, process metrics when enabled) and Rooms are
@@ -11,11 +11,14 @@ collected through `/probe?target=...&module=...`; `POST /-/reload` re-reads the 
 
 from __future__ import annotations
 
+import gzip
 import math
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -32,7 +35,6 @@ from exporter.room import RoomTarget
 from exporter.room.client import methods_for
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
-from exporter.web.exposition import metrics_answer
 from exporter.web.pages import debug_probe_page, landing_page, room_page
 from exporter.web.responses import StartResponse, plain_text
 from exporter.web.settings import ExporterSettings
@@ -42,6 +44,8 @@ SCRAPE_TIMEOUT_MARGIN_SECONDS = 0.5
 """Left for the exporter to answer after the Room's deadline, inside Prometheus's scrape timeout."""
 MIN_SCRAPE_DEADLINE_SECONDS = 0.1
 """The shortest deadline a tight scrape-timeout header can leave a collection."""
+GZIP_LEVEL = 1
+"""prometheus_client's WSGI app compresses at 9; any level is the same gzip to Prometheus, 1 the cheapest."""
 
 
 def effective_timeout(configured: float, scrape_timeout_header: str | None) -> float:
@@ -55,6 +59,23 @@ def effective_timeout(configured: float, scrape_timeout_header: str | None) -> f
     if math.isnan(scrape_timeout) or scrape_timeout <= 0:
         return configured
     return max(MIN_SCRAPE_DEADLINE_SECONDS, min(configured, scrape_timeout - SCRAPE_TIMEOUT_MARGIN_SECONDS))
+
+
+def metrics_answer(
+    registry: CollectorRegistry, environ: dict[str, Any], start_response: StartResponse
+) -> list[bytes]:
+    """`registry` as prometheus_client's WSGI app answers it, for GET and HEAD alike: the format its
+    `choose_encoder` picks for `Accept`, only the families `name[]` names, gzip when `Accept-Encoding`
+    allows."""
+    encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT") or "")
+    names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
+    output = encoder(registry.restricted_registry(names) if names else registry)
+    headers = [("Content-Type", content_type)]
+    if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or ""):
+        output = gzip.compress(output, compresslevel=GZIP_LEVEL)
+        headers.append(("Content-Encoding", "gzip"))
+    start_response("200 OK", headers)
+    return [output]
 
 
 class ExporterApp:
