@@ -272,10 +272,14 @@ def test_older_notification_shapes_count() -> None:
     ledger.notify(
         event("fileStatus", id="i1", directionType=0, status=PROCESSED, fileSize=9, confId="c@x#vcs"), 2
     )
-    ledger.notify(event("fileDownloadingProgress", id="i2", totalSize=50), 3)
+    ledger.notify(event("fileDownloadingProgress", id="i2", totalSize=50, peerId="p@x"), 3)
     ledger.notify(event("fileStatus", fileRequestId="i2", directionType=0, status=PROCESSED), 4)
-    ledger.notify(event("fileUploadingProgress", id="o1", totalSize=70), 5)
-    ledger.notify(event("incomingFileRequestDownloadingProgress", fileRequestId="i3", fileSize=1), 6)
+    ledger.notify(event("fileUploadingProgress", id="o1", totalSize=70, peerId="p@x"), 5)
+    ledger.notify(
+        event("incomingFileRequestDownloadingProgress", fileRequestId="i3", fileSize=1, peerId="p"), 6
+    )
+    # a progress report that says neither side creates nothing: a list may show it on either side
+    ledger.notify(event("outgoingFileRequestUploadingProgress", fileRequestId="o2", fileSize=1), 7)
     assert counts(ledger, IN, "conference") == (1, 1, 0, 9)
     assert counts(ledger, IN) == (2, 1, 0, 50)  # the size of the progress report
     assert counts(ledger, OUT) == (1, 0, 0, 0)

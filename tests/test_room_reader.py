@@ -4,9 +4,9 @@ pieces, the shared budget given back, and idle sessions that cost no CPU.
 
 The Rooms are raw servers (tests/raw_servers.py): each does between two scrapes what the test says, in its own
 thread, and measures there what the Room sees (how long its writes take, the pong it gets). Tests over sockets
-are marked `loopback`; those on FrameStream alone are the fast tier.
-
-Each `test_fault_*` reproduces a fault of the Room I/O as it stands, and fails until it is fixed."""
+are marked `loopback`; those on FrameStream alone are the fast tier. The last ones hold what an adversarial
+pass found: a budget held or leaked by a message begun or refused beside a reply, a flood of frames that are
+not notifications, a frame dripped a byte at a time, closed sessions counted as open."""
 
 from __future__ import annotations
 
@@ -537,7 +537,7 @@ def test_two_hundred_idle_sessions_cost_no_cpu(pool: SessionPool, serve: Serve) 
 
 
 @pytest.mark.loopback
-def test_fault_a_large_message_begun_with_the_last_reply_holds_the_shared_budget_between_scrapes(
+def test_a_large_message_begun_with_the_last_reply_does_not_hold_the_budget_between_scrapes(
     serve: Serve,
 ) -> None:
     """A Room writes its last reply and, in the same write, the head of a 4 MiB frame it never finishes. The
@@ -559,7 +559,7 @@ def test_fault_a_large_message_begun_with_the_last_reply_holds_the_shared_budget
         pool.reader.stop()
 
 
-def test_fault_a_notification_dripped_a_byte_at_a_time_costs_the_reader_quadratic_cpu() -> None:
+def test_a_notification_dripped_a_byte_at_a_time_costs_linear_cpu() -> None:
     """websocket-client's frame_buffer keeps what a frame has received as a list of the pieces fed, and sums
     their lengths at every call (`recv_strict`): a frame fed in k pieces costs O(k^2). An 8 KiB notification
     (the most a message may take between scrapes) in 1-byte pieces took 1.0 s of the reader's CPU (64-byte
@@ -580,7 +580,7 @@ def test_fault_a_notification_dripped_a_byte_at_a_time_costs_the_reader_quadrati
 
 
 @pytest.mark.loopback
-def test_fault_a_refused_large_message_leaks_the_reservations_of_those_read_with_it(serve: Serve) -> None:
+def test_a_refused_large_message_gives_back_the_reservations_of_those_read_with_it(serve: Serve) -> None:
     """Two fragmented messages in one write (each fragmented message reserves its whole possible size,
     ~4 MiB, at its first frame) reach the scrape in one batch; the first is refused in the lane (not UTF-8),
     the exchange raises, and the second's reservation is never given back: 3.94 MiB lost per scrape, for
@@ -605,7 +605,7 @@ def test_fault_a_refused_large_message_leaks_the_reservations_of_those_read_with
     [frame(b"p", opcode=0x9), frame(b"{}"), frame(b"q", opcode=0xA)],
     ids=["pings", "empty messages", "pongs"],
 )
-def test_fault_a_flood_of_frames_that_are_not_notifications_is_not_bounded(
+def test_a_flood_of_frames_that_are_not_notifications_is_bounded(
     pool: SessionPool, serve: Serve, unit: bytes
 ) -> None:
     """The flood bound counts notifications only: 100 000 pings (each answered with a pong, one system call
@@ -638,7 +638,7 @@ def _drain_for(connection: socket.socket, quiet: float) -> None:
 
 
 @pytest.mark.loopback
-def test_fault_the_sessions_gauge_counts_sessions_whose_room_hung_up(pool: SessionPool, serve: Serve) -> None:
+def test_the_sessions_gauge_leaves_out_sessions_whose_room_hung_up(pool: SessionPool, serve: Serve) -> None:
     """The reader closes a session whose Room hangs up at once, but the slot keeps it until the next scrape
     or the idle sweep, and `open_sessions()` (trueconf_exporter_room_sessions) counts it as open: 400 Rooms
     that all closed still showed 400 open sessions against a real `serve`."""

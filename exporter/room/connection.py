@@ -46,10 +46,11 @@ from exporter.room.trace import Trace
 log = logging.getLogger(__name__)
 
 FLOOD_BURST = 20_000
-"""Notifications a Room may send at once (a busy Room during large transfers sends many progress events)."""
+"""Messages (notifications, pings, anything) a Room may send at once: a busy Room during large transfers
+sends many progress events."""
 FLOOD_PER_SECOND = 2_000
-"""Notifications a second a Room may keep sending past the burst; faster, and its session is dropped. Each
-costs the reader ~10-20 us: one flooding Room takes at most a few per cent of a core."""
+"""Messages a second a Room may keep sending past the burst; faster, and its session is dropped. Each costs
+the reader ~10-20 us: one flooding Room takes at most a few per cent of a core."""
 MAX_UNSENT_BYTES = 64 * 1024
 """What may wait to be written to a Room that does not read (pongs to its pings): past it, it is dropped."""
 
@@ -233,8 +234,13 @@ class RoomConnection:
                         patience_ends = None
                     if not arrived:
                         self._raise_failure(phase)
-                for sequence, message, reserved in arrived:
-                    reply = self._kept(message, reserved, deadline, keep, lists)
+                for index, (sequence, message, reserved) in enumerate(arrived):
+                    try:
+                        reply = self._kept(message, reserved, deadline, keep, lists)
+                    except BaseException:
+                        for _, _, rest in arrived[index + 1 :]:  # read with it, never to be parsed
+                            self._budget.release(rest)
+                        raise
                     method = None if reply is None else protocol.take_reply(reply, pending)
                     if method is not None and reply is not None:
                         replies[method], sequences[method] = reply, sequence
@@ -304,6 +310,10 @@ class RoomConnection:
     def _end_exchange(self) -> None:
         with self._condition:
             self._awaiting = False
+            if self._stream.reserved:  # a large message begun under the awaited limit: none is awaited now
+                self._shut(
+                    CollectionError(Reason.PROTOCOL, "the Room began a large message after its last reply")
+                )
             leftover = list(self._arrived)
             self._arrived.clear()
         for _, message, reserved in leftover:
@@ -386,6 +396,8 @@ class RoomConnection:
                     )
                 )
             else:
+                if not self._spend_token():
+                    return True
                 if isinstance(item, Message):
                     self._message(item)
                 else:
@@ -427,6 +439,12 @@ class RoomConnection:
             self._condition.notify_all()
 
     def _notified(self, notification: dict[str, Any]) -> None:
+        if self.ledger is not None:
+            self.ledger.notify(notification, self.sequence)
+
+    def _spend_token(self) -> bool:
+        """Every message and control frame costs the reader CPU, whatever it is: past the flood bound the
+        session is dropped (False)."""
         now = time.monotonic()
         self._tokens = min(float(FLOOD_BURST), self._tokens + (now - self._tokens_at) * FLOOD_PER_SECOND)
         self._tokens_at = now
@@ -435,13 +453,15 @@ class RoomConnection:
                 CollectionError(
                     Reason.PROTOCOL,
                     f"the Room sent notifications faster than {FLOOD_PER_SECOND} a second past a burst of "
-                    f"{FLOOD_BURST}: its session was dropped",
+                    f"{FLOOD_BURST} (pings and other frames count too)",
                 )
             )
-            return
+            return False
         self._tokens -= 1
-        if self.ledger is not None:
-            self.ledger.notify(notification, self.sequence)
+        return True
+
+    def wants_write(self) -> bool:
+        return bool(self._unsent)
 
     def _write(self, data: bytes) -> None:
         if not self._unsent:

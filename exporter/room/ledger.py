@@ -381,6 +381,13 @@ _EVENT_DIRECTIONS: dict[str, Direction] = {
     "fileDownloadingProgress": Direction.INCOMING,
 }
 """Notifications whose name says their direction; they prove the request exists, without a final status."""
+_PROGRESS_EVENTS = {
+    "outgoingFileRequestUploadingProgress",
+    "incomingFileRequestDownloadingProgress",
+    "fileUploadingProgress",
+    "fileDownloadingProgress",
+}
+"""Notifications that may come without saying the request's side (no `confId`, no `peerId`): then ignored."""
 _OLDER_ID = {"receivedFileRequest", "fileStatus", "fileUploadingProgress", "fileDownloadingProgress"}
 """Notifications whose id may be under `id` (older Rooms, reference §8)."""
 _OLDER_SIZE = {"fileUploadingProgress", "fileDownloadingProgress"}
@@ -420,4 +427,6 @@ def _parse_notification(message: Any) -> tuple[Direction, Report] | None:
     on_conference = event == "outgoingFileRequestSentToConference" or (
         conference is not None and conference != ""
     )
+    if event in _PROGRESS_EVENTS and not on_conference and get("peerId") in (None, ""):
+        return None  # no side: it must not create a request that a list then shows on the other side
     return direction, (hash(request_id), code, on_conference, parse_size(size)[0])

@@ -39,6 +39,9 @@ class Readable(Protocol):
     def resume(self) -> bool:
         """Try a paused session again: True when it may be read again."""
 
+    def wants_write(self) -> bool:
+        """Bytes wait to be written (the Room did not take them at once)."""
+
 
 class RoomReader:
     """The selector and its thread, owned by the session pool. Thread-safe."""
@@ -137,11 +140,18 @@ class RoomReader:
         with self._lock:
             paused = list(self._paused)
         for session in paused:
-            if session.resume():
+            try:
+                resumed = session.resume()
+            except Exception:  # a bug must not end the reader, which every session needs
+                log.exception("internal error resuming a Room session")
+                self.forget(session)
+                continue
+            if resumed:
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if session.wants_write() else 0)
                 with self._lock:
                     if session not in self._paused:
                         continue  # forgotten meanwhile: it is closing
                     self._paused.discard(session)
                     with contextlib.suppress(KeyError, ValueError, OSError):
-                        self._selector.register(session.fileno(), selectors.EVENT_READ, session)
+                        self._selector.register(session.fileno(), events, session)
                 session.on_ready(True, False)  # what it holds may already make a whole message

@@ -167,7 +167,11 @@ class SessionPool:
 
     def open_sessions(self) -> int:
         with self._lock:
-            return sum(1 for slot in self._slots.values() if slot.connection is not None)
+            return sum(
+                1
+                for slot in self._slots.values()
+                if slot.connection is not None and not slot.connection.closed
+            )
 
     def close_all(self) -> None:
         """Close every session (a reload changed credentials); the next scrape of each Room logs in again,
