@@ -74,7 +74,6 @@ from exporter.room import RoomTarget, parse_target
 from exporter.room.client import OUTGOING_METHOD, methods_for
 from exporter.room.sessions import SessionPool
 from exporter.web.app import ExporterApp
-from exporter.web.exposition import prepared_text
 from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
 
@@ -753,9 +752,6 @@ def fleet(rounds: int, count: int, room_processes: int, runs: int) -> Verdict:
                     "raw": partial(connect_auth_request, ports[0]),
                     "collect": partial(collect, one),
                     "exposition": partial(generate_latest, exposed),
-                    "prepared": lambda: prepared_text.encode(
-                        exposed.collect(), generate_latest, "text/plain"
-                    ),
                     "app": partial(exporter.call, query),
                     "http": partial(exporter.get, query),
                 },
@@ -798,7 +794,6 @@ def fleet(rounds: int, count: int, room_processes: int, runs: int) -> Verdict:
             ("raw client: connect + auth + request (a thread)", serial["raw"], ""),
             ("collect_room, warm (fetch and parse)", serial["collect"], ""),
             (f"exposition of one collection ({samples} samples)", serial["exposition"], "generate_latest"),
-            ("  the same, through the prepared shapes", serial["prepared"], "web/exposition.py"),
             ("/probe, the app called directly (+ exposition)", serial["app"], ""),
             ("/probe over HTTP (+ its server; http.client here)", serial["http"], ""),
         ],
