@@ -1,19 +1,20 @@
-"""Basic auth under attack: bounded bcrypt, cached failures, timing that names no user, a log that holds.
+"""Basic auth under attack: one bcrypt check at a time, cached answers, a dummy hash for unknown users, a log
+that holds.
 
-The unit tests drive `PasswordChecker`, `FailureLog` and `WebSecurity` in this process. The process tests
-start a real `serve` on loopback and attack it as a hostile client would; the figures they see (scrape
-latency under attack, CPU, check durations) are printed (`pytest -s`), and asserted only with generous
-bounds.
+The unit tests drive `PasswordChecker` and `WebSecurity` in this process. The process tests start a real
+`serve` on loopback and attack it as a hostile client would; the figures they see are printed (`pytest -s`)
+and asserted only with generous bounds.
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
-import os
 import statistics
 import threading
 import time
+import types
 from base64 import b64encode
 from collections import Counter
 from collections.abc import Callable
@@ -24,16 +25,10 @@ import bcrypt
 import pytest
 
 from exporter.web import auth
-from exporter.web.auth import (
-    BCRYPT_SLOTS,
-    FailureLog,
-    PasswordChecker,
-    Verdict,
-    WebSecurity,
-    parse_basic_auth,
-)
+from exporter.web.auth import PasswordChecker, Verdict, WebSecurity, parse_basic_auth
 from exporter.web.config import WebConfigWatcher
-from tests.processes import Process, http_get
+from exporter.web.warning import RateLimitedWarning
+from tests.processes import Process, http_get, wait_until
 
 PASSWORD = "correct horse battery staple"
 
@@ -44,6 +39,9 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 def make_hash(cost: int, password: str = PASSWORD) -> bytes:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost))
+
+
+FAST = make_hash(4)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -66,152 +64,117 @@ def test_parse_basic_auth(header, expected):
 
 
 class CountingChecker(PasswordChecker):
-    """Counts bcrypt checks and the most that ever ran at once."""
+    """Records the cost of every bcrypt check, the most that ran at once, and can hold checks at a gate."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.calls = 0
+        self.costs: list[int] = []
         self.running = 0
         self.peak = 0
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
         self._count_lock = threading.Lock()
 
     def bcrypt_check(self, hashed: bytes, secret: bytes) -> bool:  # type: ignore[override]
         with self._count_lock:
-            self.calls += 1
+            self.costs.append(int(hashed[4:6]))
             self.running += 1
             self.peak = max(self.peak, self.running)
+        self.entered.set()
         try:
+            assert self.gate.wait(timeout=30)
             return PasswordChecker.bcrypt_check(hashed, secret)
         finally:
             with self._count_lock:
                 self.running -= 1
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_repeated_wrong_password_costs_no_bcrypt_until_its_entry_expires():
-    clock = FakeClock()
-    checker = CountingChecker(clock=clock, sleep=lambda seconds: None, failure_ttl=30)
-    users = {"prometheus": make_hash(4)}
-    assert checker.check(users, "prometheus", "wrong") is Verdict.REFUSED
-    after_first = checker.calls  # the calibration of the dummy hash, and the check itself
+def test_every_answer_is_cached_so_a_password_sent_again_costs_no_bcrypt():
+    checker = CountingChecker()
+    users = {"prometheus": FAST}
     for _ in range(20):
+        assert checker.check(users, "prometheus", PASSWORD) is Verdict.ALLOWED
         assert checker.check(users, "prometheus", "wrong") is Verdict.REFUSED
         assert checker.check(users, "nobody", "wrong") is Verdict.REFUSED
-    assert checker.calls == after_first + 1  # the unknown user's first try; the rest came from the cache
-    clock.now += 31
-    assert checker.check(users, "prometheus", "wrong") is Verdict.REFUSED
-    assert checker.calls == after_first + 2
-    # A cached failure is for that password only.
-    assert checker.check(users, "prometheus", PASSWORD) is Verdict.ALLOWED
-    calls = checker.calls
-    clock.now += 10_000
-    assert checker.check(users, "prometheus", PASSWORD) is Verdict.ALLOWED
-    assert checker.calls == calls  # successes do not expire: a scrape every few seconds pays bcrypt once
+    assert len(checker.costs) == 3
 
 
 def test_the_caches_are_bounded_and_failures_cannot_push_out_successes():
-    checker = CountingChecker(sleep=lambda seconds: None)
-    users = {"prometheus": make_hash(4)}
+    checker = CountingChecker()
+    users = {"prometheus": FAST}
     assert checker.check(users, "prometheus", PASSWORD) is Verdict.ALLOWED
-    for n in range(auth.FAILURE_CACHE_SIZE + 50):
-        checker.check(users, "prometheus", f"wrong {n}")
-    assert len(checker._failures) == auth.FAILURE_CACHE_SIZE
-    calls = checker.calls
-    assert checker.check(users, "prometheus", PASSWORD) is Verdict.ALLOWED
-    assert checker.check(users, "prometheus", f"wrong {auth.FAILURE_CACHE_SIZE + 49}") is Verdict.REFUSED
-    assert checker.calls == calls
+    for n in range(auth.CACHE_SIZE + 1):
+        assert checker.check(users, "prometheus", f"wrong {n}") is Verdict.REFUSED
+    checks = len(checker.costs)
+    assert checker.check(users, "prometheus", PASSWORD) is Verdict.ALLOWED  # still cached
+    assert checker.check(users, "prometheus", f"wrong {auth.CACHE_SIZE}") is Verdict.REFUSED  # cached
+    assert len(checker.costs) == checks
     assert checker.check(users, "prometheus", "wrong 0") is Verdict.REFUSED  # pushed out: checked again
-    assert checker.calls == calls + 1
+    assert len(checker.costs) == checks + 1
 
 
-def test_the_cache_keys_hold_no_password():
-    checker = PasswordChecker(sleep=lambda seconds: None)
-    users = {"prometheus": make_hash(4)}
+def reachable(root: object) -> list[object]:
+    """Every object the checker holds, however deep; classes, modules and functions are not followed."""
+    seen, todo, found = {id(root)}, [root], []
+    while todo:
+        item = todo.pop()
+        found.append(item)
+        for child in gc.get_referents(item):
+            if id(child) not in seen and not isinstance(
+                child, type | types.ModuleType | types.FunctionType | types.BuiltinFunctionType
+            ):
+                seen.add(id(child))
+                todo.append(child)
+    return found
+
+
+def test_the_checker_keeps_no_password():
+    checker = PasswordChecker()
+    users = {"prometheus": FAST}
     checker.check(users, "prometheus", PASSWORD)
     checker.check(users, "prometheus", "hunter2")
-    for key in [*checker._successes, *checker._failures]:
-        assert len(key) == 32 and PASSWORD.encode() not in key and b"hunter2" not in key
+    checker.check(users, "nobody", "hunter3")
+    held = reachable(checker)
+    assert any(isinstance(item, bytes) and len(item) == 32 for item in held)  # the keys are there
+    for item in held:
+        if isinstance(item, str | bytes):
+            text = item.encode() if isinstance(item, str) else item
+            assert not any(word in text for word in (PASSWORD.encode(), b"hunter2", b"hunter3")), item
 
 
-def test_no_more_than_the_bound_of_bcrypt_checks_run_at_once_and_a_long_wait_is_busy():
-    checker = CountingChecker(slot_wait=0.05)
-    users = {"prometheus": make_hash(9)}
-    verdicts: Counter[Verdict] = Counter()
-    lock = threading.Lock()
+def test_an_unknown_user_costs_a_check_at_the_highest_configured_cost():
+    checker = CountingChecker()
+    users = {"cheap": FAST, "dear": make_hash(6)}
+    assert checker.check(users, "nobody", PASSWORD) is Verdict.REFUSED
+    assert checker.check(users, "dear", "wrong") is Verdict.REFUSED
+    assert checker.costs == [6, 6]
 
-    def attack(n: int) -> None:
-        for i in range(3):
-            verdict = checker.check(users, "prometheus", f"wrong {n} {i}")
-            with lock:
-                verdicts[verdict] += 1
 
-    threads = [threading.Thread(target=attack, args=(n,)) for n in range(16)]
+def test_a_password_past_72_bytes_is_refused_though_bcrypt_would_read_its_first_72():
+    long = "x" * 72
+    users = {"prometheus": make_hash(4, long)}
+    checker = PasswordChecker()
+    assert checker.check(users, "prometheus", long) is Verdict.ALLOWED
+    assert checker.check(users, "prometheus", long + "y") is Verdict.REFUSED
+
+
+def test_one_check_runs_at_a_time():
+    checker = CountingChecker(slot_wait=30)
+    users = {"prometheus": make_hash(5)}
+    threads = [
+        threading.Thread(target=checker.check, args=(users, "prometheus", f"wrong {n}")) for n in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert checker.peak == BCRYPT_SLOTS == 1
-    assert verdicts[Verdict.BUSY] > 0 and verdicts[Verdict.REFUSED] > 0
-    assert Verdict.ALLOWED not in verdicts
+    assert len(checker.costs) == 8 and checker.peak == 1
 
 
-def test_an_uncached_check_lasts_as_long_as_one_at_the_highest_cost():
-    """A cheap user's check, right or wrong, is padded to the expensive hash's usual duration."""
-    users = {"cheap": make_hash(4), "dear": make_hash(10)}
-    checker = PasswordChecker()
-    durations = {}
-    for name, user, password in [
-        ("unknown", "nobody", "x"),
-        ("dear, wrong", "dear", "x"),
-        ("cheap, wrong", "cheap", "x"),
-        ("cheap, right", "cheap", PASSWORD),
-    ]:
-        started = time.perf_counter()
-        checker.check(users, user, password)
-        durations[name] = time.perf_counter() - started
-    expected = checker._references[10].expected()
-    print({name: f"{seconds * 1000:.1f} ms" for name, seconds in durations.items()}, f"{expected=:.3f}")
-    assert expected > 0.01  # cost 10 really ran
-    for name in ("cheap, wrong", "cheap, right"):
-        assert durations[name] >= expected * 0.95, name  # padded (sleep never returns early)
-
-
-def test_a_request_queued_behind_a_cheap_users_check_waits_as_long_as_behind_a_dear_one():
-    """The slot is held for the padded duration: a slot given back early would time the cheap bcrypt."""
-    users = {"cheap": make_hash(4), "dear": make_hash(10)}
-    checker = PasswordChecker()
-    checker.prepare(users)
-    behind: dict[str, list[float]] = {"cheap": [], "dear": []}
-    for n in range(3):
-        for user, seconds in behind.items():
-            first = threading.Thread(target=checker.check, args=(users, user, f"wrong {n}"))
-            first.start()
-            deadline = time.monotonic() + 5
-            while checker._slots._value and time.monotonic() < deadline:  # type: ignore[attr-defined]
-                time.sleep(0.001)
-            started = time.perf_counter()
-            assert checker.check(users, "nobody", f"wrong {n} behind {user}") is Verdict.REFUSED
-            seconds.append(time.perf_counter() - started)
-            first.join(timeout=10)
-    expected = checker._references[10].expected()
-    medians = {user: statistics.median(seconds) for user, seconds in behind.items()}
-    print({user: f"{seconds * 1000:.1f} ms" for user, seconds in medians.items()}, f"{expected=:.3f}")
-    assert medians["cheap"] > 1.5 * expected  # waited for the cheap check's whole padded duration
-    assert 0.8 < medians["cheap"] / medians["dear"] < 1.25
-
-
-def web_security(tmp_path: Path, users: dict[str, bytes]) -> WebSecurity:
+def web_security(tmp_path: Path, text: str) -> WebSecurity:
     config = tmp_path / "web.yml"
-    config.write_text(
-        "basic_auth_users:\n" + "".join(f"  {user}: {hashed.decode()}\n" for user, hashed in users.items())
-    )
+    config.write_text(text)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -220,80 +183,115 @@ def web_security(tmp_path: Path, users: dict[str, bytes]) -> WebSecurity:
     return WebSecurity(app, WebConfigWatcher(config))
 
 
-def call(security: WebSecurity, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+def users_config(users: dict[str, bytes]) -> str:
+    return "basic_auth_users:\n" + "".join(f"  {user}: {hashed.decode()}\n" for user, hashed in users.items())
+
+
+def call(
+    security: WebSecurity, headers: dict[str, str], path: str = "/metrics"
+) -> tuple[str, dict[str, str]]:
     answer: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> None:
         answer.update(status=status, headers=dict(headers))
 
-    environ = {"PATH_INFO": "/metrics", "REMOTE_ADDR": "192.0.2.7", "wsgi.errors": io.StringIO()}
+    environ = {"PATH_INFO": path, "REMOTE_ADDR": "192.0.2.7", "wsgi.errors": io.StringIO()}
     environ.update({"HTTP_" + name.upper(): value for name, value in headers.items()})
     b"".join(security(environ, start_response))
     return answer["status"], answer["headers"]
 
 
-def test_a_request_that_gets_no_bcrypt_slot_in_time_is_answered_429(tmp_path, caplog):
-    security = web_security(tmp_path, {"prometheus": make_hash(4)})
+def test_a_wrong_password_or_user_is_401_with_www_authenticate(tmp_path):
+    security = web_security(tmp_path, users_config({"prometheus": FAST}))
     assert call(security, basic("prometheus", PASSWORD))[0] == "200 OK"
-    security.checker._slot_wait = 0.01
-    security.checker._slots.acquire()  # a long check holds the only slot
+    for headers in (basic("prometheus", "wrong"), basic("nobody", PASSWORD), {}):
+        status, answer = call(security, headers)
+        assert status == "401 Unauthorized"
+        assert answer["WWW-Authenticate"] == 'Basic realm="trueconf-exporter", charset="UTF-8"'
+
+
+def test_a_request_that_gets_no_bcrypt_check_within_the_wait_is_answered_429(tmp_path, caplog):
+    security = web_security(tmp_path, users_config({"prometheus": FAST}))
+    checker = security.checker = CountingChecker(slot_wait=0.05)
+    assert call(security, basic("prometheus", PASSWORD))[0] == "200 OK"
+    checker.gate.clear()
+    checker.entered.clear()
+    first = threading.Thread(target=call, args=(security, basic("prometheus", "the long check")))
+    first.start()
     try:
+        assert checker.entered.wait(timeout=10)  # a long check holds the only slot
         with caplog.at_level(logging.WARNING, logger="exporter.web.auth"):
-            status, headers = call(security, basic("prometheus", "wrong"))
+            started = time.monotonic()
+            status, headers = call(security, basic("prometheus", "hunter2"))
+            waited = time.monotonic() - started
         assert status == "429 Too Many Requests" and headers["Retry-After"] == "1"
+        assert waited >= 0.05
         assert call(security, basic("prometheus", PASSWORD))[0] == "200 OK"  # cached: needs no slot
     finally:
-        security.checker._slots.release()
-    status, headers = call(security, basic("prometheus", "wrong"))
-    assert status == "401 Unauthorized" and headers["WWW-Authenticate"].startswith("Basic")
-    assert [record.detail for record in caplog.records] == [
-        "1 refused with 429 while bcrypt was busy, from 1 address"
-    ]
+        checker.gate.set()
+        first.join(timeout=10)
+    assert call(security, basic("prometheus", "hunter2"))[0] == "401 Unauthorized"
+    assert checker.peak == 1
+    # The long check's 401 is the first failed login; the later one waits for the next line.
+    lines = [(record.getMessage().split(":")[0], record.count) for record in caplog.records]
+    assert lines == [("password checks answered 429", 1), ("basic auth failed", 1)]
+    assert all(record.address == "192.0.2.7" for record in caplog.records)
+    assert "hunter2" not in caplog.text and "prometheus" not in caplog.text
 
 
-def test_failed_logins_are_one_line_per_interval_with_counts_and_no_names(caplog):
-    clock = FakeClock()
-    failures = FailureLog(interval=10, clock=clock)
+def test_failed_logins_are_one_rate_limited_warning_without_names_or_passwords(tmp_path, caplog):
+    security = web_security(tmp_path, users_config({"prometheus": FAST}))
     with caplog.at_level(logging.WARNING, logger="exporter.web.auth"):
-        for n in range(200):
-            failures.failed(f"user-{n % 7}", f"192.0.2.{n % 3}")
-            clock.now += 0.01
-        failures.busy("192.0.2.9")
-        assert len(caplog.records) == 1  # the first failure, at once
-        assert caplog.records[0].detail == "1 failed login for 1 distinct user name, from 1 address"
-        clock.now += 10
-        failures.flush()  # what the timer does when the interval ends
-        failures.flush()  # nothing new: no line
-    assert len(caplog.records) == 2
-    record = caplog.records[1]
-    assert record.levelname == "WARNING" and record.getMessage() == "basic auth failed"
-    assert record.detail == (
-        "199 failed logins for 7 distinct user names; 1 refused with 429 while bcrypt was busy, "
-        "from 4 addresses, in the last 12 s"
-    )
-    assert record.address == "192.0.2.9"
-    assert "user-" not in caplog.text
+        for n in range(30):
+            assert call(security, basic(f"user-{n % 3}", f"guess-{n}"))[0] == "401 Unauthorized"
+            assert call(security, basic("prometheus", f"guess-{n}"))[0] == "401 Unauthorized"
+        assert call(security, {})[0] == "401 Unauthorized"  # no credentials: not a failed login
+    [record] = caplog.records
+    assert record.getMessage().startswith("basic auth failed")
+    assert record.count == 1 and record.address == "192.0.2.7"
+    assert "user-" not in caplog.text and "guess-" not in caplog.text and "prometheus" not in caplog.text
 
 
-def test_the_interval_timer_reports_a_burst_that_stopped(caplog):
-    failures = FailureLog(interval=0.2)
-    with caplog.at_level(logging.WARNING, logger="exporter.web.auth"):
-        for _ in range(50):
-            failures.failed("mallory", "192.0.2.1")
-        deadline = time.monotonic() + 5
-        while len(caplog.records) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-    details = [record.detail for record in caplog.records]
-    assert details[0] == "1 failed login for 1 distinct user name, from 1 address"
-    assert details[1].startswith("49 failed logins for 1 distinct user name, from 1 address, in the last ")
-    assert len(details) == 2
+def test_the_rate_limited_warning_is_one_line_then_one_per_interval_with_the_count(caplog):
+    clock = [1000.0]
+    warning = RateLimitedWarning(logging.getLogger("test.warning"), "it happened", 60, lambda: clock[0])
+    with caplog.at_level(logging.WARNING, logger="test.warning"):
+        threads = [
+            threading.Thread(target=lambda: [warning(address="a") for _ in range(50)]) for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert [record.count for record in caplog.records] == [1]
+        clock[0] += 60
+        warning(address="b")
+    assert [(record.count, record.address) for record in caplog.records] == [(1, "a"), (200, "b")]
+
+
+def test_healthz_needs_the_password_unless_the_config_opens_it(tmp_path):
+    closed = web_security(tmp_path, users_config({"prometheus": FAST}))
+    assert call(closed, {}, "/healthz")[0] == "401 Unauthorized"
+    opened = web_security(tmp_path, users_config({"prometheus": FAST}) + "healthz_without_auth: true\n")
+    assert call(opened, {}, "/healthz")[0] == "200 OK"
+    assert call(opened, {}, "/metrics")[0] == "401 Unauthorized"
+    assert call(opened, {}, "/healthz/")[0] == "401 Unauthorized"
+
+
+def test_an_edit_of_the_users_applies_to_the_next_request(tmp_path):
+    security = web_security(tmp_path, users_config({"prometheus": FAST}))
+    assert call(security, basic("prometheus", PASSWORD))[0] == "200 OK"  # cached from here
+    (tmp_path / "web.yml").write_text(users_config({"prometheus": make_hash(4, "rotated"), "grafana": FAST}))
+    assert call(security, basic("prometheus", PASSWORD))[0] == "401 Unauthorized"
+    assert call(security, basic("prometheus", "rotated"))[0] == "200 OK"
+    assert call(security, basic("grafana", PASSWORD))[0] == "200 OK"
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Process tests: a real `serve` on loopback.
 
 INSTRUMENT = '''
-"""Loaded into the exporter under test only (PYTHONPATH): counts bcrypt work running at once."""
+"""Loaded into the exporter under test only (PYTHONPATH): counts bcrypt checks running at once."""
 import os
 import threading
 
@@ -322,15 +320,12 @@ def _counted(function):
 
 
 bcrypt.checkpw = _counted(bcrypt.checkpw)
-bcrypt.hashpw = _counted(bcrypt.hashpw)
 '''
 
 
 def serve(processes: Any, tmp_path: Path, users: dict[str, bytes], *extra: str, **options: Any) -> Process:
     config = tmp_path / "web.yml"
-    config.write_text(
-        "basic_auth_users:\n" + "".join(f"  {user}: {hashed.decode()}\n" for user, hashed in users.items())
-    )
+    config.write_text(users_config(users))
     return processes["exporter"]("--web.config.file", str(config), *extra, **options)
 
 
@@ -338,11 +333,6 @@ def timed(url: str, headers: dict[str, str]) -> tuple[int, float]:
     started = time.perf_counter()
     status = http_get(url, headers, timeout=30)[0]
     return status, time.perf_counter() - started
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 ATTACKERS = 32
@@ -394,10 +384,7 @@ def test_a_flood_of_wrong_passwords_leaves_scrapes_answering(processes, tmp_path
     for thread in attackers:
         thread.start()
     try:
-        time.sleep(1)  # let the attack reach its stride
-        cpu_before, started = cpu_seconds(exporter.popen.pid), time.monotonic()
-        time.sleep(2)  # the attack alone
-        cores = (cpu_seconds(exporter.popen.pid) - cpu_before) / (time.monotonic() - started)
+        assert wait_until(lambda: statuses[429] > 0, seconds=30)  # the queue for the one check is long now
         attacked = [scrape() for _ in range(SCRAPES)]
     finally:
         stop.set()
@@ -408,39 +395,32 @@ def test_a_flood_of_wrong_passwords_leaves_scrapes_answering(processes, tmp_path
     print(
         f"\nscrape median: {quiet * 1000:.1f} ms quiet, {under_attack * 1000:.1f} ms under {ATTACKERS} "
         f"attacking clients (max {max(attacked) * 1000:.1f} ms); "
-        f"exporter CPU under the attack alone {cores:.2f} cores; "
         f"bcrypt at once at most {peak} ({calls} calls); attackers' answers {dict(statuses)}"
     )
-    assert peak <= BCRYPT_SLOTS
+    assert peak == 1
     assert statuses[401] > 0 and set(statuses) <= {401, 429}
-    assert under_attack < 1.0  # generous; the figure is printed (unbounded bcrypt: 170-310 ms here)
+    assert under_attack < 1.0  # generous; the figure is printed
     assert exporter.alive() and "Traceback" not in exporter.stderr
 
 
 @pytest.mark.process
-def test_unknown_and_known_users_take_as_long_whatever_their_bcrypt_cost(processes, tmp_path):
-    """The cheap user comes first: it once set the dummy's cost, so unknown users were as quick as it."""
-    users = {"cheap": make_hash(6), "dear": make_hash(11)}
+def test_an_unknown_user_takes_as_long_as_a_known_one(processes, tmp_path):
+    """At cost 11, not the cost 10 of the toolkit's fixed dummy: the dummy follows the configured cost."""
+    users = {"prometheus": make_hash(11), "grafana": make_hash(11)}
     url = f"http://127.0.0.1:{serve(processes, tmp_path, users).ports['http']}/healthz"
-    assert timed(url, basic("nobody", "warm-up"))[0] == 401  # makes the dummy hash
-    runs: dict[str, list[float]] = {"cheap": [], "dear": [], "nobody": []}
+    runs: dict[str, list[float]] = {"prometheus": [], "grafana": [], "nobody": []}
     for n in range(5):
         for user, seconds in runs.items():
-            status, took = timed(url, basic(user, f"wrong {n}"))
+            status, took = timed(url, basic(user if user != "nobody" else f"nobody{n}", f"wrong {n}"))
             assert status == 401
             seconds.append(took)
-    status, cheap_right = timed(url, basic("cheap", PASSWORD))
-    assert status == 200
     medians = {user: statistics.median(seconds) for user, seconds in runs.items()}
     print(
         "\nwrong password, median of 5: "
         + ", ".join(f"{user} {seconds * 1000:.1f} ms" for user, seconds in medians.items())
-        + f"; cheap user's right password, first time: {cheap_right * 1000:.1f} ms"
     )
-    assert medians["dear"] > 0.05  # bcrypt at cost 11 really ran
-    for user in ("cheap", "nobody"):
-        assert 0.67 < medians[user] / medians["dear"] < 1.5, user
-    assert cheap_right / medians["dear"] > 0.67
+    assert medians["prometheus"] > 0.05  # bcrypt at cost 11 really ran
+    assert 0.75 < medians["nobody"] / medians["prometheus"] < 1.33
 
 
 @pytest.mark.process
@@ -456,7 +436,7 @@ def test_the_same_wrong_password_again_is_answered_from_the_cache(processes, tmp
 
 
 @pytest.mark.process
-def test_a_flood_of_failed_logins_is_a_line_or_two_in_the_log(processes, tmp_path):
+def test_a_flood_of_failed_logins_is_one_line_in_the_log(processes, tmp_path):
     exporter = serve(processes, tmp_path, {"prometheus": make_hash(4)}, "--log.level", "debug")
     url = f"http://127.0.0.1:{exporter.ports['http']}/healthz"
     statuses: Counter[int] = Counter()
@@ -477,6 +457,6 @@ def test_a_flood_of_failed_logins_is_a_line_or_two_in_the_log(processes, tmp_pat
     assert statuses == {401: 200}
     lines = [line for line in exporter.stderr.splitlines() if "basic auth failed" in line]
     print("\n" + "\n".join(lines))
-    assert 1 <= len(lines) <= 2
-    assert "level=warning" in lines[0] and "1 failed login" in lines[0]
+    assert len(lines) == 1  # one a minute at most; the test takes a few seconds
+    assert "level=warning" in lines[0] and "count=1" in lines[0]
     assert "mallory" not in exporter.stderr and "secret-guess" not in exporter.stderr

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import email.utils
 import errno
+import functools
 import gc
 import http
 import io
@@ -45,8 +46,11 @@ from exporter.web.auth import WebSecurity
 from exporter.web.config import RateLimit, WebConfigError, WebConfigWatcher
 from exporter.web.responses import StartResponse, WSGIApp, plain_text
 from exporter.web.tls import TLSRefusedError, TLSStream, current_context, is_plain_http, is_tls
+from exporter.web.warning import RateLimitedWarning
 
 log = logging.getLogger(__name__)
+_RateLimitedWarning = functools.partial(RateLimitedWarning, log)
+"""The server's warnings, on its own logger."""
 
 DEFAULT_READ_HEADER_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_CONNECTIONS = 4096
@@ -84,7 +88,6 @@ READ_CHUNK_BYTES = 8 * 1024
 LISTEN_BACKLOG = 512
 ACCEPT_BACKOFF_SECONDS = (0.005, 1.0)
 """accept() failures (EMFILE...) wait this long, doubling from the first figure up to the second."""
-WARNING_INTERVAL_SECONDS = 60.0
 LINGER_SECONDS = 1.0
 """After a refusal, how long the client's unread bytes are drained, so that closing does not reset the
 answer."""
@@ -162,22 +165,6 @@ def split_target(target: bytes) -> tuple[str, str] | None:
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
     return parts.path or "/", parts.query
-
-
-class _RateLimitedWarning:
-    """One warning line when a condition starts, then at most one per interval with the count in between."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        self.count = 0
-        self.last = -WARNING_INTERVAL_SECONDS
-
-    def __call__(self, **extra: Any) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self.last >= WARNING_INTERVAL_SECONDS:
-            log.warning(self.message, extra={**extra, "count": self.count})
-            self.last, self.count = now, 0
 
 
 class _DaemonPool(Executor):
