@@ -1,4 +1,4 @@
-"""Sessions and one round trip, measured as ratios in one run (issue 10 item 7).
+"""Sessions and one round trip, measured as ratios in one run.
 
 Three comparisons, each of the exporter against the floor a minimal client reaches on the same emulated Room:
 
@@ -846,7 +846,7 @@ def main() -> None:
         verdicts.append(big_reply(args.runs, args.entries, args.profile))
     if "3" in sections:
         verdicts.append(fleet(args.rounds, args.rooms, args.room_processes, args.runs))
-    print(f"\nTargets (issue 10 item 7; measured in {time.perf_counter() - started:.0f} s, never asserted):")
+    print(f"\nTargets (measured in {time.perf_counter() - started:.0f} s, never asserted):")
     for v in verdicts:
         met = "met" if v.met else "MISSED"
         figure = f"{v.value:5.2f} {v.unit:<3} target <= {v.target:g} {v.unit:<3}"

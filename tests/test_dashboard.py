@@ -54,7 +54,7 @@ REQUIRED_METRICS = {
     "trueconf_outgoing_file_requests_processed_bytes_total": "outgoing bytes delivered per hour",
     "trueconf_incoming_file_requests_processed_bytes_total": "incoming bytes delivered per hour",
 }
-"""What the issue says the dashboard shows at least (metric -> what for)."""
+"""What the dashboard shows at least (metric -> what for)."""
 
 
 @pytest.fixture(scope="module")

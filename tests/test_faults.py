@@ -1,4 +1,4 @@
-"""The fault suite (issue 5): whatever the Room does, a real exporter process keeps answering.
+"""The fault suite: whatever the Room does, a real exporter process keeps answering.
 
 One exporter process reads one emulated Room for the whole module, while each test switches the Room's
 behaviour at runtime (the emulator reads its settings at every connection). For every fault: the scrape
@@ -245,8 +245,9 @@ def test_every_fault_mode_of_the_emulator_is_covered() -> None:
     """A new fault mode must get its row here (or a test of its own), so none goes unproven."""
     covered = {fault for fault, _ in FAULTS} | {Fault.NONE, Fault.BAD_CONFIG_JSON, Fault.NOTIFICATION_FLOOD}
     covered |= set(TOLERATED)
-    # issue 10's faults (optional methods, restarts, half-open sessions, reordered replies): proven against
-    # the emulator itself by tests/test_emulator_methods.py until rows of the exporter's own take them over
+    # the method and session faults (optional methods, restarts, half-open sessions, reordered replies):
+    # proven against the emulator itself by tests/test_emulator_methods.py until rows of the exporter's own
+    # take them over
     covered |= {Fault.OPTIONAL_UNKNOWN, Fault.OPTIONAL_SILENT, Fault.STALLED_REPLY, Fault.RESTART}
     covered |= {Fault.HALF_OPEN, Fault.REORDERED_REPLIES, Fault.FILE_TRANSFER_FORBIDDEN}
     # the notification faults: proven against the emulator by tests/test_emulator_transfers.py

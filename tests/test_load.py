@@ -1,4 +1,4 @@
-"""Load (issue 5): fifty scrapes at once against one exporter process, repeated; every answer must be right.
+"""Load: fifty scrapes at once against one exporter process, repeated; every answer must be right.
 
 Each scrape opens its own WebSocket to the Room, so fifty concurrent scrapes are fifty concurrent
 conversations; a reply matched to the wrong request, a shared registry or a dropped connection would show

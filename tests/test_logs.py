@@ -80,7 +80,7 @@ def test_an_extra_field_named_like_the_lines_own_does_not_replace_it(log):
 
 
 def test_a_rooms_words_are_escaped_in_every_field(log):
-    """Reproduction 10 of issue 15: logs wrote U+202E raw."""
+    """Logs never write U+202E raw."""
     line = log.line(f"collection failed: {HOSTILE}", target=HOSTILE, detail=HOSTILE)
     assert [char for char in line if unicodedata.category(char) in UNSAFE] == []
     assert "\\u202e" in line and "\\u001b[2J" in line and "\\r\\n" in line

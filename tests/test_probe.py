@@ -300,7 +300,7 @@ def test_sighup_reloads_a_running_process(processes, room, tmp_path):
 
 
 BOARDROOM_PIN = "73019468"
-ISSUE_15_CONFIG = """
+TWO_PINS_ONE_LIST_CONFIG = """
 modules:
   default:
     pin_file: pin
@@ -308,12 +308,12 @@ modules:
     pin_file: boardroom-pin
 allowed_targets: ["127.0.0.0/8"]
 """
-"""Issue 15's reproduction: two PINs, one fleet-wide list."""
+"""Two PINs, one fleet-wide list."""
 
 
 def scoped_config(room_port: int, boardroom_port: int) -> str:
-    """Issue 15's config with each PIN module scoped to its own Room."""
-    return ISSUE_15_CONFIG.replace(
+    """That config with each PIN module scoped to its own Room."""
+    return TWO_PINS_ONE_LIST_CONFIG.replace(
         "    pin_file: pin\n", f"    pin_file: pin\n    allowed_targets: ['127.0.0.1:{room_port}']\n"
     ).replace(
         "    pin_file: boardroom-pin\n",
@@ -322,8 +322,8 @@ def scoped_config(room_port: int, boardroom_port: int) -> str:
 
 
 def test_a_modules_pin_never_reaches_a_room_outside_its_own_list(room, fleet_exporter, tmp_path):
-    """Issue 15: /probe?target=ROOM&module=boardrooms sent the boardroom PIN to a Room meant for `default`.
-    Now it is a 403 naming the module, and that Room sees no connection, let alone an `auth`."""
+    """/probe?target=ROOM&module=boardrooms for a Room meant for `default` never sends it the boardroom PIN:
+    it is a 403 naming the module, and that Room sees no connection, let alone an `auth`."""
     (tmp_path / "boardroom-pin").write_text(BOARDROOM_PIN)
     meeting_room = room("doc-example", pin=ROOM_PIN)
     boardroom = room("doc-example", pin=BOARDROOM_PIN)
@@ -355,7 +355,7 @@ def test_the_issue_15_config_is_refused_before_any_pin_is_sent(room, fleet_expor
     (tmp_path / "boardroom-pin").write_text(BOARDROOM_PIN)
     meeting_room = room("doc-example", pin=ROOM_PIN)
     with pytest.raises(ConfigError) as caught:
-        base, _ = fleet_exporter(ISSUE_15_CONFIG)
+        base, _ = fleet_exporter(TWO_PINS_ONE_LIST_CONFIG)
         probe(base, f"127.0.0.1:{meeting_room.ports.websocket}", "boardrooms")
     assert "modules.default.allowed_targets: missing" in str(caught.value)
     assert "add it to default, boardrooms" in str(caught.value)
@@ -366,7 +366,7 @@ def test_a_reload_that_drops_the_scopes_keeps_the_scoped_config(room, fleet_expo
     (tmp_path / "boardroom-pin").write_text(BOARDROOM_PIN)
     meeting_room = room("doc-example", pin=ROOM_PIN)
     base, holder = fleet_exporter(scoped_config(meeting_room.ports.websocket, 1))
-    (tmp_path / "config.yml").write_text(ISSUE_15_CONFIG)
+    (tmp_path / "config.yml").write_text(TWO_PINS_ONE_LIST_CONFIG)
     status, _, body = post(f"{base}/-/reload")
     assert status == 500 and b"modules.default.allowed_targets: missing" in body
     assert holder.config.modules["boardrooms"].allow_list is not None  # the scoped config stays in force

@@ -46,7 +46,7 @@ AVAILABILITY_METHOD = "getFileTransferAvailability"
 APP_STATE_METHOD = "getAppState"
 SYSTEM_INFO_METHOD = "getSystemInfo"
 OPTIONAL_METHODS = (INCOMING_METHOD, AVAILABILITY_METHOD, APP_STATE_METHOD, SYSTEM_INFO_METHOD)
-"""The methods besides getOutgoingFilesRequests that the exporter may ask (issue 10)."""
+"""The methods besides getOutgoingFilesRequests that the exporter may ask."""
 OLD_ROOM_UNKNOWN = (OUTGOING_METHOD, INCOMING_METHOD, AVAILABILITY_METHOD)
 """What a Room older than 4.1 does not know (`old-room`): the file-transfer methods."""
 OLD_ROOM_PRODUCT_INFO: dict[str, Any] = {"major": 4, "minor": 0, "revision": 3, "build": 112}

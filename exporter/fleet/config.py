@@ -365,7 +365,7 @@ def _module_allow_list(path: Path | str, key: str, body: dict[str, Any]) -> Allo
 
 def _require_pin_scopes(path: Path | str, modules: dict[str, Module]) -> None:
     """With more than one PIN, every module with a PIN names the Rooms its PIN is for: without its own list
-    a probe naming it could send its PIN to a Room of another module (issue 15)."""
+    a probe naming it could send its PIN to a Room of another module."""
     with_pin = [m for m in modules.values() if m.pin is not None]
     if len({m.pin_origin for m in with_pin}) < 2:
         return
