@@ -35,9 +35,23 @@ class FakeResolver:
         self.slow = set(slow)
         self.calls: Counter[str] = Counter()
         self.released = threading.Event()
+        self.changed = threading.Condition()
+        self.running = 0
+        """Calls entered and not yet returned: the lookup threads alive."""
 
     def __call__(self, host: str, port: object, family: int = 0, kind: int = 0) -> list[tuple[object, ...]]:
-        self.calls[host] += 1
+        with self.changed:
+            self.calls[host] += 1
+            self.running += 1
+            self.changed.notify_all()
+        try:
+            return self._answer(host)
+        finally:
+            with self.changed:
+                self.running -= 1
+                self.changed.notify_all()
+
+    def _answer(self, host: str) -> list[tuple[object, ...]]:
         if host in self.slow:
             self.released.wait(timeout=20)
         if host not in self.names:
@@ -46,6 +60,11 @@ class FakeResolver:
 
     def release(self) -> None:
         self.released.set()
+
+    def wait_running(self, count: int) -> bool:
+        """Whether exactly `count` calls are running within 5 s."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.running == count, timeout=5)
 
 
 @pytest.fixture
@@ -80,15 +99,13 @@ def test_an_ip_literal_asks_no_resolver():
     for host in ("127.0.0.1", "::1", "fd00::5"):
         (address,) = resolver.resolve(host, Deadline(1), "lookup")
         assert address.ip == ip_literal(host)
-    assert resolver.in_flight() == 0
 
 
 def test_a_slow_lookup_does_not_delay_another_names_lookup(fake):
     """Sixteen lookups that never finish, then one of another name: it is answered at once."""
     resolver = Resolver(getaddrinfo=fake)
     slow = [in_thread(resolver.resolve, f"slow-{i}.test", Deadline(10), "lookup") for i in range(16)]
-    time.sleep(0.1)
-    assert resolver.in_flight() == 16
+    assert fake.wait_running(16)
     started = time.monotonic()
     (address,) = resolver.resolve("fast.test", Deadline(5), "lookup")
     elapsed = time.monotonic() - started
@@ -110,20 +127,16 @@ def test_a_lookup_is_bounded_by_its_callers_deadline_and_then_abandoned(fake):
     assert caught.value.reason is Reason.TIMEOUT
     assert "resolving slow-1.test did not finish in time" in caught.value.message
     assert 0.25 < elapsed < 0.8
-    assert resolver.in_flight() == 1  # getaddrinfo cannot be cancelled: its thread ends when it returns
+    assert fake.running == 1  # getaddrinfo cannot be cancelled: its thread ends when it returns
     fake.release()
-    for _ in range(100):
-        if resolver.in_flight() == 0:
-            break
-        time.sleep(0.02)
-    assert resolver.in_flight() == 0
+    assert fake.wait_running(0)
 
 
 def test_a_name_being_looked_up_is_not_looked_up_again(fake):
     resolver = Resolver(getaddrinfo=fake)
     waiting = [in_thread(resolver.resolve, "slow-3.test", Deadline(5), "lookup") for _ in range(10)]
-    time.sleep(0.2)
-    assert resolver.in_flight() == 1
+    time.sleep(0.2)  # the ten callers reach the lookup in flight
+    assert fake.calls["slow-3.test"] == 1
     fake.release()
     for thread, results in waiting:
         thread.join(timeout=5)

@@ -108,11 +108,6 @@ class Resolver:
         self._changed = threading.Condition()
         self._in_flight: dict[str, _Job] = {}
 
-    def in_flight(self) -> int:
-        """How many names are being looked up now (threads alive for lookups)."""
-        with self._changed:
-            return len(self._in_flight)
-
     def resolve(self, host: str, deadline: Deadline, phase: str) -> tuple[Address, ...]:
         """The addresses of `host`, within the deadline; an IP literal is its own address (no resolver)."""
         literal = ip_literal(host)

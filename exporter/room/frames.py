@@ -90,10 +90,6 @@ class FrameStream:
         rest = self._chunk[self._offset :]
         self._chunk, self._offset = (rest + data if rest else data), 0
 
-    @property
-    def buffered(self) -> int:
-        return len(self._chunk) - self._offset
-
     def _take(self, size: int) -> bytes:
         """Exactly `size` bytes, or NeedMoreBytesError: frame_buffer sums its list of pieces at every call, so
         a frame handed over in k pieces cost O(k^2) (an 8 KiB notification dripped a byte at a time: 1.1 s
