@@ -16,7 +16,8 @@ from timing import measure  # beside this script: benchmarks/ is the script's fi
 
 from exporter.emulator.scenario import load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
-from exporter.room import Deadline, fetch_outgoing_requests, parse_target
+from exporter.room import Deadline, parse_target
+from exporter.room.client import fetch_room
 from exporter.web.app import ExporterApp
 from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
@@ -53,7 +54,7 @@ def main() -> None:
             raise SystemExit(f"scrape failed:\n{body.decode()}")
 
     def round_trip() -> None:
-        fetch_outgoing_requests(target, None, Deadline(5.0))
+        fetch_room(target, None, Deadline(5.0))
 
     try:
         report("bare round trip (connect+auth+req)", measure(round_trip, args.runs, warmup=5))

@@ -11,7 +11,8 @@ import pytest
 from exporter.collect.collection import collect_room
 from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import Scenario, load_scenario
-from exporter.room import Deadline, Reason, fetch_outgoing_requests, parse_target
+from exporter.room import Deadline, Reason, parse_target
+from exporter.room.client import fetch_room
 from exporter.room.errors import CollectionError
 from tests import raw_servers
 from tests.fault_reasons import FAULTS, SLOW_OR_HUGE, TOLERATED
@@ -191,7 +192,7 @@ def test_the_pin_is_redacted_from_error_messages(room):
     """Even if a Room echoed the PIN back in its error text, our message must not carry it."""
     emulator = room("doc-example", pin="987654")
     with pytest.raises(CollectionError) as raised:
-        fetch_outgoing_requests(parse_target(ws(emulator)), "123456", Deadline(3))
+        fetch_room(parse_target(ws(emulator)), "123456", Deadline(3))
     assert "123456" not in str(raised.value)
 
 

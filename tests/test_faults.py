@@ -27,7 +27,8 @@ from exporter.collect.collection import collect_room
 from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import Scenario, load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
-from exporter.room import Deadline, Reason, fetch_outgoing_requests, parse_target
+from exporter.room import Deadline, Reason, parse_target
+from exporter.room.client import OUTGOING_METHOD, fetch_room
 from exporter.room.errors import CollectionError
 from exporter.room.file_requests import Snapshot
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
@@ -262,9 +263,9 @@ def test_every_fault_mode_of_the_emulator_is_covered() -> None:
 def fetch(port: int, max_message_bytes: int, timeout: float = 5.0) -> tuple[dict | CollectionError, float]:
     started = time.monotonic()
     try:
-        result: dict | CollectionError = fetch_outgoing_requests(
-            parse_target(f"ws://127.0.0.1:{port}"), None, Deadline(timeout), max_message_bytes
-        )
+        target = parse_target(f"ws://127.0.0.1:{port}")
+        replies = fetch_room(target, None, Deadline(timeout), max_message_bytes=max_message_bytes)
+        result: dict | CollectionError = replies.replies[OUTGOING_METHOD]
     except CollectionError as error:
         result = error
     return result, time.monotonic() - started

@@ -1,6 +1,5 @@
 """Everything about talking to a TrueConf Room: targets, discovery, the WebSocket conversation, errors."""
 
-from exporter.room.client import fetch_outgoing_requests
 from exporter.room.deadline import Deadline
 from exporter.room.errors import CollectionError, Reason
 from exporter.room.target import RoomTarget, TargetError, parse_target
@@ -11,6 +10,5 @@ __all__ = [
     "Reason",
     "RoomTarget",
     "TargetError",
-    "fetch_outgoing_requests",
     "parse_target",
 ]

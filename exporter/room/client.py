@@ -108,19 +108,6 @@ def fetch_room(
     return result
 
 
-def fetch_outgoing_requests(
-    target: RoomTarget,
-    pin: str | None,
-    deadline: Deadline,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    trace: Trace | None = None,
-    pool: SessionPool | None = None,
-) -> dict[str, Any]:
-    """The successful `getOutgoingFilesRequests` reply of the Room at `target`, within `deadline`."""
-    replies = fetch_room(target, pin, deadline, (OUTGOING_METHOD,), max_message_bytes, trace, pool)
-    return replies.replies[OUTGOING_METHOD]
-
-
 def _one_connection(
     target: RoomTarget,
     pin: str | None,
