@@ -1,11 +1,9 @@
 """Per-entry parsing figures: a 10 000-entry `getOutgoingFilesRequests` reply, decoded and parsed in-process.
 
-Prints the median and the best of many runs in milliseconds, for the JSON decode alone (C speed, the floor),
-for the parse of the decoded reply into a snapshot (the exporter's per-entry Python work) and, in the same
-run, for the per-entry rules applied one entry at a time (parse_entry and Snapshot.add: how the parser
-worked before `aggregate`), with the ratio of the two. Measures, never asserts. The reply mixes the
-documentation's two entry shapes (a peer and a group conference) over every status, with timestamps in
-seconds, as a busy Room would list them.
+Prints the median and the best of many runs in milliseconds, for the JSON decode alone (C speed, the floor)
+and for the parse of the decoded reply into a snapshot (the exporter's per-entry Python work). Measures,
+never asserts. The reply mixes the documentation's two entry shapes (a peer and a group conference) over
+every status, with timestamps in seconds, as a busy Room would list them.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from typing import Any
 
 from timing import measure  # beside this script: benchmarks/ is the script's first path entry
 
-from exporter.room.file_requests import Snapshot, parse_entry, parse_outgoing_reply
+from exporter.room.file_requests import parse_outgoing_reply
 from exporter.room.picture import OUTGOING_METHOD, parse_room
 
 
@@ -47,13 +45,6 @@ def reply_text(entries: int) -> str:
     )
 
 
-def one_entry_at_a_time(reply: dict[str, Any]) -> Snapshot:
-    snapshot = Snapshot()
-    for item in reply["outgoingFilesRequests"]:
-        snapshot.add(parse_entry(item))
-    return snapshot
-
-
 def report(name: str, durations: list[float], entries: int) -> float:
     median = statistics.median(durations)
     print(
@@ -72,15 +63,13 @@ def main() -> None:
     reply = json.loads(text)
     print(f"{args.entries} entries, {len(text) / 1024:.0f} KiB of JSON")
     report("json.loads", measure(lambda: json.loads(text), args.runs), args.entries)
-    slow = report("one entry at a time", measure(lambda: one_entry_at_a_time(reply), args.runs), args.entries)
-    fast = report("parse outgoing", measure(lambda: parse_outgoing_reply(reply), args.runs), args.entries)
+    report("parse outgoing", measure(lambda: parse_outgoing_reply(reply), args.runs), args.entries)
     asked = (OUTGOING_METHOD,)
     report(
         "parse_room (outgoing only)",
         measure(lambda: parse_room({OUTGOING_METHOD: reply}, asked, time.time()), args.runs),
         args.entries,
     )
-    print(f"parse outgoing is {slow / fast:.1f}x faster than one entry at a time (best of each)")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ from exporter.room.file_requests import (
     ReplyShapeError,
     Snapshot,
     aggregate,
-    parse_entry,
     parse_incoming_reply,
     parse_outgoing_reply,
 )
+from tests.entry_rules import reference
 
 
 def doc_example_reply() -> dict:
@@ -67,22 +67,22 @@ def test_every_status_and_destination_pair_is_present_even_when_empty():
     ],
 )
 def test_status_codes_map_to_labels(code, status):
-    request = parse_entry({"status": code, "size": 1, "timestamp": 1659251271})
-    assert request.status == status
-    assert request.malformed is False
+    snapshot = aggregate([{"status": code, "size": 1, "timestamp": 1659251271}])
+    assert snapshot.counts[(status, "peer")] == 1
+    assert snapshot.malformed == 0
 
 
 def test_milliseconds_timestamps_are_normalised_to_seconds():
-    request = parse_entry({"status": 1, "size": 10, "timestamp": 1659251271123})
-    assert request.created_at == pytest.approx(1659251271.123)
-    assert request.malformed is False
+    snapshot = aggregate([{"status": 1, "size": 10, "timestamp": 1659251271123}])
+    assert snapshot.oldest_pending_created_at["waiting"] == pytest.approx(1659251271.123)
+    assert snapshot.malformed == 0
 
 
 def test_conference_entry_has_conference_destination_and_peer_entry_has_peer():
-    assert (
-        parse_entry({"status": 1, "size": 1, "timestamp": 1, "confId": "c@s#vcs"}).destination == "conference"
-    )
-    assert parse_entry({"status": 1, "size": 1, "timestamp": 1, "peerId": "p@s"}).destination == "peer"
+    conference = aggregate([{"status": 1, "size": 1, "timestamp": 1, "confId": "c@s#vcs"}])
+    peer = aggregate([{"status": 1, "size": 1, "timestamp": 1, "peerId": "p@s"}])
+    assert (conference.counts[("waiting", "conference")], conference.counts[("waiting", "peer")]) == (1, 0)
+    assert (peer.counts[("waiting", "conference")], peer.counts[("waiting", "peer")]) == (0, 1)
 
 
 @pytest.mark.parametrize(
@@ -95,8 +95,8 @@ def test_conference_entry_has_conference_destination_and_peer_entry_has_peer():
     ],
 )
 def test_a_bad_status_is_unknown_and_malformed(entry):
-    request = parse_entry(entry)
-    assert (request.status, request.malformed) == ("unknown", True)
+    snapshot = aggregate([entry])
+    assert (snapshot.counts[("unknown", "peer")], snapshot.malformed) == (1, 1)
 
 
 @pytest.mark.parametrize(
@@ -109,8 +109,8 @@ def test_a_bad_status_is_unknown_and_malformed(entry):
     ],
 )
 def test_sizes(entry, size, malformed):
-    request = parse_entry(entry)
-    assert (request.size_bytes, request.malformed) == (size, malformed)
+    snapshot = aggregate([entry])
+    assert (snapshot.size_bytes[("waiting", "peer")], snapshot.malformed) == (size or 0, malformed)
 
 
 @pytest.mark.parametrize(
@@ -127,8 +127,9 @@ def test_invalid_timestamps_are_left_out_of_ages(timestamp, created_at, malforme
     entry = {"status": 1, "size": 1}
     if timestamp is not None:
         entry["timestamp"] = timestamp
-    request = parse_entry(entry)
-    assert (request.created_at, request.malformed) == (created_at, malformed)
+    snapshot = aggregate([entry])
+    assert (snapshot.oldest_pending_created_at["waiting"], snapshot.malformed) == (created_at, malformed)
+    assert snapshot.counts[("waiting", "peer")] == 1
 
 
 def test_one_bad_entry_never_spoils_the_others():
@@ -219,8 +220,6 @@ def test_a_null_or_missing_list_on_a_success_is_zero_requests_logged_at_debug(re
 )
 def test_a_missing_size_falls_back_to_file_size(entry, size, malformed):
     """Reference §6 and §7: `size` in the lists, `fileSize` everywhere else; read `size`, then `fileSize`."""
-    request = parse_entry(entry)
-    assert (request.size_bytes, request.malformed) == (size, malformed)
     snapshot = aggregate([entry])
     assert snapshot.size_bytes[("waiting", "peer")] == (size or 0)
     assert snapshot.malformed == int(malformed)
@@ -250,14 +249,6 @@ def test_incoming_requests_are_read_by_the_same_rules_with_milliseconds():
     assert parse_incoming_reply({"result": True}).total == 0
     with pytest.raises(ReplyShapeError):
         parse_incoming_reply({"result": True, "incomingFilesRequests": {}})
-
-
-def reference(entries: list) -> Snapshot:
-    """The per-entry rules applied one entry at a time: what `aggregate` must always equal."""
-    snapshot = Snapshot()
-    for entry in entries:
-        snapshot.add(parse_entry(entry))
-    return snapshot
 
 
 def test_the_fast_path_agrees_with_the_per_entry_rules_on_every_odd_value():

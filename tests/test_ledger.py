@@ -22,7 +22,6 @@ from exporter.room.file_requests import (
     STATUSES,
     Snapshot,
     aggregate,
-    parse_entry,
 )
 from exporter.room.ledger import (
     FINISHED_STATUSES,
@@ -34,6 +33,7 @@ from exporter.room.ledger import (
     TransferTotals,
     listing,
 )
+from tests.entry_rules import classify
 from tests.test_parser_properties import JUNK, PROPERTY_SETTINGS, SCALARS, entries
 
 OUT, IN = Direction.OUTGOING, Direction.INCOMING
@@ -388,13 +388,13 @@ def test_no_notification_raises_and_the_counts_stay_consistent(messages: list[An
 
 
 def reference_listed(entries_: list[Any]) -> list[tuple[int, int | None, bool, int]]:
-    """What `listing` must record, by the per-entry rules of file_requests.parse_entry."""
+    """What `listing` must record, by the per-entry rules (entry_rules.classify)."""
     recorded = []
     for entry in entries_:
         request_id = entry.get("fileRequestId") if isinstance(entry, dict) else None
         if not isinstance(request_id, str) or not request_id:
             continue
-        parsed = parse_entry(entry)
+        parsed = classify(entry)
         assert parsed is not None
         code = STATUSES.index(parsed.status)
         recorded.append(

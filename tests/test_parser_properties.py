@@ -31,7 +31,6 @@ from exporter.room.file_requests import (
     ReplyShapeError,
     Snapshot,
     aggregate,
-    parse_entry,
     parse_incoming_reply,
     parse_outgoing_reply,
 )
@@ -43,6 +42,7 @@ from exporter.room.picture import (
     RoomPicture,
     parse_room,
 )
+from tests.entry_rules import reference
 
 PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 """How many examples comes from the Hypothesis profile conftest.py loads: 150 in the full suite."""
@@ -138,14 +138,6 @@ def replies(draw: st.DrawFn, key: str = REPLY_LIST_KEY) -> dict[str, Any]:
     return reply
 
 
-def reference(listed: list[Any]) -> Snapshot:
-    """The per-entry rules, one entry at a time."""
-    snapshot = Snapshot()
-    for entry in listed:
-        snapshot.add(parse_entry(entry))
-    return snapshot
-
-
 def metrics_text(snapshot: Any, picture: RoomPicture | None = None) -> str:
     """The exposition a scrape would send for this snapshot (and this picture of the Room, when given)."""
     collection = Collection(
@@ -233,15 +225,14 @@ def test_the_fast_aggregation_always_equals_the_per_entry_rules(listed: list[Any
 @example({"status": float("nan"), "size": float("inf"), "timestamp": float("-inf")})
 @example({"confId": "", "peerId": None})
 def test_an_entry_is_always_classified(entry: Any) -> None:
-    request = parse_entry(entry)
-    if not isinstance(entry, dict):
-        assert request is None
-        return
-    assert request is not None
-    assert request.status in STATUSES
-    assert request.destination in DESTINATIONS
-    assert request.size_bytes is None or request.size_bytes >= 0
-    assert request.created_at is None or (math.isfinite(request.created_at) and request.created_at > 0)
+    snapshot = aggregate([entry])
+    assert snapshot.entries == 1
+    assert set(snapshot.counts) == {(status, side) for status in STATUSES for side in DESTINATIONS}
+    assert snapshot.total == (1 if isinstance(entry, dict) else 0)
+    assert snapshot.malformed <= 1 and (snapshot.malformed == 1 or isinstance(entry, dict))
+    assert all(size >= 0 for size in snapshot.size_bytes.values())
+    ages = snapshot.oldest_pending_created_at.values()
+    assert all(at is None or (math.isfinite(at) and at > 0) for at in ages)
 
 
 VALID_ENTRIES = st.fixed_dictionaries(

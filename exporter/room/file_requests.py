@@ -6,8 +6,8 @@ entry without `peerId`, entries that are not objects at all, a null or missing l
 Entries are independent: one bad entry never spoils the others. The same rules serve the outgoing list
 (`getOutgoingFilesRequests`) and the incoming one (`getIncomingFilesRequests`, reference §5).
 
-`parse_entry` states the rules for one entry; `aggregate` applies the same rules to a whole list without
-building an object per entry, because on a large reply that per-entry work is most of a scrape's cost.
+`aggregate` applies the rules to a whole list without building an object per entry, because on a large
+reply that per-entry work is most of a scrape's cost.
 """
 
 from __future__ import annotations
@@ -55,22 +55,6 @@ class ReplyShapeError(ValueError):
     """
 
 
-@dataclass(frozen=True)
-class FileRequest:
-    """One entry of a request list, reduced to what the metrics need.
-
-    `size_bytes` and `created_at` are None when the Room sent no usable value; `malformed` records that an
-    entry had a defect, so the exporter can count defects without dropping the entry.
-    """
-
-    status: str
-    destination: str
-    """`peer` or `conference`: the recipient of an outgoing request, the source of an incoming one."""
-    size_bytes: int | None
-    created_at: float | None
-    malformed: bool
-
-
 @dataclass
 class Snapshot:
     """What one reply says, aggregated by (status, side) with every label pair present; the side is `peer` or
@@ -106,23 +90,6 @@ class Snapshot:
         if created_at is None:
             return 0.0
         return max(0.0, now - created_at)
-
-    def add(self, request: FileRequest | None) -> None:
-        """Account for one entry; None stands for an entry that was not a JSON object at all."""
-        self.entries += 1
-        if request is None:
-            self.malformed += 1
-            return
-        key = (request.status, request.destination)
-        self.counts[key] += 1
-        if request.size_bytes is not None:
-            self.size_bytes[key] += request.size_bytes
-        if request.malformed:
-            self.malformed += 1
-        if request.status in PENDING_STATUSES and request.created_at is not None:
-            oldest = self.oldest_pending_created_at[request.status]
-            if oldest is None or request.created_at < oldest:
-                self.oldest_pending_created_at[request.status] = request.created_at
 
 
 def _number(value: Any) -> float | None:
@@ -173,25 +140,6 @@ def parse_timestamp(value: Any) -> tuple[float | None, bool]:
     return float(number), False
 
 
-def parse_entry(entry: Any) -> FileRequest | None:
-    """One list entry, or None when it is not a JSON object. A `size` that is missing or null falls back to
-    `fileSize` (the key of the history and of every file notification, reference §6)."""
-    if not isinstance(entry, dict):
-        return None
-    status, bad_status = parse_status(entry.get("status"))
-    size = entry.get("size")
-    size_bytes, bad_size = parse_size(entry.get("fileSize") if size is None else size)
-    created_at, bad_timestamp = parse_timestamp(entry.get("timestamp"))
-    destination = "conference" if entry.get("confId") not in (None, "") else "peer"
-    return FileRequest(
-        status=status,
-        destination=destination,
-        size_bytes=size_bytes,
-        created_at=created_at,
-        malformed=bad_status or bad_size or bad_timestamp,
-    )
-
-
 _STATUS_INDEX: dict[str, int] = {status: index for index, status in enumerate(STATUSES)}
 _SIDES = len(DESTINATIONS)
 _WAITING = _STATUS_INDEX["waiting"]
@@ -203,7 +151,9 @@ assert (STATUSES[_WAITING], STATUSES[_DOWNLOADING]) == PENDING_STATUSES
 
 
 def aggregate(entries: Iterable[Any]) -> Snapshot:
-    """The snapshot of a list of entries: exactly what `Snapshot.add(parse_entry(e))` for each entry gives.
+    """The snapshot of a list of entries, each read by the parse_* rules: a `size` that is missing or null
+    falls back to `fileSize` (the key of the history and of every file notification, reference §6), a
+    non-empty `confId` makes the side `conference`, an entry that is not a JSON object is only malformed.
     `entries` may be an iterator: a reply's list is aggregated as it is decoded (protocol.decode), one entry
     alive at a time.
 
