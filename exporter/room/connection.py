@@ -54,13 +54,7 @@ the reader ~10-20 us: one flooding Room takes at most a few per cent of a core."
 MAX_UNSENT_BYTES = 64 * 1024
 """What may wait to be written to a Room that does not read (pongs to its pings): past it, it is dropped."""
 
-_request_ids = itertools.count(1)
-_id_prefix = f"tcx{os.getpid()}-"
-
-
-def next_request_id() -> str:
-    """A request id unique within this process, so replies are never matched to another scrape's request."""
-    return f"{_id_prefix}{next(_request_ids)}"
+_ID_PREFIX = f"tcx{os.getpid()}-"
 
 
 @dataclass(frozen=True)
@@ -120,6 +114,7 @@ class RoomConnection:
         self._tokens_at = time.monotonic()
         self.opened_at = time.monotonic()
         self.exchanges = 0
+        self._request_ids = itertools.count(1)
 
     @classmethod
     def open(
@@ -183,6 +178,11 @@ class RoomConnection:
 
     # The scrape's side.
 
+    def _next_request_id(self) -> str:
+        """A request id unique within this connection, so a late reply is never matched to a later
+        exchange's request (replies cannot cross connections)."""
+        return f"{_ID_PREFIX}{next(self._request_ids)}"
+
     def exchange(
         self,
         methods: tuple[str, ...],
@@ -206,7 +206,7 @@ class RoomConnection:
         A reply is kept as `keep` returns it (whole when `keep` is None); arrays under `lists` keys are read
         entry by entry (protocol.decode) in a large reply, after a whole parse in a small one.
         """
-        pending = {next_request_id(): method for method in methods}
+        pending = {self._next_request_id(): method for method in methods}
         frames = [
             websocket.ABNF.create_frame(
                 protocol.request(method, request_id, **(params or {}).get(method, {})),
@@ -214,7 +214,7 @@ class RoomConnection:
             )
             for request_id, method in pending.items()
         ]
-        ping = f"alive? {next_request_id()}".encode()  # this exchange's own: a late pong proves nothing
+        ping = f"alive? {self._next_request_id()}".encode()  # this exchange's own: a late pong proves nothing
         if first_reply_within is not None:
             # First, so that a Room handling frames strictly in order pongs before it works on the requests.
             frames.insert(0, websocket.ABNF.create_frame(ping, websocket.ABNF.OPCODE_PING))
