@@ -8,6 +8,7 @@ In-process servers with small limits keep these fast; `test_deployment_limits.py
 
 from __future__ import annotations
 
+import email.utils
 import gc
 import logging
 import socket
@@ -343,6 +344,15 @@ def test_headers_past_the_cap_are_431(serve, headers):
 def test_headers_just_under_the_cap_are_served(serve):
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Fits: " + b"d" * (8 * 1024 - 200) + b"\r\n\r\n"
     assert parse(exchange(serve(), request))[0] == 200
+
+
+def test_every_answer_carries_the_current_date_in_gmt(serve):
+    """RFC 9110 §6.6.1: an origin server with a clock sends Date, in IMF-fixdate."""
+    before = int(time.time())
+    status, headers, _ = parse(exchange(serve(), b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+    after = time.time()
+    assert status == 200 and headers["date"].endswith(" GMT"), headers
+    assert before <= email.utils.parsedate_to_datetime(headers["date"]).timestamp() <= after
 
 
 def test_a_body_past_the_cap_is_413(serve):

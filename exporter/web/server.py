@@ -289,6 +289,7 @@ class HTTPServer:
         self.web_config = web_config
         self.tls = web_config is not None and web_config.current().tls is not None
         self.limits = limits or ServerLimits()
+        self.date = HttpDate()
         self._collect_pool = _DaemonPool(self.limits.max_collections, "collect")
         self._other_pool = _DaemonPool(OTHER_WORKERS, "http")
         self._other_slots = asyncio.Semaphore(OTHER_WORKERS)
@@ -594,18 +595,20 @@ class HTTPServer:
             return _plain_answer(500, "internal error; see the exporter's log\n")
 
 
-_date_cache: tuple[int, str] = (0, "")
-
-
-def http_date() -> str:
+class HttpDate:
     """The Date header's value, formatted once a second rather than at every answer."""
-    global _date_cache  # noqa: PLW0603 - one (second, text) pair, replaced whole: safe without a lock
-    now = int(time.time())
-    second, text = _date_cache
-    if second != now:
-        text = email.utils.formatdate(now, usegmt=True)
-        _date_cache = (now, text)
-    return text
+
+    def __init__(self) -> None:
+        self._cached: tuple[int, str] = (0, "")
+        """One (second, text) pair, replaced whole: safe without a lock."""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        second, text = self._cached
+        if second != now:
+            text = email.utils.formatdate(now, usegmt=True)
+            self._cached = (now, text)
+        return text
 
 
 class _PlainStream:
@@ -817,7 +820,7 @@ class _Connection:
             headers.append(("Content-Length", str(len(answer.body))))
         if "x-content-type-options" not in names:
             headers.append(("X-Content-Type-Options", "nosniff"))
-        headers += [("Date", http_date()), ("Server", server_name())]
+        headers += [("Date", self.server.date()), ("Server", server_name())]
         data = self.h11.send(
             h11.Response(status_code=answer.status, reason=answer.reason.encode("latin-1"), headers=headers)
         )
