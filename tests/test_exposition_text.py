@@ -184,7 +184,8 @@ def families(draw: st.DrawFn) -> list[Metric]:
         elif kind == "counter":
             family = CounterMetricFamily(name, documentation, labels=label_names)
             for values in series:
-                family.add_metric(list(values), draw(VALUES.filter(lambda v: math.isnan(v) or v >= 0)))
+                # OpenMetrics has no NaN counter (the encoder refuses one); the exporter's counters are integers
+                family.add_metric(list(values), draw(VALUES.filter(lambda v: not math.isnan(v) and v >= 0)))
         else:
             family = InfoMetricFamily(name, documentation, labels=label_names)
             for values in series:
