@@ -183,9 +183,9 @@ def families(draw: st.DrawFn) -> list[Metric]:
                 family.add_metric(list(values), draw(VALUES))
         elif kind == "counter":
             family = CounterMetricFamily(name, documentation, labels=label_names)
+            counts = VALUES.filter(lambda v: not math.isnan(v) and v >= 0)  # OpenMetrics has no NaN counter
             for values in series:
-                # OpenMetrics has no NaN counter (the encoder refuses one); the exporter's counters are integers
-                family.add_metric(list(values), draw(VALUES.filter(lambda v: not math.isnan(v) and v >= 0)))
+                family.add_metric(list(values), draw(counts))
         else:
             family = InfoMetricFamily(name, documentation, labels=label_names)
             for values in series:
