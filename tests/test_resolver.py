@@ -220,12 +220,12 @@ def test_a_checked_target_brings_its_addresses_and_its_deadlines_start(monkeypat
     lookup = Lookup((address,), time.monotonic() - 0.4)
     target = CheckedTarget(plain.host, plain.port, plain.discover, lookup)
     deadline = Deadline(1.0)
-    assert addresses_for(target, deadline) == (address,)
+    assert addresses_for(target, deadline, Resolver()) == (address,)
     assert deadline.started == lookup.started
     assert 0.5 < deadline.left() < 0.65
     failed = CheckedTarget(plain.host, plain.port, plain.discover, Lookup((), time.monotonic(), TIMEOUT))
     with pytest.raises(CollectionError) as caught:
-        addresses_for(failed, Deadline(1.0))
+        addresses_for(failed, Deadline(1.0), Resolver())
     assert caught.value is TIMEOUT
     assert str(target) == str(plain) == "ws://room.test:8765"
 

@@ -121,7 +121,7 @@ def _one_connection(
     ledger = pool.slot(pool.key(str(target), pin)).ledger
     ledger.new_session()
     connection = RoomConnection.open(
-        target, pin, deadline, max_message_bytes, trace, pool.budget, pool.reader, ledger
+        target, pin, deadline, max_message_bytes, trace, pool.budget, pool.reader, pool.resolver, ledger
     )
     pool.logged_in()
     try:
@@ -192,7 +192,15 @@ def _on_slot(
     if exchange is None:
         slot.ledger.new_session()
         slot.connection = RoomConnection.open(
-            target, pin, deadline, max_message_bytes, trace, pool.budget, pool.reader, slot.ledger
+            target,
+            pin,
+            deadline,
+            max_message_bytes,
+            trace,
+            pool.budget,
+            pool.reader,
+            pool.resolver,
+            slot.ledger,
         )
         pool.logged_in()
         try:

@@ -182,14 +182,11 @@ def _addresses(infos: Sequence[tuple[Any, ...]]) -> tuple[Address, ...]:
     return tuple(found)
 
 
-resolver = Resolver()
-"""The collections' resolver: every lookup a collection makes goes through it."""
-
-
-def addresses_for(target: RoomTarget, deadline: Deadline) -> tuple[Address, ...]:
+def addresses_for(target: RoomTarget, deadline: Deadline, resolver: Resolver) -> tuple[Address, ...]:
     """The addresses a collection of `target` may connect to: looked up once, here, within the deadline.
 
-    A CheckedTarget brings the addresses /probe checked (or the failure of that lookup); its deadline is
+    A name is looked up by `resolver` (the session pool's: one for all the collections of a process). A
+    CheckedTarget brings the addresses /probe checked (or the failure of that lookup); its deadline is
     moved back to when the probe's lookup started, so lookup and collection share one deadline.
     """
     if isinstance(target, CheckedTarget):

@@ -33,7 +33,7 @@ import websocket
 
 from exporter.room import protocol
 from exporter.room.budget import FREE_BYTES, MessageBudget, small_enough
-from exporter.room.connect import addresses_for, open_tcp
+from exporter.room.connect import Resolver, addresses_for, open_tcp
 from exporter.room.deadline import Deadline, DeadlineSocket
 from exporter.room.discovery import discover_websocket_port
 from exporter.room.errors import CollectionError, Reason, describe
@@ -126,10 +126,12 @@ class RoomConnection:
         trace: Trace,
         budget: MessageBudget,
         reader: RoomReader,
+        resolver: Resolver,
         ledger: Ledger | None = None,
     ) -> RoomConnection:
-        """Look the Room up once, connect to exactly those addresses, upgrade and authorise, in `deadline`."""
-        addresses = addresses_for(target, deadline)  # the one lookup: every connection below goes to these
+        """Look the Room up once (by `resolver`), connect to exactly those addresses, upgrade and authorise,
+        in `deadline`."""
+        addresses = addresses_for(target, deadline, resolver)  # the one lookup: every connection goes there
         trace.step("lookup", ", ".join(map(str, addresses)))
         port = target.port
         if target.discover:

@@ -13,7 +13,6 @@ the slot. Bounds:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import threading
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.room.budget import MessageBudget
+from exporter.room.connect import Resolver
 from exporter.room.connection import RoomConnection
 from exporter.room.deadline import Deadline
 from exporter.room.ledger import Ledger, RoomTransfers
@@ -30,6 +30,8 @@ from exporter.room.reader import RoomReader
 
 DEFAULT_IDLE_SECONDS = 300.0
 DEFAULT_MAX_SESSIONS = 1000
+MAX_DIGESTS = 256
+"""Credentials whose digests the pool keeps (a few modules' PINs, hashed once each, not at every scrape)."""
 
 
 @dataclass
@@ -80,11 +82,20 @@ class SessionPool:
         self.reader = RoomReader()
         """Reads every open session as its Room sends (room/reader.py)."""
         self._deadlines: weakref.WeakSet[Deadline] = weakref.WeakSet()
+        self.resolver = Resolver()
+        """Looks up the Rooms' names: every lookup a collection makes goes through it (room/connect.py)."""
+        self._digests: dict[str | None, str] = {}
+        self._digests_lock = threading.Lock()
 
-    @staticmethod
-    def key(target: str, pin: str | None) -> str:
+    def key(self, target: str, pin: str | None) -> str:
         """A Room and its credentials; the PIN only as a digest, so the key can be shown without it."""
-        return f"{target} {_credentials_digest(pin)}"
+        with self._digests_lock:
+            digest = self._digests.get(pin)
+            if digest is None:
+                if len(self._digests) >= MAX_DIGESTS:
+                    del self._digests[next(iter(self._digests))]
+                digest = self._digests[pin] = _credentials_digest(pin)
+        return f"{target} {digest}"
 
     def slot(self, key: str) -> RoomSlot:
         """The slot of `key`, made most recently used; when the table is full, the least recently used slot
@@ -176,9 +187,10 @@ class SessionPool:
     def close_all(self) -> None:
         """Close every session (a reload changed credentials); the next scrape of each Room logs in again,
         and asks again the methods it never answered. The Rooms' ledgers stay: a reload resets no counter.
-        The digests' cache is emptied too: it holds the PINs it was given, and a reload may have dropped
-        some."""
-        _credentials_digest.cache_clear()
+        The digests kept are forgotten too: they are keyed by the PINs they were given, and a reload may
+        have dropped some."""
+        with self._digests_lock:
+            self._digests.clear()
         with self._lock:
             slots = list(self._slots.values())
         for slot in slots:
@@ -213,9 +225,7 @@ class SessionPool:
             self._sweeper.start()
 
 
-@functools.lru_cache(maxsize=256)
 def _credentials_digest(pin: str | None) -> str:
-    """A few modules' PINs, hashed once each rather than at every scrape."""
     return hashlib.sha256((pin if pin is not None else "\0no-pin").encode()).hexdigest()[:16]
 
 
