@@ -58,15 +58,17 @@ def test_a_probe_flood_of_one_room_leaves_its_real_scrapes_at_the_rooms_own_pace
 
 
 class HeldCollection:
-    """A collection that runs until `release` is set, counting how often it ran."""
+    """A collection that runs until `release` is set, counting how often it ran (`started`: it runs)."""
 
     def __init__(self, target: RoomTarget) -> None:
         self.target = target
+        self.started = threading.Event()
         self.release = threading.Event()
         self.runs = 0
 
     def __call__(self) -> Collection:
         self.runs += 1
+        self.started.set()
         self.release.wait(5)
         return Collection(self.target, 0.1, time.time())
 
@@ -74,8 +76,7 @@ class HeldCollection:
 def lead(pool: ThreadPoolExecutor, shared: SharedCollections, held: HeldCollection) -> Future:
     """Start `held` as the collection in flight of "room", and wait until it is."""
     leader = pool.submit(shared.collect, "room", held.target, 5.0, held)
-    while shared.in_flight() == 0:
-        time.sleep(0.001)
+    assert held.started.wait(5), "the collection started"
     return leader
 
 
@@ -90,7 +91,8 @@ def test_the_first_caller_collects_and_the_others_share_its_result() -> None:
     assert held.runs == 1
     assert [ran for _, ran in results] == [True, False, False, False, False]
     assert len({id(collection) for collection, _ in results}) == 1
-    assert shared.in_flight() == 0, "nothing is kept once the collection is done"
+    later, ran = shared.collect("room", held.target, 5.0, held)
+    assert ran and held.runs == 2 and later is not results[0][0], "nothing is kept once it is done"
 
 
 def test_a_waiter_never_waits_past_its_own_deadline() -> None:
