@@ -20,9 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.collect.collection import collect_room
-from exporter.fleet import probe as probe_module
 from exporter.fleet.config import ExporterConfig, parse_config
-from exporter.fleet.probe import ProbeRefusedError, parse_query, resolve_probe
+from exporter.fleet.probe import MAX_CHECK_LOOKUPS_IN_FLIGHT, ProbeRefusedError, parse_query, resolve_probe
 from exporter.room import Reason, parse_target
 from exporter.room.connect import CheckedTarget, Resolver, ip_literal
 
@@ -140,8 +139,10 @@ class FakeDns:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0)) for a in answer]
 
 
-def probe(cfg: ExporterConfig, target: str):
-    return resolve_probe(cfg, parse_query(f"target={target}"))
+def probe(cfg: ExporterConfig, target: str, check_lookups: Resolver | None = None):
+    """A probe's checks, by the resolver given or by one of the probe's own (the FakeDns answers both)."""
+    lookups = check_lookups or Resolver(limit=MAX_CHECK_LOOKUPS_IN_FLIGHT)
+    return resolve_probe(cfg, parse_query(f"target={target}"), lookups)
 
 
 def test_a_name_is_allowed_by_ip_entries_only_when_every_address_matches(dns):
@@ -244,27 +245,31 @@ def test_an_ip_literal_target_is_never_looked_up(room, dns):
     assert fake.calls == Counter()
 
 
-def test_checks_of_names_against_ip_entries_cannot_hold_up_collections_lookups(room, dns, monkeypatch):
+def test_checks_of_names_against_ip_entries_cannot_hold_up_collections_lookups(room, dns):
     """Any caller can make /probe look a name up: slow names fill the checks' own places (here 2), and a
     Room allowed by a name pattern is still looked up and collected at once."""
     released = threading.Event()
+    entered = threading.Semaphore(0)
 
     def stuck(*_: object) -> list[tuple[object, ...]]:
+        entered.release()
         released.wait(timeout=10)
         raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
-    monkeypatch.setattr(probe_module, "check_lookups", Resolver(limit=2, getaddrinfo=stuck))
+    check_lookups = Resolver(limit=2, getaddrinfo=stuck)
     port = room("doc-example").ports.websocket
     fake = dns({"room-1.example.org": [["127.0.0.1"]]})
     cfg = config("10.0.0.0/8", "room-*.example.org")
     try:
         stuck_probes = [
-            threading.Thread(target=probe, args=(cfg, f"slow-{i}.evil.test"), daemon=True) for i in range(2)
+            threading.Thread(target=probe, args=(cfg, f"slow-{i}.evil.test", check_lookups), daemon=True)
+            for i in range(2)
         ]
         for thread in stuck_probes:
             thread.start()
-        time.sleep(0.1)
-        _, third = resolve_probe(cfg, parse_query("target=slow-3.evil.test"), deadline_seconds=lambda _: 0.2)
+        assert entered.acquire(timeout=5) and entered.acquire(timeout=5), "both checks' places are taken"
+        query = parse_query("target=slow-3.evil.test")
+        _, third = resolve_probe(cfg, query, check_lookups, deadline_seconds=lambda _: 0.2)
         assert isinstance(third, CheckedTarget) and third.lookup.error is not None
         assert "could not start in time" in third.lookup.error.message
         started = time.monotonic()

@@ -21,7 +21,7 @@ from exporter.fleet.config import ConfigError, ExporterConfig, parse_config
 from exporter.fleet.probe import ProbeRefusedError, parse_query, resolve_probe
 from exporter.fleet.reload import ConfigHolder
 from exporter.room import RoomTarget, parse_target
-from exporter.room.connect import CheckedTarget
+from exporter.room.connect import CheckedTarget, Resolver
 from exporter.web.app import ExporterApp
 from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
@@ -382,7 +382,7 @@ def scoped(top: list[str] | None, module: list[str]) -> ExporterConfig:
 
 
 def resolve(config: ExporterConfig, target: str) -> RoomTarget:
-    return resolve_probe(config, parse_query(f"target={quote(target)}"))[1]
+    return resolve_probe(config, parse_query(f"target={quote(target)}"), Resolver())[1]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ made: the same answer as for a name allowed by a name pattern that does not reso
 which addresses a name has, so /probe cannot be used to read the exporter's DNS view; the log does.
 
 Any caller can make /probe look up any name this way, slow ones included, so these lookups have places of
-their own (`check_lookups`): filling them never holds up the lookups of the collections themselves.
+their own (the app's `check_lookups` resolver, handed to `resolve_probe`): filling them never holds up the
+lookups of the collections themselves, which go through the session pool's resolver.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ MAX_ECHO_CHARS = 100
 """A request value quoted back in an error is cut to this length."""
 MAX_CHECK_LOOKUPS_IN_FLIGHT = 32
 """Names looked up at once to check them against the IP entries (a thread each), apart from collections'."""
-
-check_lookups = Resolver(limit=MAX_CHECK_LOOKUPS_IN_FLIGHT)
 
 
 class ProbeRefusedError(Exception):
@@ -72,9 +71,13 @@ def wants_debug(query: Query) -> bool:
 def resolve_probe(
     config: ExporterConfig,
     query: Query,
+    check_lookups: Resolver,
     deadline_seconds: Callable[[Module], float] | None = None,
 ) -> tuple[Module, RoomTarget]:
     """The module and target a probe asks for; ProbeRefusedError when the request is bad or not allowed.
+
+    A name that only IP entries could allow is looked up by `check_lookups` (made with
+    `MAX_CHECK_LOOKUPS_IN_FLIGHT` places, apart from the collections' resolver).
 
     `deadline_seconds` gives the probe's deadline for its module (the scrape-timeout header applied); when
     left out, the module's timeout. It bounds the one name lookup a CheckedTarget needs, and the collection
@@ -120,7 +123,7 @@ def resolve_probe(
             )
             raise ProbeRefusedError("403 Forbidden", f"target {_echo(str(target))} is not in {scope.words}")
     seconds = deadline_seconds(module) if deadline_seconds else module.timeout_seconds
-    return module, _checked(refusing, module, target, Deadline(seconds))
+    return module, _checked(refusing, module, target, Deadline(seconds), check_lookups)
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,9 @@ def _scopes(config: ExporterConfig, module: Module) -> list[_Scope]:
     return scopes
 
 
-def _checked(scopes: list[_Scope], module: Module, target: RoomTarget, deadline: Deadline) -> CheckedTarget:
+def _checked(
+    scopes: list[_Scope], module: Module, target: RoomTarget, deadline: Deadline, check_lookups: Resolver
+) -> CheckedTarget:
     """The name target with the addresses it was looked up to have (once), if every one matches an IP entry
     of each list in `scopes` (those that did not allow the name itself)."""
     try:

@@ -29,10 +29,17 @@ from exporter.collect.history import RecentResults
 from exporter.collect.inflight import SharedCollections
 from exporter.collect.session_metrics import SessionCollector
 from exporter.fleet.config import Module
-from exporter.fleet.probe import ProbeRefusedError, parse_query, resolve_probe, wants_debug
+from exporter.fleet.probe import (
+    MAX_CHECK_LOOKUPS_IN_FLIGHT,
+    ProbeRefusedError,
+    parse_query,
+    resolve_probe,
+    wants_debug,
+)
 from exporter.fleet.reload import ConfigHolder, ReloadCollector
 from exporter.room import RoomTarget
 from exporter.room.client import methods_for
+from exporter.room.connect import Resolver
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
 from exporter.web.pages import debug_probe_page, landing_page, room_page
@@ -90,6 +97,9 @@ class ExporterApp:
         """The Rooms' open sessions (when sessions are on); a successful reload closes them all."""
         self.in_flight = SharedCollections()
         """The collections running now, shared by the scrapes of the same Room that arrive meanwhile."""
+        self.check_lookups = Resolver(limit=MAX_CHECK_LOOKUPS_IN_FLIGHT)
+        """Looks up the names /probe checks against the allow-list's IP entries: places of their own, so
+        probes of slow names never hold up the collections' lookups (the session pool's resolver)."""
         if config is not None:
             config.after_reload.append(self.sessions.close_all)
 
@@ -172,7 +182,7 @@ class ExporterApp:
         query = parse_query(environ.get("QUERY_STRING", ""))
         try:
             debug = wants_debug(query)
-            module, target = resolve_probe(self.config.config, query, deadline_for)
+            module, target = resolve_probe(self.config.config, query, self.check_lookups, deadline_for)
         except ProbeRefusedError as refused:
             return plain_text(start_response, refused.status, f"{refused.reason}\n")
         timeout = deadline_for(module)
