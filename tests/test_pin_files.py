@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from exporter.files.pinfile import read_pin_file
+from exporter.files.pinfile import PinFiles
 from exporter.fleet.config import load_config
+from exporter.fleet.reload import ConfigHolder
 
 PIN = "4711"
 
@@ -26,13 +27,14 @@ def test_a_file_others_can_read_is_warned_about_once_per_mode(tmp_path, caplog):
     pin_file = tmp_path / "room-pin"
     pin_file.write_text(PIN)
     pin_file.chmod(0o644)
+    pin_files = PinFiles()
     with caplog.at_level(logging.WARNING):
-        assert read_pin_file(pin_file) == PIN
-        assert read_pin_file(pin_file) == PIN  # a reload: the same file, the same mode, no second warning
+        assert pin_files.read(pin_file) == PIN
+        assert pin_files.read(pin_file) == PIN  # a reload: the same file, the same mode, no second warning
         pin_file.chmod(0o604)
-        read_pin_file(pin_file)
+        pin_files.read(pin_file)
         pin_file.chmod(0o600)
-        read_pin_file(pin_file)
+        pin_files.read(pin_file)
     assert warnings(caplog) == [
         f"PIN file {pin_file} is readable by others (mode 0644); chmod 600 it",
         f"PIN file {pin_file} is readable by others (mode 0604); chmod 600 it",
@@ -48,9 +50,10 @@ def test_a_group_other_than_the_exporters_own_is_warned_about(tmp_path, caplog):
         path.write_text(PIN)
         path.chmod(0o440)
         os.chown(path, -1, group)
+    pin_files = PinFiles()
     with caplog.at_level(logging.WARNING):
-        read_pin_file(own)
-        read_pin_file(other)
+        pin_files.read(own)
+        pin_files.read(other)
     assert warnings(caplog) == [f"PIN file {other} is readable by group 65534 (mode 0440); chmod 600 it"]
 
 
@@ -63,4 +66,18 @@ def test_a_modules_pin_file_is_warned_about_at_load(tmp_path, caplog):
     config.write_text("modules:\n  default:\n    pin_file: pins/boardroom\n")
     with caplog.at_level(logging.WARNING):
         load_config(config, 5.0)
+    assert warnings(caplog) == [f"PIN file {pin_file} is readable by others (mode 0644); chmod 600 it"]
+
+
+def test_a_reload_warns_of_no_pin_file_already_warned_of(tmp_path, caplog):
+    """The config holder reads PIN files at start and at each reload: a file unchanged is warned of once."""
+    pin_file = tmp_path / "boardroom"
+    pin_file.write_text(PIN)
+    pin_file.chmod(0o644)
+    config = tmp_path / "config.yml"
+    config.write_text("modules:\n  default:\n    pin_file: boardroom\n")
+    with caplog.at_level(logging.WARNING):
+        holder = ConfigHolder(config, 5.0)
+        assert holder.reload() is None
+        assert holder.reload() is None
     assert warnings(caplog) == [f"PIN file {pin_file} is readable by others (mode 0644); chmod 600 it"]

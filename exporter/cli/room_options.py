@@ -19,7 +19,7 @@ from exporter.cli.options import (
     option,
     seconds,
 )
-from exporter.files.pinfile import PinFileError, read_pin_file
+from exporter.files.pinfile import PinFileError, PinFiles
 from exporter.fleet.config import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
 from exporter.room import RoomTarget, TargetError, parse_target
 from exporter.room.budget import DEFAULT_SHARED_BYTES, FREE_BYTES
@@ -51,12 +51,12 @@ def read_pin(pin: str | None, pin_file: Path | None) -> str | None:
     """The PIN from `--pin` or `--pin-file` (stripped); None means unsecured auth. Never echoes the PIN.
 
     A PIN given on the command line is warned about (every user of the machine can read it in the process
-    list); a PIN file others can read is warned about by read_pin_file."""
+    list); a PIN file others can read is warned about by PinFiles."""
     if pin is not None and pin_file is not None:
         raise click.UsageError("--pin and --pin-file are mutually exclusive: give one")
     if pin_file is not None:
         try:
-            return read_pin_file(pin_file)
+            return PinFiles().read(pin_file)  # read once, at start
         except PinFileError as error:
             raise click.BadParameter(str(error), param_hint="--pin-file") from None
     if pin is not None and not pin.strip():

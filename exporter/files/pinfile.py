@@ -20,29 +20,47 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_warned: set[tuple[str, int, int]] = set()
-_warned_lock = threading.Lock()
-
 
 class PinFileError(ValueError):
     """The PIN file cannot be used; the message says why in a few words."""
 
 
-def read_pin_file(path: Path) -> str:
-    """The stripped PIN in `path`; PinFileError when it is missing, unreadable or empty. Warns (once) when
-    the file is readable by others."""
-    try:
-        with path.open("rb") as file:
-            status = os.fstat(file.fileno())
-            pin = file.read().decode("utf-8").strip()
-    except FileNotFoundError:
-        raise PinFileError(f"cannot read {path}: it does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise PinFileError(f"cannot read {path} ({getattr(error, 'strerror', None) or error})") from None
-    if not pin:
-        raise PinFileError(f"{path} is empty; a Room without a PIN needs no PIN file")
-    warn_if_readable_by_others(path, status)
-    return pin
+class PinFiles:
+    """Reads the PIN files of one process (its flags, and every load of its config): a file others can read
+    is warned about once per file and mode, however often it is read again. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._warned: set[tuple[str, int, int]] = set()
+        self._lock = threading.Lock()
+
+    def read(self, path: Path) -> str:
+        """The stripped PIN in `path`; PinFileError when it is missing, unreadable or empty. Warns (once)
+        when the file is readable by others."""
+        try:
+            with path.open("rb") as file:
+                status = os.fstat(file.fileno())
+                pin = file.read().decode("utf-8").strip()
+        except FileNotFoundError:
+            raise PinFileError(f"cannot read {path}: it does not exist") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise PinFileError(f"cannot read {path} ({getattr(error, 'strerror', None) or error})") from None
+        if not pin:
+            raise PinFileError(f"{path} is empty; a Room without a PIN needs no PIN file")
+        self._warn_if_readable_by_others(path, status)
+        return pin
+
+    def _warn_if_readable_by_others(self, path: Path, status: os.stat_result) -> None:
+        """One warning per file and mode, naming the file and its mode, never its contents."""
+        who = readable_by(status)
+        if who is None:
+            return
+        mode = stat.S_IMODE(status.st_mode)
+        with self._lock:
+            key = (str(path), status.st_ino, mode)
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        log.warning(f"PIN file {path} is readable by {who} (mode {mode:04o}); chmod 600 it")
 
 
 def readable_by(status: os.stat_result) -> str | None:
@@ -53,17 +71,3 @@ def readable_by(status: os.stat_result) -> str | None:
     if mode & stat.S_IRGRP and status.st_gid != os.getgid():
         return f"group {status.st_gid}"
     return None
-
-
-def warn_if_readable_by_others(path: Path, status: os.stat_result) -> None:
-    """One warning per file and mode, naming the file and its mode, never its contents."""
-    who = readable_by(status)
-    if who is None:
-        return
-    mode = stat.S_IMODE(status.st_mode)
-    with _warned_lock:
-        key = (str(path), status.st_ino, mode)
-        if key in _warned:
-            return
-        _warned.add(key)
-    log.warning(f"PIN file {path} is readable by {who} (mode {mode:04o}); chmod 600 it")

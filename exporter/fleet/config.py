@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.files.pinfile import PinFileError, read_pin_file
+from exporter.files.pinfile import PinFileError, PinFiles
 from exporter.files.yamlfile import YamlFileError, file_named_in, read_yaml, reject_unknown_keys
 from exporter.room import RoomTarget, parse_target
 from exporter.room.client import OPTIONAL_METHODS
@@ -264,15 +264,21 @@ class ExporterConfig:
         return [m.name for m in self.modules.values() if m.pin is not None and m.allow_list is None]
 
 
-def load_config(path: Path | str, default_timeout: float) -> ExporterConfig:
-    """Read and validate the config file; ConfigError on the first mistake found."""
+def load_config(
+    path: Path | str, default_timeout: float, pin_files: PinFiles | None = None
+) -> ExporterConfig:
+    """Read and validate the config file; ConfigError on the first mistake found. PIN files are read by
+    `pin_files` (the process's, so a reload warns of nothing already warned of); by new ones if not given."""
     path = Path(path)
     document = read_yaml(path, ConfigError)
-    return parse_config(document, path, default_timeout)
+    return parse_config(document, path, default_timeout, pin_files)
 
 
-def parse_config(document: Any, path: Path | str, default_timeout: float) -> ExporterConfig:
+def parse_config(
+    document: Any, path: Path | str, default_timeout: float, pin_files: PinFiles | None = None
+) -> ExporterConfig:
     """Validate a parsed document; `path` names the file in messages and anchors relative pin_files."""
+    pin_files = pin_files or PinFiles()
     if document is None:
         raise ConfigError(path, None, "the file is empty; it needs at least 'modules'")
     if not isinstance(document, dict):
@@ -289,7 +295,7 @@ def parse_config(document: Any, path: Path | str, default_timeout: float) -> Exp
     for name, body in modules_doc.items():
         if not isinstance(name, str) or not MODULE_NAME.match(name):
             raise ConfigError(path, f"modules.{name}", "a module name is letters, digits, '_', '.' or '-'")
-        modules[name] = _module(path, name, body, default_timeout)
+        modules[name] = _module(path, name, body, default_timeout, pin_files)
     allowed = _allowed_targets(
         path, "allowed_targets", document.get("allowed_targets"), "allowed_targets" in document
     )
@@ -305,7 +311,7 @@ def parse_config(document: Any, path: Path | str, default_timeout: float) -> Exp
     )
 
 
-def _module(path: Path | str, name: str, body: Any, default_timeout: float) -> Module:
+def _module(path: Path | str, name: str, body: Any, default_timeout: float, pin_files: PinFiles) -> Module:
     key = f"modules.{name}"
     if body is None:
         body = {}
@@ -320,7 +326,7 @@ def _module(path: Path | str, name: str, body: Any, default_timeout: float) -> M
     pin, source, origin = None, "none", ""
     if given:
         source = given[0]
-        pin = _pin(path, f"{key}.{source}", source, body[source])
+        pin = _pin(path, f"{key}.{source}", source, body[source], pin_files)
         origin = _pin_origin(path, key, source, body[source])
     timeout = _timeout(path, f"{key}.timeout", body["timeout"]) if "timeout" in body else default_timeout
     discovery = body.get("discovery", False)
@@ -442,7 +448,7 @@ def _collectors(path: Path | str, key: str, value: Any) -> tuple[tuple[str, bool
     return tuple(value.items())
 
 
-def _pin(path: Path | str, key: str, source: str, value: Any) -> str:
+def _pin(path: Path | str, key: str, source: str, value: Any, pin_files: PinFiles) -> str:
     if source == "pin":
         if isinstance(value, int | float) and not isinstance(value, bool):
             # YAML reads 0123 as octal 83 and drops leading zeros: a PIN must be quoted to survive.
@@ -460,25 +466,25 @@ def _pin(path: Path | str, key: str, source: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(path, key, f"must be a non-empty string, found {_kind(value)}")
     if source == "pin_file":
-        return _pin_from_file(path, key, file_named_in(path, value.strip()))
-    return _pin_from_env(path, key, value.strip())
+        return _pin_from_file(path, key, file_named_in(path, value.strip()), pin_files)
+    return _pin_from_env(path, key, value.strip(), pin_files)
 
 
-def _pin_from_file(path: Path | str, key: str, pin_path: Path) -> str:
+def _pin_from_file(path: Path | str, key: str, pin_path: Path, pin_files: PinFiles) -> str:
     try:
-        return read_pin_file(pin_path)
+        return pin_files.read(pin_path)
     except PinFileError as error:
         raise ConfigError(path, key, str(error)) from None
 
 
-def _pin_from_env(path: Path | str, key: str, variable: str) -> str:
+def _pin_from_env(path: Path | str, key: str, variable: str, pin_files: PinFiles) -> str:
     """The PIN from `$VARIABLE`, or from the file named by `$VARIABLE_FILE` (container-secret style)."""
     value = os.environ.get(variable)
     file_value = os.environ.get(f"{variable}_FILE")
     if value is not None and file_value is not None:
         raise ConfigError(path, key, f"both {variable} and {variable}_FILE are set; set only one")
     if file_value is not None:
-        return _pin_from_file(path, f"{key} ({variable}_FILE)", Path(file_value))
+        return _pin_from_file(path, f"{key} ({variable}_FILE)", Path(file_value), pin_files)
     if value is None:
         raise ConfigError(path, key, f"the environment variable {variable} (or {variable}_FILE) is not set")
     if not value.strip():

@@ -18,6 +18,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter.files.pinfile import PinFiles
 from exporter.fleet.config import ConfigError, ExporterConfig, load_config
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,9 @@ class ConfigHolder:
         self.path = Path(path)
         self.default_timeout = default_timeout
         self._lock = threading.Lock()
-        self._config = load_config(self.path, default_timeout)  # ConfigError at start-up stops `serve`
+        self.pin_files = PinFiles()
+        """Reads the modules' PIN files at start and at every reload: each readable one is warned of once."""
+        self._config = load_config(self.path, default_timeout, self.pin_files)  # ConfigError stops `serve`
         self.last_reload_successful = True
         self.last_success_timestamp = time.time()
         self.after_reload: list[Callable[[], None]] = []
@@ -44,7 +47,7 @@ class ConfigHolder:
         """Re-read the file; on a mistake keep the running config and return the error (also logged)."""
         with self._lock:
             try:
-                config = load_config(self.path, self.default_timeout)
+                config = load_config(self.path, self.default_timeout, self.pin_files)
             except ConfigError as error:
                 self.last_reload_successful = False
                 log.error(
