@@ -5,7 +5,9 @@ one that imports it back. These tests read the imports from the source, so a sho
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
@@ -120,3 +122,140 @@ def test_the_code_map_names_every_module():
         if (folder and folder not in code_map) or f" {relative.name} " not in code_map:
             missing.append(str(relative))
     assert missing == []
+
+
+MUTABLE_CALLS = {
+    *("dict", "set", "list", "bytearray", "OrderedDict", "defaultdict", "deque", "Counter", "count"),
+    *("Lock", "RLock", "Condition", "Event", "Semaphore", "BoundedSemaphore", "local"),
+    *("WeakSet", "WeakKeyDictionary", "WeakValueDictionary", "Resolver"),
+}
+"""Calls whose result is state: at module level, under any name, they make a process global."""
+
+ALLOWED_CALLS = {
+    "getLogger": "a logger is the logging module's, configured once by the command: no state of ours",
+    "partial": "a function with some arguments given: it holds what it was given, and changes nothing",
+    "version": "the installed package's version string",
+}
+"""The only calls a lower-case module-level name may be bound to: each named with why it holds no state."""
+
+MUTATORS = {"append", "extend", "insert", "add", "update", "pop", "popitem", "clear", "setdefault"}
+MUTATORS |= {"remove", "discard", "sort", "reverse", "__setitem__", "__delitem__"}
+
+SECRET_PARAMETER = re.compile(r"pin|password|passwd|secret|token|credential", re.IGNORECASE)
+
+
+def called_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """A module's own statements, with those in its top-level if/try/with; never a def's or a class's."""
+    for statement in body:
+        yield statement
+        if isinstance(statement, ast.If | ast.With):
+            yield from module_statements([*statement.body, *getattr(statement, "orelse", [])])
+        elif isinstance(statement, ast.Try):
+            blocks = [*statement.body, *statement.orelse, *statement.finalbody]
+            yield from module_statements(blocks + [s for h in statement.handlers for s in h.body])
+
+
+def is_constant_name(name: str) -> bool:
+    return name.lstrip("_").isupper()
+
+
+def module_globals_with_state(trees: dict[str, ast.Module]) -> list[str]:
+    """Module-level names that hold state (see the test below), as `module:line name: why`."""
+    found: list[str] = []
+    tables: dict[str, str] = {}
+    for module, tree in trees.items():
+        for statement in module_statements(tree.body):
+            if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+                cached = any(
+                    called_name(d.func if isinstance(d, ast.Call) else d) in {"cache", "lru_cache"}
+                    for d in statement.decorator_list
+                )
+                secrets = [a.arg for a in statement.args.args if SECRET_PARAMETER.search(a.arg)]
+                if cached and secrets:
+                    found.append(f"{module}:{statement.lineno} {statement.name}: a cache keyed by {secrets}")
+            if not isinstance(statement, ast.Assign | ast.AnnAssign) or statement.value is None:
+                continue
+            value = statement.value
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for name in (t.id for t in targets if isinstance(t, ast.Name) and not t.id.startswith("__")):
+                where = f"{module}:{statement.lineno} {name}"
+                callee = called_name(value.func) if isinstance(value, ast.Call) else None
+                display = isinstance(
+                    value, ast.Dict | ast.List | ast.Set | ast.DictComp | ast.ListComp | ast.SetComp
+                )
+                if callee in MUTABLE_CALLS:
+                    found.append(f"{where}: {callee}() at module level")
+                elif is_constant_name(name) and display:
+                    tables[name] = where
+                elif callee is not None and name.lstrip("_")[:1].islower() and callee not in ALLOWED_CALLS:
+                    found.append(f"{where}: the result of {callee}() at module level")
+                elif display:
+                    found.append(f"{where}: a {type(value).__name__.lower()} at module level")
+    for module, tree in trees.items():  # a constant table is one that nothing writes to
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Global):
+                found.append(f"{module}:{node.lineno} global {', '.join(node.names)}: rebinds module state")
+            written: ast.expr | None = None
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in MUTATORS
+            ):
+                written = node.func.value
+            elif isinstance(node, ast.Assign | ast.AugAssign | ast.Delete):
+                items = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
+                written = next((t.value for t in items if isinstance(t, ast.Subscript)), None)
+            if written is not None and called_name(written) in tables:
+                found.append(f"{tables[called_name(written)]}: a table written to at {module}:{node.lineno}")
+    return found
+
+
+def package_trees() -> dict[str, ast.Module]:
+    return {module_name(path): ast.parse(path.read_text()) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_no_module_keeps_state_in_a_global():
+    """State belongs to the objects that own it (the app, its session pool, its config holder), which tests
+    build for themselves; a module-level global is shared by every app and test in the process. At module
+    level in exporter/: no call of a constructor of state (dict(), set(), Lock(), count(), Resolver()...)
+    under any name; a lower-case name bound only to an ALLOWED_CALLS call; a dict, list or set written
+    out only as an ALL_CAPS table that nothing writes to; no `global`; no functools cache of a secret."""
+    assert module_globals_with_state(package_trees()) == []
+
+
+def test_the_global_check_finds_each_kind_of_state():
+    source = """
+resolver = Resolver()
+_warned: set[str] = set()
+seen = {}
+_COUNTER = itertools.count(1)
+TABLE = {"a": 1}
+FROZEN = {"b": 2}
+log = logging.getLogger(__name__)
+_reaper = Reaper()
+PreparedText = TypeVar("PreparedText")
+
+@functools.lru_cache(maxsize=8)
+def digest(pin): ...
+
+def remember(key):
+    TABLE[key] = 1
+"""
+    found = module_globals_with_state({"exporter.sample": ast.parse(source)})
+    assert [entry.split(":", 1)[1].split(":")[0] for entry in found] == [
+        "2 resolver",
+        "3 _warned",
+        "4 seen",
+        "5 _COUNTER",
+        "9 _reaper",
+        "13 digest",
+        "6 TABLE",
+    ]
