@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -380,15 +381,13 @@ def test_a_request_left_unfinished_by_a_half_close_is_never_executed(serve, part
 
 def test_past_the_connection_cap_the_answer_is_503_then_service_resumes(serve):
     port = serve(limits=ServerLimits(read_header_timeout=3.0, max_connections=3))
-    held = [connect(port) for _ in range(3)]
-    time.sleep(0.2)
+    held = [connect(port) for _ in range(3)]  # accepted in order: the next one is the fourth
     status, headers, body = parse(exchange(port, GET_HEALTHZ))
     assert status == 503 and b"too many connections" in body
     assert headers["x-content-type-options"] == "nosniff" and headers["retry-after"] == "1"
     for sock in held:
         sock.close()
-    time.sleep(0.2)
-    assert parse(exchange(port, GET_HEALTHZ))[0] == 200
+    assert wait_until(lambda: parse(exchange(port, GET_HEALTHZ))[0] == 200, 3), "service resumed"
 
 
 def test_past_the_collection_cap_scrapes_are_503_and_healthz_still_answers(serve, room):
@@ -397,9 +396,14 @@ def test_past_the_collection_cap_scrapes_are_503_and_healthz_still_answers(serve
     scrapes = [connect(port) for _ in range(2)]
     for sock in scrapes:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    time.sleep(0.3)
-    status, _, body = parse(exchange(port, b"GET /probe HTTP/1.1\r\nHost: x\r\n\r\n", timeout=1))
-    assert status == 503 and b"too many scrapes in flight" in body
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+
+    def refused() -> bool:  # once both scrapes hold their slots (a third is not refused before)
+        answers.append(parse(exchange(port, b"GET /probe HTTP/1.1\r\nHost: x\r\n\r\n", timeout=1)))
+        return answers[-1][0] == 503
+
+    assert wait_until(refused, 0.9), answers  # within the Room's 1 s, while both scrapes wait for it
+    assert b"too many scrapes in flight" in answers[-1][2]
     assert parse(exchange(port, GET_HEALTHZ, timeout=1))[0] == 200
     for sock in scrapes:
         assert read_response(sock)[0] == 200
@@ -567,8 +571,10 @@ def test_connections_that_failed_are_freed_though_the_garbage_collector_would_no
 
     gc.collect()
     gc.disable()
+    tracemalloc.start()
     try:
         port = serve(app=page)
+        before = tracemalloc.get_traced_memory()[0]
         clients = []
         for _ in range(30):
             sock = socket.socket()
@@ -576,14 +582,13 @@ def test_connections_that_failed_are_freed_though_the_garbage_collector_would_no
             sock.connect(("127.0.0.1", port))
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             clients.append(sock)
-        assert wait_until(lambda: alive(server_module._Connection) == 30, 5)
+        held = 30 * 100_000  # most of each answer is still waiting to be written
+        assert wait_until(lambda: tracemalloc.get_traced_memory()[0] - before > held, 5)
         for sock in clients:  # a reset while the answer is being written: the connection fails
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
             sock.close()
-        assert wait_until(lambda: alive(server_module._Connection) == 0, 5), alive(server_module._Connection)
+        freed = wait_until(lambda: tracemalloc.get_traced_memory()[0] - before < held // 10, 5)
+        assert freed, f"{(tracemalloc.get_traced_memory()[0] - before) / 1e6:.1f} MB still held"
     finally:
+        tracemalloc.stop()
         gc.enable()
-
-
-def alive(kind: type) -> int:
-    return sum(isinstance(thing, kind) for thing in gc.get_objects())
