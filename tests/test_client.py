@@ -16,6 +16,7 @@ from exporter.room.client import fetch_room
 from exporter.room.errors import CollectionError
 from tests import raw_servers
 from tests.fault_reasons import FAULTS, SLOW_OR_HUGE, TOLERATED
+from tests.processes import wait_until
 
 DEADLINE_SLACK_SECONDS = 1.0
 """How far past its deadline a collection may return on a loaded CI machine (scheduling, not waiting)."""
@@ -202,7 +203,7 @@ def test_a_slow_name_lookup_cannot_outlive_the_deadline(monkeypatch):
 
     def slow_getaddrinfo(host, *args, **kwargs):
         if host == "slow-dns.example.org":
-            time.sleep(3)
+            time.sleep(3)  # the slow answer is the behaviour under test
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
@@ -225,10 +226,13 @@ def test_a_redirect_is_never_followed_and_is_connect_naming_the_status(monkeypat
         monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{other_port}")
         with raw_servers.tcp_server(redirect) as port:
             collection = collect(f"127.0.0.1:{port}", pin="13572468")
-        time.sleep(0.2)  # time for a connection the client might have opened to arrive
+        # the listener accepts in order: a connection the client opened is heard before this later one
+        with socket.create_connection(("127.0.0.1", other_port), timeout=5) as later:
+            later.sendall(b"later")
+            assert wait_until(lambda: b"later" in heard, 5)
     assert reason_of(collection) is Reason.CONNECT
     assert "302" in collection.error.message
-    assert heard == []
+    assert heard == [b"later"]
 
 
 def test_debug_logs_each_successful_collection(room, caplog):
