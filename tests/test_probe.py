@@ -26,7 +26,7 @@ from exporter.web.app import ExporterApp
 from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
 from tests.exposition import names, samples, value
-from tests.processes import http_get
+from tests.processes import http_get, wait_until
 
 ROOM_PIN = "62830415"
 
@@ -263,11 +263,11 @@ def test_fifty_rooms_probed_in_parallel_by_a_real_process(room, processes, tmp_p
 
 def test_a_hung_room_does_not_hold_up_the_others(room, fleet_exporter):
     base, _ = fleet_exporter(CONFIG.replace("timeout: 1s", "timeout: 3s"))
-    hung = room("doc-example", fault=Fault.SILENT).ports.websocket
+    hung = room("doc-example", fault=Fault.SILENT)
     fine = room("doc-example").ports.websocket
     with ThreadPoolExecutor(max_workers=2) as pool:
-        slow = pool.submit(probe, base, f"127.0.0.1:{hung}", "quick")
-        time.sleep(0.2)
+        slow = pool.submit(probe, base, f"127.0.0.1:{hung.ports.websocket}", "quick")
+        assert wait_until(lambda: hung.open_connections == 1, 2), "the hung Room's probe is under way"
         started = time.monotonic()
         _, text = probe(base, f"127.0.0.1:{fine}", "open")
         assert time.monotonic() - started < 2
