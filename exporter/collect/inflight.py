@@ -58,7 +58,3 @@ class SharedCollections:
             Reason.TIMEOUT, f"{target} did not answer within {timeout:g}s (a scrape already in flight)"
         )
         return Collection(target, time.monotonic() - started, time.time(), error=error), False
-
-    def in_flight(self) -> int:
-        with self._lock:
-            return len(self._flights)
