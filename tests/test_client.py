@@ -243,3 +243,37 @@ def test_debug_logs_each_successful_collection(room, caplog):
     [record] = [r for r in caplog.records if r.getMessage() == "collection succeeded"]
     assert record.levelno == logging.DEBUG
     assert "outgoing requests" in record.detail  # type: ignore[attr-defined]
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("refused", ["auth", "getOutgoingFilesRequests"])
+def test_a_room_that_echoes_the_pin_in_its_refusal_never_shows_it(refused):
+    """The Room's own words are the one place a message could carry what it was sent: a refusal quoting
+    the PIN reaches the error (and so the log, the metrics and the pages) with `<pin>` in its place."""
+    pin = "730519"
+
+    def handle(connection: socket.socket) -> None:
+        rest = raw_servers._accept_upgrade(connection)
+        if rest is None:
+            return
+        if not rest and not connection.recv(65536):
+            return
+        echo = b'"error":"credentials ' + pin.encode() + b' refused"'
+        if refused == "auth":
+            connection.sendall(
+                raw_servers.frame(b'{"method":"auth","requestId":"","result":false,' + echo + b"}")
+            )
+        else:
+            ok = b'{"method":"auth","requestId":"","result":true}'
+            connection.sendall(raw_servers.frame(ok))
+            connection.recv(65536)
+            reply = b'{"method":"getOutgoingFilesRequests","requestId":"","result":false,' + echo + b"}"
+            connection.sendall(raw_servers.frame(reply))
+        connection.settimeout(5)
+        while connection.recv(65536):
+            pass
+
+    with raw_servers.tcp_server(handle) as port, pytest.raises(CollectionError) as caught:
+        fetch_room(parse_target(f"ws://127.0.0.1:{port}"), pin, Deadline(3.0))
+    assert caught.value.reason is (Reason.AUTH if refused == "auth" else Reason.API)
+    assert pin not in str(caught.value) and "credentials <pin> refused" in caught.value.message

@@ -100,10 +100,8 @@ def fetch_room(
         else:
             result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool)
     outgoing = result.replies[OUTGOING_METHOD]
-    failure = protocol.failure_text(outgoing)
+    failure = protocol.failure_text(outgoing, pin)
     if failure is not None:
-        if pin:  # the Room's own words are the one place a message could echo what it was sent
-            failure = failure.replace(pin, "<pin>")
         raise CollectionError(Reason.API, f"the Room refused {OUTGOING_METHOD}: {failure}")
     return result
 

@@ -169,10 +169,8 @@ class RoomConnection:
         """Send nothing else until `auth` is answered (reference §3)."""
         params = {"type": "secured", "credentials": pin} if pin is not None else {"type": "unsecured"}
         reply = self.exchange(("auth",), deadline, params={"auth": params}, phase="auth").replies["auth"]
-        failure = protocol.failure_text(reply)
+        failure = protocol.failure_text(reply, pin)
         if failure is not None:
-            if pin:  # the Room's own words could echo what it was sent
-                failure = failure.replace(pin, "<pin>")
             raise CollectionError(Reason.AUTH, f"the Room refused {_auth_kind(pin)} authorisation: {failure}")
 
     def fileno(self) -> int:

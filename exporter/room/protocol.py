@@ -156,9 +156,10 @@ def take_reply(message: dict[str, Any], pending: dict[str, str]) -> str | None:
     return None
 
 
-def failure_text(reply: dict[str, Any]) -> str | None:
+def failure_text(reply: dict[str, Any], pin: str | None = None) -> str | None:
     """Why a reply failed, or None when it succeeded (`result` is `true`, whatever else the reply carries).
-    The Room's own words where it gave any."""
+    The Room's own words where it gave any, with `pin` written `<pin>`: the Room's words are the one place a
+    message could echo what it was sent."""
     if reply.get("result") is True:
         if "error" in reply:
             log.debug(
@@ -173,4 +174,5 @@ def failure_text(reply: dict[str, Any]) -> str | None:
         parts.append(f"resultCode {reply['resultCode']!r}"[:50])
     if not parts:
         parts.append(f"result {reply.get('result')!r}"[:50])
-    return ", ".join(parts)
+    text = ", ".join(parts)
+    return text.replace(pin, "<pin>") if pin else text
