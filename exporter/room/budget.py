@@ -150,10 +150,7 @@ class MessageBudget:
                 Reason.TIMEOUT, f"the deadline of {deadline.seconds:g}s passed waiting to parse a message"
             )
         try:
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise CollectionError(Reason.PROTOCOL, "the Room sent text that is not UTF-8") from None
+            text = protocol.text_of(data)
             cost = parse_cost(data, text)
             if cost > self.max_parse_cost:
                 size = len(data)

@@ -428,7 +428,7 @@ class RoomConnection:
                 self._budget.release(message.reserved)
             return
         try:
-            parsed = protocol.decode(_text(message.data))
+            parsed = protocol.decode(protocol.text_of(message.data))
         except CollectionError as error:
             self._shut(error)
             return
@@ -520,13 +520,6 @@ class RoomConnection:
 _CLOSE_FRAME = websocket.ABNF.create_frame(
     struct.pack("!H", websocket.STATUS_NORMAL), websocket.ABNF.OPCODE_CLOSE
 )
-
-
-def _text(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CollectionError(Reason.PROTOCOL, "the Room sent text that is not UTF-8") from None
 
 
 def _notification_dropped(message: dict[str, Any], keep: Keep | None) -> dict[str, Any] | None:

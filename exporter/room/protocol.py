@@ -26,6 +26,15 @@ def request(method: str, request_id: str, **params: Any) -> str:
     return json.dumps({"method": method, "requestId": request_id, **params}, separators=(",", ":"))
 
 
+def text_of(data: bytes) -> str:
+    """A text message's payload as text; a protocol error when it is not UTF-8 (websocket-client's own check
+    is skipped: this one runs at C speed)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CollectionError(Reason.PROTOCOL, "the Room sent text that is not UTF-8") from None
+
+
 ListReader = Callable[[Iterable[Any]], Any]
 """What a list under a given key becomes, read one entry at a time (file_requests.aggregate)."""
 
