@@ -16,8 +16,9 @@ from typing import Any
 
 from timing import measure  # beside this script: benchmarks/ is the script's first path entry
 
+from exporter.methods import OUTGOING_METHOD
 from exporter.room.file_requests import parse_outgoing_reply
-from exporter.room.picture import OUTGOING_METHOD, parse_room
+from exporter.room.picture import parse_room
 
 
 def entry(n: int, timestamp_scale: int = 1) -> dict[str, Any]:

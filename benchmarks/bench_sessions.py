@@ -70,8 +70,8 @@ from exporter.collect.families import RoomCollector, collection_metrics
 from exporter.emulator.scenario import Scenario, load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings
 from exporter.fleet.reload import ConfigHolder
+from exporter.methods import OUTGOING_METHOD, methods_for
 from exporter.room import RoomTarget, parse_target
-from exporter.room.client import OUTGOING_METHOD, methods_for
 from exporter.room.sessions import SessionPool
 from exporter.web.app import ExporterApp
 from exporter.web.server import make_http_server

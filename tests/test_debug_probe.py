@@ -14,8 +14,8 @@ from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import load_scenario
 from exporter.fleet.reload import ConfigHolder
 from exporter.logs import JsonFormatter, LogfmtFormatter
+from exporter.methods import OUTGOING_METHOD
 from exporter.room import parse_target
-from exporter.room.picture import OUTGOING_METHOD
 from exporter.room.trace import shape
 from exporter.web.app import ExporterApp
 from exporter.web.settings import ExporterSettings

@@ -15,7 +15,8 @@ import pytest
 from exporter.cli.demo import banner
 from exporter.emulator.fleet import ROOMS, DemoRoom, alert_schedule, emulated_room
 from exporter.emulator.living import AVAILABLE, DOWNLOADING, FAILED, WAITING, LivingRoom
-from exporter.emulator.server import SYSTEM_INFO_METHOD, RunningEmulator
+from exporter.emulator.server import RunningEmulator
+from exporter.methods import SYSTEM_INFO_METHOD
 from tests import dashboard_queries as dq
 from tests.test_emulator_methods import Client
 

@@ -29,20 +29,24 @@ from exporter.emulator.scenario import (
     scenario_from_document,
 )
 from exporter.emulator.server import (
-    AVAILABILITY_METHOD,
     CONFIG_PATH,
     FLOOD_NOTIFICATIONS,
+    RunningEmulator,
+)
+from exporter.methods import (
+    APP_STATE_METHOD,
+    AVAILABILITY_METHOD,
+    INCOMING_METHOD,
     OPTIONAL_METHODS,
     OUTGOING_METHOD,
     SYSTEM_INFO_METHOD,
-    RunningEmulator,
 )
+
+OPTIONAL_NAMES = tuple(method.name for method in OPTIONAL_METHODS)
 
 pytestmark = pytest.mark.loopback  # emulated Rooms or the server on loopback sockets
 
-APP_STATE_METHOD = "getAppState"
-INCOMING_METHOD = "getIncomingFilesRequests"
-EVERY_METHOD = (OUTGOING_METHOD, *OPTIONAL_METHODS)
+EVERY_METHOD = (OUTGOING_METHOD, *OPTIONAL_NAMES)
 PIN = "8642"
 MILLISECONDS = 1e11
 """A timestamp above this is milliseconds (reference §6)."""
@@ -372,14 +376,14 @@ def test_optional_unknown_refuses_the_optional_methods_and_answers_outgoing(star
     client = logged_in(connect, start("every-method", fault=Fault.OPTIONAL_UNKNOWN))
     replies = client.ask(*EVERY_METHOD)
     assert len(replies[OUTGOING_METHOD]["outgoingFilesRequests"]) == 4
-    for method in OPTIONAL_METHODS:
+    for method in OPTIONAL_NAMES:
         assert (replies[method]["method"], replies[method]["result"]) == (method, False)
         assert "Unknown method" in replies[method]["error"]
 
 
 def test_optional_silent_never_answers_the_optional_methods(start, connect):
     client = logged_in(connect, start("every-method", fault=Fault.OPTIONAL_SILENT))
-    client.send_together([{"method": m, "requestId": m} for m in (*OPTIONAL_METHODS, OUTGOING_METHOD)])
+    client.send_together([{"method": m, "requestId": m} for m in (*OPTIONAL_NAMES, OUTGOING_METHOD)])
     [reply] = client.replies(1, timeout=2)
     assert reply["requestId"] == OUTGOING_METHOD, "the outgoing reply is not held behind the silent ones"
     assert client.nothing_within(0.5)
@@ -390,8 +394,8 @@ def test_stalled_reply_holds_outgoing_back_while_optional_methods_answer_at_once
     client = logged_in(connect, start("every-method", fault=Fault.STALLED_REPLY, slow_reply_seconds=1.0))
     started = time.monotonic()
     client.send_together([{"method": m, "requestId": m} for m in EVERY_METHOD])
-    first = client.replies(len(OPTIONAL_METHODS), timeout=3)
-    assert [r["requestId"] for r in first] == list(OPTIONAL_METHODS)
+    first = client.replies(len(OPTIONAL_NAMES), timeout=3)
+    assert [r["requestId"] for r in first] == list(OPTIONAL_NAMES)
     assert time.monotonic() - started < 0.8
     [outgoing] = client.replies(1, timeout=3)
     assert time.monotonic() - started >= 1.0
@@ -697,7 +701,7 @@ RAW_CHECKS: dict[Fault, Callable[[RunningEmulator], None]] = {
     Fault.NOTIFICATION_FLOOD: check_notification_flood,
     Fault.ENDLESS_NOTIFICATIONS: check_endless_notifications,
     Fault.OPTIONAL_UNKNOWN: check_optional_methods(
-        lambda replies: all(replies[m]["result"] is False for m in OPTIONAL_METHODS)
+        lambda replies: all(replies[m]["result"] is False for m in OPTIONAL_NAMES)
     ),
     Fault.OPTIONAL_SILENT: check_optional_methods(lambda replies: set(replies) == {OUTGOING_METHOD}),
     Fault.STALLED_REPLY: check_optional_methods(lambda replies: list(replies)[-1] == OUTGOING_METHOD),
@@ -874,7 +878,7 @@ def demo_room(name: str) -> RunningEmulator:
     [
         ("forbidden", lambda r: r[AVAILABILITY_METHOD]["availability"] == 0
          and r[OUTGOING_METHOD]["outgoingFilesRequests"] == []),
-        ("old-room", lambda r: all(r[m]["result"] is False for m in OPTIONAL_METHODS)
+        ("old-room", lambda r: all(r[m]["result"] is False for m in OPTIONAL_NAMES)
          and r[OUTGOING_METHOD]["result"] is True),
         ("reception", lambda r: all(reply["result"] is True for reply in r.values())
          and r[INCOMING_METHOD]["incomingFilesRequests"]),

@@ -27,8 +27,9 @@ from exporter.collect.collection import collect_room
 from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import Scenario, load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
+from exporter.methods import OUTGOING_METHOD
 from exporter.room import Deadline, Reason, parse_target
-from exporter.room.client import OUTGOING_METHOD, fetch_room
+from exporter.room.client import fetch_room
 from exporter.room.errors import CollectionError
 from exporter.room.file_requests import Snapshot
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES

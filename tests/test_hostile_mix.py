@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from exporter.emulator.faults import Fault
-from exporter.room.client import OUTGOING_METHOD
+from exporter.methods import OUTGOING_METHOD
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES, MAX_FRAMES_PER_MESSAGE
 from tests import raw_servers
 from tests.exposition import value

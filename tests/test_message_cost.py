@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from exporter.collect.collection import collect_room
+from exporter.methods import OUTGOING_METHOD
 from exporter.room import Deadline, Reason, parse_target
 from exporter.room.budget import FREE_BYTES, MessageBudget, parse_cost, small_enough
-from exporter.room.client import OUTGOING_METHOD, RoomReplies, fetch_room
+from exporter.room.client import RoomReplies, fetch_room
 from exporter.room.errors import CollectionError
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES, MAX_FRAMES_PER_MESSAGE
 from exporter.room.sessions import SessionPool

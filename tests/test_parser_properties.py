@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collect.collection import Collection
 from exporter.collect.families import collection_metrics
+from exporter.methods import OPTIONAL_METHODS, OUTGOING_METHOD
 from exporter.room import parse_target, protocol
 from exporter.room.errors import CollectionError, Reason
 from exporter.room.file_requests import (
@@ -37,12 +38,12 @@ from exporter.room.file_requests import (
 from exporter.room.picture import (
     APP_STATES,
     AVAILABILITY_STATES,
-    OPTIONAL_METHODS,
-    OUTGOING_METHOD,
     RoomPicture,
     parse_room,
 )
 from tests.entry_rules import reference
+
+OPTIONAL_NAMES = tuple(method.name for method in OPTIONAL_METHODS)
 
 PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 """How many examples comes from the Hypothesis profile conftest.py loads: 150 in the full suite."""
@@ -321,7 +322,7 @@ OPTIONAL_REPLIES: dict[str, Any] = {
 def scrapes(draw: st.DrawFn) -> tuple[dict[str, dict[str, Any]], tuple[str, ...]]:
     """What a scrape asked and what came back: a good outgoing reply, and any optional method asked may be
     unanswered, refused, or answered with anything at all."""
-    asked = (OUTGOING_METHOD, *draw(st.lists(st.sampled_from(OPTIONAL_METHODS), unique=True)))
+    asked = (OUTGOING_METHOD, *draw(st.lists(st.sampled_from(OPTIONAL_NAMES), unique=True)))
     answers: dict[str, dict[str, Any]] = {
         OUTGOING_METHOD: {"result": True, REPLY_LIST_KEY: draw(st.lists(VALID_ENTRIES, max_size=5))}
     }

@@ -15,8 +15,9 @@ from exporter.emulator.faults import Fault
 from exporter.emulator.scenario import load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from exporter.fleet.reload import ConfigHolder
+from exporter.methods import OUTGOING_METHOD
 from exporter.room import CollectionError, Deadline, Reason, parse_target
-from exporter.room.client import OUTGOING_METHOD, fetch_room
+from exporter.room.client import fetch_room
 from exporter.room.connection import RoomConnection
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace

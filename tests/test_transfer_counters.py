@@ -26,8 +26,8 @@ from exporter.collect.collection import Collection, collect_room
 from exporter.emulator.faults import Fault
 from exporter.emulator.living import DIRECTIONS, DirectionTotals, LivingRoom, Transitions, fast_living_room
 from exporter.emulator.server import RunningEmulator
+from exporter.methods import INCOMING_METHOD, OUTGOING_METHOD
 from exporter.room import RoomTarget, parse_target
-from exporter.room.picture import INCOMING_METHOD, OUTGOING_METHOD
 from exporter.room.sessions import SessionPool
 from tests.exposition import samples
 from tests.processes import Process, http_get

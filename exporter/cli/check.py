@@ -22,8 +22,8 @@ from exporter.collect.collection import collect_room
 from exporter.collect.families import BuildInfoCollector, RoomCollector
 from exporter.collect.verdict import verdict
 from exporter.logs import setup_logging
+from exporter.methods import methods_for
 from exporter.room import RoomTarget
-from exporter.room.client import methods_for
 
 
 @click.command()

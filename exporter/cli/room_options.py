@@ -21,6 +21,7 @@ from exporter.cli.options import (
 )
 from exporter.files.pinfile import PinFileError, PinFiles
 from exporter.fleet.config import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
+from exporter.methods import COLLECTORS, OPTIONAL_METHODS, OUTGOING_METHOD
 from exporter.room import RoomTarget, TargetError, parse_target
 from exporter.room.budget import DEFAULT_SHARED_BYTES, FREE_BYTES
 from exporter.room.frames import (
@@ -131,14 +132,6 @@ def room_options(command: FC) -> FC:
     )
 
 
-COLLECTOR_HELP = {
-    "incoming": "getIncomingFilesRequests: the Room's incoming file requests",
-    "availability": "getFileTransferAvailability: whether file transfer is allowed",
-    "app_state": "getAppState: the Room's connection and call state",
-    "system_info": "getSystemInfo: the Room's version (asked once per session)",
-}
-
-
 def collector_options(command: FC) -> FC:
     """--collector.NAME/--no-collector.NAME for each optional method, all on by default."""
     return apply(
@@ -149,16 +142,18 @@ def collector_options(command: FC) -> FC:
                 f"collector_{name}",
                 default=True,
                 variable=f"COLLECTOR_{name.upper()}",
-                help=f"Ask {text} at every scrape. Only getOutgoingFilesRequests decides trueconf_up.",
+                help=f"Ask {method.name}: {method.tells} at every scrape. Only {OUTGOING_METHOD} decides "
+                "trueconf_up.",
             )
-            for name, text in COLLECTOR_HELP.items()
+            for method in OPTIONAL_METHODS
+            if (name := method.collector)
         ),
     )
 
 
 def collectors_given(values: dict[str, bool]) -> tuple[tuple[str, bool], ...]:
     """The collector_NAME values click passed, as (name, on) pairs."""
-    return tuple((name, values[f"collector_{name}"]) for name in COLLECTOR_HELP)
+    return tuple((name, values[f"collector_{name}"]) for name in COLLECTORS)
 
 
 def session_options(command: FC) -> FC:

@@ -10,12 +10,13 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+from exporter.methods import OUTGOING_METHOD
 from exporter.room import CollectionError, Deadline, Reason, RoomTarget
 from exporter.room.client import fetch_room
 from exporter.room.file_requests import ReplyShapeError, Snapshot
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.room.ledger import RoomTransfers
-from exporter.room.picture import OUTGOING_METHOD, RoomPicture, identity_of, parse_room, version_of
+from exporter.room.picture import RoomPicture, identity_of, parse_room, version_of
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
 

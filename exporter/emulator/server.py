@@ -37,16 +37,17 @@ from websockets.http11 import Request, Response
 from exporter.emulator.faults import NOTIFICATION_REPEATS, STORM_BURST, Fault
 from exporter.emulator.living import DirectionTotals, LivingRoom, Transitions, progress_event, status_event
 from exporter.emulator.scenario import DEMO, EMBEDDED_HTTP_PORT, LOGGED_IN_APP_STATES, Scenario, load_scenario
+from exporter.methods import (
+    APP_STATE_METHOD,
+    AVAILABILITY_METHOD,
+    INCOMING_METHOD,
+    OUTGOING_METHOD,
+    SYSTEM_INFO_METHOD,
+    is_optional,
+)
 
 log = logging.getLogger(__name__)
 
-OUTGOING_METHOD = "getOutgoingFilesRequests"
-INCOMING_METHOD = "getIncomingFilesRequests"
-AVAILABILITY_METHOD = "getFileTransferAvailability"
-APP_STATE_METHOD = "getAppState"
-SYSTEM_INFO_METHOD = "getSystemInfo"
-OPTIONAL_METHODS = (INCOMING_METHOD, AVAILABILITY_METHOD, APP_STATE_METHOD, SYSTEM_INFO_METHOD)
-"""The methods besides getOutgoingFilesRequests that the exporter may ask."""
 OLD_ROOM_UNKNOWN = (OUTGOING_METHOD, INCOMING_METHOD, AVAILABILITY_METHOD)
 """What a Room older than 4.1 does not know (`old-room`): the file-transfer methods."""
 OLD_ROOM_PRODUCT_INFO: dict[str, Any] = {"major": 4, "minor": 0, "revision": 3, "build": 112}
@@ -295,7 +296,7 @@ class EmulatedRoom:
         if fault is Fault.OLD_ROOM:
             return method in OLD_ROOM_UNKNOWN
         if fault is Fault.OPTIONAL_UNKNOWN:
-            return method in OPTIONAL_METHODS
+            return is_optional(method)
         return False
 
     def method_fields(self, method: str) -> dict[str, Any] | None:
@@ -553,7 +554,7 @@ class _Session:
                 self.start_storm()
         elif not self.authorised:
             self.in_order(self.sender(_error(method, request_id, "Not authorized", 1)))
-        elif method in OPTIONAL_METHODS and fault is Fault.OPTIONAL_SILENT:
+        elif is_optional(method) and fault is Fault.OPTIONAL_SILENT:
             return
         elif method == OUTGOING_METHOD and fault is Fault.STALLED_REPLY:
             self.spawn(self.outgoing(request_id)())

@@ -58,8 +58,8 @@ from typing import Any
 
 from exporter.files.pinfile import PinFileError, PinFiles
 from exporter.files.yamlfile import YamlFileError, file_named_in, read_yaml, reject_unknown_keys
+from exporter.methods import COLLECTORS
 from exporter.room import RoomTarget, parse_target
-from exporter.room.client import OPTIONAL_METHODS
 from exporter.room.connect import IPAddress, ip_literal
 
 log = logging.getLogger(__name__)
@@ -441,7 +441,7 @@ def _collectors(path: Path | str, key: str, value: Any) -> tuple[tuple[str, bool
         return ()
     if not isinstance(value, dict):
         raise ConfigError(path, key, f"must map collector names to true or false, found {_kind(value)}")
-    reject_unknown_keys(path, f"{key}.", value, tuple(OPTIONAL_METHODS), ConfigError)
+    reject_unknown_keys(path, f"{key}.", value, COLLECTORS, ConfigError)
     for name, enabled in value.items():
         if not isinstance(enabled, bool):
             raise ConfigError(path, f"{key}.{name}", f"must be true or false, found {_kind(enabled)}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from exporter.methods import INCOMING_METHOD, OUTGOING_METHOD, SYSTEM_INFO_METHOD
 from exporter.room import protocol
 from exporter.room.connection import Exchange, RoomConnection, SessionLostError
 from exporter.room.deadline import Deadline
@@ -25,22 +26,6 @@ from exporter.room.sessions import RoomSlot, SessionPool
 from exporter.room.target import RoomTarget
 from exporter.room.trace import Trace, shape
 
-OUTGOING_METHOD = "getOutgoingFilesRequests"
-SYSTEM_INFO_METHOD = "getSystemInfo"
-OPTIONAL_METHODS = {
-    "incoming": "getIncomingFilesRequests",
-    "availability": "getFileTransferAvailability",
-    "app_state": "getAppState",
-    "system_info": SYSTEM_INFO_METHOD,
-}
-"""The optional methods by collector name (--collector.NAME, a module's `collectors:`); all on by default."""
-
-
-def methods_for(collectors: dict[str, bool]) -> tuple[str, ...]:
-    """What a scrape asks: getOutgoingFilesRequests, then every optional method whose collector is on."""
-    return (OUTGOING_METHOD, *(m for name, m in OPTIONAL_METHODS.items() if collectors.get(name, True)))
-
-
 MAX_SHAPE_CHARS = 1000
 """A reply's shape in a debug probe's trace is cut here: a hostile reply can have any number of keys."""
 
@@ -50,7 +35,7 @@ its aggregate and what the ledger needs of each request."""
 
 LEDGER_LISTS: dict[str, tuple[str, Direction]] = {
     OUTGOING_METHOD: (REPLY_LIST_KEY, Direction.OUTGOING),
-    "getIncomingFilesRequests": (INCOMING_LIST_KEY, Direction.INCOMING),
+    INCOMING_METHOD: (INCOMING_LIST_KEY, Direction.INCOMING),
 }
 """The replies whose lists the Room's ledger compares with what it saw before."""
 

@@ -2,10 +2,10 @@
 
 One scrape sends several requests together (reference §5): `getOutgoingFilesRequests` always, and some of
 `getIncomingFilesRequests`, `getFileTransferAvailability`, `getAppState` and `getSystemInfo`. Only the
-outgoing reply decides whether the Room is up: a failed or malformed outgoing reply raises, exactly as when
-it was the only request. An optional method that the Room refuses, does not know, answers in a shape this
-exporter cannot read, or does not answer in time costs only its own families (and shows as
-`trueconf_scrape_method_success{method} 0`); it never makes the Room look down (reference §7).
+outgoing reply decides whether the Room is up: the client has already made a missing or refused one the
+Room's failure, and a malformed list raises here. An optional method that the Room refuses, does not know,
+answers in a shape this exporter cannot read, or does not answer in time costs only its own families (and
+shows as `trueconf_scrape_method_success{method} 0`); it never makes the Room look down (reference §7).
 """
 
 from __future__ import annotations
@@ -15,26 +15,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.methods import (
+    APP_STATE_METHOD,
+    AVAILABILITY_METHOD,
+    INCOMING_METHOD,
+    OUTGOING_METHOD,
+    SYSTEM_INFO_METHOD,
+)
 from exporter.room import protocol
-from exporter.room.errors import CollectionError, Reason
 from exporter.room.file_requests import ReplyShapeError, Snapshot, parse_incoming_reply, parse_outgoing_reply
 from exporter.text import visible
 
 log = logging.getLogger(__name__)
-
-OUTGOING_METHOD = "getOutgoingFilesRequests"
-INCOMING_METHOD = "getIncomingFilesRequests"
-AVAILABILITY_METHOD = "getFileTransferAvailability"
-APP_STATE_METHOD = "getAppState"
-SYSTEM_INFO_METHOD = "getSystemInfo"
-
-OPTIONAL_METHODS: tuple[str, ...] = (
-    INCOMING_METHOD,
-    AVAILABILITY_METHOD,
-    APP_STATE_METHOD,
-    SYSTEM_INFO_METHOD,
-)
-"""The methods a scrape may ask besides getOutgoingFilesRequests, in the order they are sent."""
 
 UNKNOWN = "unknown"
 
@@ -131,13 +123,13 @@ def parse_room(
     getSystemInfo was not asked (or failed) this scrape; `known_identity` likewise, and also when this
     scrape's reply carries no `authInfo` (the Room is not logged in now).
 
-    Raises CollectionError for the outgoing reply alone: reason `api` when the Room refused it, `timeout`
-    when it is missing, `protocol` when it is not an object; and ReplyShapeError when its list is not a list.
-    A null or missing list on a successful reply is zero requests.
+    The outgoing reply is one the client accepted (room/client.py: present and successful, or the Room is
+    down before any parsing); ReplyShapeError when its list is not a list. A null or missing list is zero
+    requests.
     """
     if OUTGOING_METHOD not in asked:
         raise ValueError(f"{OUTGOING_METHOD} must be asked in every scrape")
-    outgoing = parse_outgoing(replies.get(OUTGOING_METHOD))
+    outgoing = parse_outgoing_reply(replies[OUTGOING_METHOD])
     success: dict[str, bool] = {}
     parts: dict[str, Any] = {}
     for method in asked:
@@ -160,18 +152,6 @@ def parse_room(
         identity=known_identity if system_info is None or not system_info.identity else system_info.identity,
         method_success=success,
     )
-
-
-def parse_outgoing(reply: dict[str, Any] | None) -> Snapshot:
-    """The outgoing snapshot, or the CollectionError / ReplyShapeError that makes the Room down."""
-    if reply is None:
-        raise CollectionError(Reason.TIMEOUT, f"the Room did not answer {OUTGOING_METHOD} in time")
-    if not isinstance(reply, dict):
-        raise CollectionError(Reason.PROTOCOL, f"the Room's reply to {OUTGOING_METHOD} is not an object")
-    failure = protocol.failure_text(reply)
-    if failure is not None:
-        raise CollectionError(Reason.API, f"the Room refused {OUTGOING_METHOD}: {failure}")
-    return parse_outgoing_reply(reply)
 
 
 def _optional_part(method: str, reply: dict[str, Any] | None) -> object:

@@ -37,8 +37,8 @@ from exporter.fleet.probe import (
     wants_debug,
 )
 from exporter.fleet.reload import ConfigHolder, ReloadCollector
+from exporter.methods import methods_for
 from exporter.room import RoomTarget
-from exporter.room.client import methods_for
 from exporter.room.connect import Resolver
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
