@@ -18,6 +18,7 @@ from exporter.emulator.scenario import load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from exporter.room import Deadline, parse_target
 from exporter.room.client import fetch_room
+from exporter.room.request import RoomRequest
 from exporter.web.app import ExporterApp
 from exporter.web.server import make_http_server
 from exporter.web.settings import ExporterSettings
@@ -54,7 +55,7 @@ def main() -> None:
             raise SystemExit(f"scrape failed:\n{body.decode()}")
 
     def round_trip() -> None:
-        fetch_room(target, None, Deadline(5.0))
+        fetch_room(RoomRequest(target, None), Deadline(5.0))
 
     try:
         report("bare round trip (connect+auth+req)", measure(round_trip, args.runs, warmup=5))

@@ -72,6 +72,7 @@ from exporter.emulator.server import EmulatedRoom, EmulatorSettings
 from exporter.fleet.reload import ConfigHolder
 from exporter.methods import OUTGOING_METHOD, methods_for
 from exporter.room import RoomTarget, parse_target
+from exporter.room.request import RoomRequest
 from exporter.room.sessions import SessionPool
 from exporter.web.app import ExporterApp
 from exporter.web.server import make_http_server
@@ -609,10 +610,12 @@ def round_trips(runs: int) -> Verdict:
                     "bare": partial(raw.call, OUTGOING_METHOD),
                     "warm": partial(warm.get, "/metrics"),
                     "warm collect": lambda: collected(
-                        collect_room(target, None, TIMEOUT, pool=pool, methods=METHODS)
+                        collect_room(RoomRequest(target, None, methods=METHODS), TIMEOUT, pool=pool)
                     ),
                     "cold": partial(cold.get, "/metrics"),
-                    "cold collect": lambda: collected(collect_room(target, None, TIMEOUT, methods=METHODS)),
+                    "cold collect": lambda: collected(
+                        collect_room(RoomRequest(target, None, methods=METHODS), TIMEOUT)
+                    ),
                     "cold raw": partial(connect_auth_request, port),
                 },
                 runs,
@@ -662,10 +665,12 @@ def big_reply(runs: int, entries: int, profile_lines: int) -> Verdict:
                     "bare": partial(raw.call, OUTGOING_METHOD),
                     "warm": partial(exporter.get, "/metrics"),
                     "collect": lambda: collected(
-                        collect_room(target, None, TIMEOUT, pool=pool, methods=METHODS)
+                        collect_room(RoomRequest(target, None, methods=METHODS), TIMEOUT, pool=pool)
                     ),
                     "outgoing only": lambda: collected(
-                        collect_room(target, None, TIMEOUT, pool=pool, methods=(OUTGOING_METHOD,))
+                        collect_room(
+                            RoomRequest(target, None, methods=(OUTGOING_METHOD,)), TIMEOUT, pool=pool
+                        )
                     ),
                 },
                 runs,
@@ -719,7 +724,7 @@ def fleet(rounds: int, count: int, room_processes: int, runs: int) -> Verdict:
         pool = SessionPool()
 
         def collect(target: RoomTarget) -> None:
-            collected(collect_room(target, None, TIMEOUT, pool=pool, methods=METHODS))
+            collected(collect_room(RoomRequest(target, None, methods=METHODS), TIMEOUT, pool=pool))
 
         raw_actions = [partial(connect_auth_request, port) for port in ports]
         collect_actions = [partial(collect, target) for target in targets]
@@ -743,7 +748,7 @@ def fleet(rounds: int, count: int, room_processes: int, runs: int) -> Verdict:
             logins = exporter.app.sessions.logins, pool.logins
             one = targets[0]
             query = f"/probe?target={one}&module=default"
-            fixed = collect_room(one, None, TIMEOUT, pool=pool, methods=METHODS)
+            fixed = collect_room(RoomRequest(one, None, methods=METHODS), TIMEOUT, pool=pool)
             exposed = CollectorRegistry(auto_describe=False)  # the text of that one collection, no Room asked
             exposed.register(RoomCollector(lambda: fixed))
             samples = sum(len(family.samples) for family in collection_metrics(fixed))

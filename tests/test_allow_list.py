@@ -24,6 +24,7 @@ from exporter.fleet.config import ExporterConfig, parse_config
 from exporter.fleet.probe import MAX_CHECK_LOOKUPS_IN_FLIGHT, ProbeRefusedError, parse_query, resolve_probe
 from exporter.room import Reason, parse_target
 from exporter.room.connect import CheckedTarget, Resolver, ip_literal
+from exporter.room.request import RoomRequest
 
 
 def config(*entries: str, discovery: bool = False) -> ExporterConfig:
@@ -190,7 +191,7 @@ def test_a_lookup_that_fails_is_the_collections_failure_with_no_connection(dns):
     dns({})
     _, target = probe(config("127.0.0.0/8"), "nowhere.test")
     assert isinstance(target, CheckedTarget) and target.lookup.addresses == ()
-    collection = collect_room(target, None, 2.0)
+    collection = collect_room(RoomRequest(target, None), 2.0)
     assert collection.error is not None and collection.error.reason is Reason.CONNECT
     assert "cannot resolve nowhere.test" in collection.error.message
 
@@ -218,7 +219,7 @@ def test_discovery_and_websocket_both_go_to_the_one_checked_address(room, dns, e
     fake = dns({"rebind.rooms.test": [["127.0.0.1"], ["127.0.0.2"]]})
     _, target = probe(config(*entries, discovery=True), f"rebind.rooms.test:{ports.web}")
     assert isinstance(target, CheckedTarget) is (entries == ("127.0.0.1",))
-    collection = collect_room(target, None, 5.0)
+    collection = collect_room(RoomRequest(target, None), 5.0)
     assert collection.up, collection.error
     assert fake.calls["rebind.rooms.test"] == 1
     never_contacted(elsewhere)
@@ -230,7 +231,7 @@ def test_a_probe_and_its_collection_share_one_deadline(dns):
     _, target = probe(config("127.0.0.1:1"), "room.test:1")
     assert isinstance(target, CheckedTarget)
     ten_seconds_ago = replace(target.lookup, started=target.lookup.started - 10)
-    collection = collect_room(replace(target, lookup=ten_seconds_ago), None, 5.0)
+    collection = collect_room(RoomRequest(replace(target, lookup=ten_seconds_ago), None), 5.0)
     assert collection.error is not None and collection.error.reason is Reason.TIMEOUT
     assert collection.duration_seconds >= 10
 
@@ -239,7 +240,7 @@ def test_an_ip_literal_target_is_never_looked_up(room, dns):
     port = room("doc-example").ports.websocket
     fake = dns({})
     _, target = probe(config("127.0.0.0/30"), f"127.0.0.1:{port}")
-    assert collect_room(target, None, 5.0).up
+    assert collect_room(RoomRequest(target, None), 5.0).up
     with pytest.raises(ProbeRefusedError):
         probe(config("127.0.0.0/30"), f"127.0.0.4:{port}")
     assert fake.calls == Counter()
@@ -274,7 +275,7 @@ def test_checks_of_names_against_ip_entries_cannot_hold_up_collections_lookups(r
         assert "could not start in time" in third.lookup.error.message
         started = time.monotonic()
         _, target = probe(cfg, f"room-1.example.org:{port}")
-        assert collect_room(target, None, 5.0).up
+        assert collect_room(RoomRequest(target, None), 5.0).up
         assert time.monotonic() - started < 1.0
         assert fake.calls["room-1.example.org"] == 1
     finally:

@@ -14,6 +14,7 @@ from exporter.emulator.scenario import Scenario, load_scenario
 from exporter.room import Deadline, Reason, parse_target
 from exporter.room.client import fetch_room
 from exporter.room.errors import CollectionError
+from exporter.room.request import RoomRequest
 from tests import raw_servers
 from tests.fault_reasons import FAULTS, SLOW_OR_HUGE, TOLERATED
 from tests.processes import wait_until
@@ -28,7 +29,7 @@ def ws(emulator) -> str:
 
 def collect(target: str, pin: str | None = None, timeout: float = 5.0):
     started = time.monotonic()
-    collection = collect_room(parse_target(target), pin, timeout)
+    collection = collect_room(RoomRequest(parse_target(target), pin), timeout)
     elapsed = time.monotonic() - started
     assert elapsed < timeout + DEADLINE_SLACK_SECONDS, (
         f"collection took {elapsed:.2f}s with a {timeout}s deadline"
@@ -193,7 +194,7 @@ def test_the_pin_is_redacted_from_error_messages(room):
     """Even if a Room echoed the PIN back in its error text, our message must not carry it."""
     emulator = room("doc-example", pin="987654")
     with pytest.raises(CollectionError) as raised:
-        fetch_room(parse_target(ws(emulator)), "123456", Deadline(3))
+        fetch_room(RoomRequest(parse_target(ws(emulator)), "123456"), Deadline(3))
     assert "123456" not in str(raised.value)
 
 
@@ -239,7 +240,7 @@ def test_debug_logs_each_successful_collection(room, caplog):
     """`--log.level debug` shows every collection, not only the failed ones (those are warnings)."""
     emulator = room("doc-example")
     with caplog.at_level(logging.DEBUG, logger="exporter.collect.collection"):
-        collect_room(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None, 5.0)
+        collect_room(RoomRequest(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None), 5.0)
     [record] = [r for r in caplog.records if r.getMessage() == "collection succeeded"]
     assert record.levelno == logging.DEBUG
     assert "outgoing requests" in record.detail  # type: ignore[attr-defined]
@@ -274,6 +275,20 @@ def test_a_room_that_echoes_the_pin_in_its_refusal_never_shows_it(refused):
             pass
 
     with raw_servers.tcp_server(handle) as port, pytest.raises(CollectionError) as caught:
-        fetch_room(parse_target(f"ws://127.0.0.1:{port}"), pin, Deadline(3.0))
+        fetch_room(RoomRequest(parse_target(f"ws://127.0.0.1:{port}"), pin), Deadline(3.0))
     assert caught.value.reason is (Reason.AUTH if refused == "auth" else Reason.API)
     assert pin not in str(caught.value) and "credentials <pin> refused" in caught.value.message
+
+
+def test_a_room_request_shows_no_pin_and_equal_requests_share_a_collection():
+    """The request is the collection's key (scrapes of equal requests at once share one) and may be printed
+    in a log line or a traceback: its repr never carries the PIN."""
+    target = parse_target("ws://127.0.0.1:8765")
+    request = RoomRequest(target, "8642-secret")
+    assert "8642-secret" not in repr(request) and "8642-secret" not in str(request)
+    assert request == RoomRequest(target, "8642-secret") and hash(request) == hash(
+        RoomRequest(target, "8642-secret")
+    )
+    assert request != RoomRequest(target, "other") and request != RoomRequest(
+        target, "8642-secret", keep_session=False
+    )

@@ -33,6 +33,7 @@ from exporter.room.client import fetch_room
 from exporter.room.errors import CollectionError
 from exporter.room.file_requests import Snapshot
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.room.request import RoomRequest
 from tests import raw_servers
 from tests.exposition import value
 from tests.fault_reasons import FAULTS, TOLERATED
@@ -265,7 +266,9 @@ def fetch(port: int, max_message_bytes: int, timeout: float = 5.0) -> tuple[dict
     started = time.monotonic()
     try:
         target = parse_target(f"ws://127.0.0.1:{port}")
-        replies = fetch_room(target, None, Deadline(timeout), max_message_bytes=max_message_bytes)
+        replies = fetch_room(
+            RoomRequest(target, None, max_message_bytes=max_message_bytes), Deadline(timeout)
+        )
         result: dict | CollectionError = replies.replies[OUTGOING_METHOD]
     except CollectionError as error:
         result = error
@@ -345,7 +348,7 @@ def test_huge_reply_costs_the_client_no_more_than_the_limit(processes: dict, fau
     limit = 2 * MiB
     tracemalloc.start()
     try:
-        collection = collect_room(target, None, 5.0, max_message_bytes=limit)
+        collection = collect_room(RoomRequest(target, None, max_message_bytes=limit), 5.0)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -18,6 +18,7 @@ from exporter.collect import families as families_module
 from exporter.collect.collection import collect_room
 from exporter.logs import JsonFormatter, LogfmtFormatter
 from exporter.room import Reason, parse_target
+from exporter.room.request import RoomRequest
 from exporter.web import app as app_module
 from exporter.web.app import ExporterApp
 from exporter.web.settings import ExporterSettings
@@ -66,7 +67,9 @@ def test_a_bug_while_collecting_is_reason_internal_and_one_error_line(room, monk
     monkeypatch.setattr(collection_module, "parse_room", explode)
     emulator = room("doc-example")
     with caplog.at_level(logging.WARNING):
-        collection = collect_room(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None, 5.0)
+        collection = collect_room(
+            RoomRequest(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None), 5.0
+        )
     assert not collection.up
     assert collection.error is not None and collection.error.reason is Reason.INTERNAL
     assert INJECTED not in collection.error.message, "the metric detail stays generic; the log has the cause"
@@ -91,7 +94,7 @@ def test_the_error_line_carries_the_traceback_on_one_line(formatter, room, monke
     monkeypatch.setattr(collection_module, "parse_room", explode)
     emulator = room("doc-example")
     with caplog.at_level(logging.ERROR):
-        collect_room(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None, 5.0)
+        collect_room(RoomRequest(parse_target(f"ws://127.0.0.1:{emulator.ports.websocket}"), None), 5.0)
     [record] = caplog.records
     line = formatter.format(record)
     assert "\n" not in line

@@ -24,6 +24,7 @@ from exporter.room.budget import FREE_BYTES, MessageBudget, parse_cost, small_en
 from exporter.room.client import RoomReplies, fetch_room
 from exporter.room.errors import CollectionError
 from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES, MAX_FRAMES_PER_MESSAGE
+from exporter.room.request import RoomRequest
 from exporter.room.sessions import SessionPool
 from tests import raw_servers
 from tests.raw_servers import frame, reply_of_size, websocket_room
@@ -52,7 +53,9 @@ def empty_objects_reply(size: int) -> bytes:
 def fetch(port: int, pool: SessionPool | None = None, timeout: float = 5.0) -> RoomReplies | CollectionError:
     try:
         return fetch_room(
-            parse_target(f"ws://127.0.0.1:{port}"), None, Deadline(timeout), pool=pool, keep_session=False
+            RoomRequest(parse_target(f"ws://127.0.0.1:{port}"), None, keep_session=False),
+            Deadline(timeout),
+            pool=pool,
         )
     except CollectionError as error:
         return error
@@ -240,7 +243,7 @@ def test_a_failed_collection_keeps_nothing_of_the_message_it_refused(room_sendin
     gc.disable()
     tracemalloc.start()
     try:
-        failed = [collect_room(target, None, 5.0, keep_session=False) for _ in range(3)]
+        failed = [collect_room(RoomRequest(target, None, keep_session=False), 5.0) for _ in range(3)]
         # what the exporter's side holds (the raw Room in this process keeps its own copy while it serves)
         snapshot = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, raw_servers.__file__)]
@@ -268,12 +271,14 @@ def test_rooms_sending_fragmented_messages_at_once_never_wait_on_each_others_hal
         def scrape(port: int) -> RoomReplies | CollectionError:
             try:
                 return fetch_room(
-                    parse_target(f"ws://127.0.0.1:{port}"),
-                    None,
+                    RoomRequest(
+                        parse_target(f"ws://127.0.0.1:{port}"),
+                        None,
+                        max_message_bytes=limit,
+                        keep_session=False,
+                    ),
                     Deadline(5.0),
-                    max_message_bytes=limit,
                     pool=pool,
-                    keep_session=False,
                 )
             except CollectionError as error:
                 return error
@@ -292,10 +297,12 @@ def test_a_control_frame_longer_than_the_rfc_allows_is_refused_unread(room_sendi
     port = room_sending(frame(reply_of_size(200)), frame(b"p" * 200_000, opcode=0xA))
     pool = SessionPool()
     try:
-        first = fetch_room(parse_target(f"ws://127.0.0.1:{port}"), None, Deadline(3.0), pool=pool)
+        first = fetch_room(
+            RoomRequest(parse_target(f"ws://127.0.0.1:{port}"), None), Deadline(3.0), pool=pool
+        )
         assert isinstance(first, RoomReplies)
         with pytest.raises(CollectionError) as second:  # the session's next exchange meets the pong
-            fetch_room(parse_target(f"ws://127.0.0.1:{port}"), None, Deadline(3.0), pool=pool)
+            fetch_room(RoomRequest(parse_target(f"ws://127.0.0.1:{port}"), None), Deadline(3.0), pool=pool)
         assert second.value.reason is Reason.PROTOCOL and "control frame" in second.value.message
     finally:
         pool.close_all()

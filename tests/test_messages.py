@@ -15,6 +15,7 @@ from exporter.collect.verdict import verdict
 from exporter.emulator.faults import Fault
 from exporter.room import parse_target
 from exporter.room.errors import REASON_HINTS
+from exporter.room.request import RoomRequest
 from exporter.web.pages import landing_page
 from exporter.web.settings import ExporterSettings
 from tests import raw_servers
@@ -32,7 +33,7 @@ def assert_readable(text: str) -> None:
 
 
 def collect(target: str) -> Collection:
-    return collect_room(parse_target(target), None, 1.0)
+    return collect_room(RoomRequest(parse_target(target), None), 1.0)
 
 
 @pytest.mark.parametrize("fault", [fault for fault, _ in FAULTS if fault not in SLOW_OR_HUGE])

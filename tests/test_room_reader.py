@@ -36,6 +36,7 @@ from exporter.room.frames import (
     Message,
     NeedMoreBytesError,
 )
+from exporter.room.request import RoomRequest
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
 from tests import raw_servers
@@ -64,7 +65,9 @@ def scrape(
 ) -> RoomReplies | CollectionError:
     """One scrape of the Room on `port` through `pool`: its replies, or the CollectionError it ended with."""
     try:
-        return fetch_room(parse_target(f"127.0.0.1:{port}"), pin, Deadline(seconds), trace=trace, pool=pool)
+        return fetch_room(
+            RoomRequest(parse_target(f"127.0.0.1:{port}"), pin), Deadline(seconds), trace=trace, pool=pool
+        )
     except CollectionError as error:
         return error
 
@@ -325,7 +328,7 @@ def test_a_cancel_ends_a_blocked_upgrade_at_once(serve: Serve, cancel: str) -> N
 
     def blocked() -> None:
         try:
-            fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, deadline, pool=pool)
+            fetch_room(RoomRequest(parse_target(f"127.0.0.1:{port}"), PIN), deadline, pool=pool)
         except CollectionError as error:
             results.append(error)
 

@@ -19,6 +19,7 @@ from exporter.methods import OUTGOING_METHOD
 from exporter.room import CollectionError, Deadline, Reason, parse_target
 from exporter.room.client import fetch_room
 from exporter.room.connection import RoomConnection
+from exporter.room.request import RoomRequest
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
 from exporter.web.app import ExporterApp
@@ -34,7 +35,9 @@ PIN = "31415926"
 def fetch(
     pool: SessionPool, port: int, pin: str | None = PIN, timeout: float = 3.0, trace: Trace | None = None
 ):
-    return fetch_room(parse_target(f"127.0.0.1:{port}"), pin, Deadline(timeout), trace=trace, pool=pool)
+    return fetch_room(
+        RoomRequest(parse_target(f"127.0.0.1:{port}"), pin), Deadline(timeout), trace=trace, pool=pool
+    )
 
 
 @pytest.fixture
@@ -58,7 +61,7 @@ def test_many_scrapes_one_login(room, pool):
 def test_without_a_pool_every_scrape_logs_in(room):
     emulator = room("doc-example", pin=PIN)
     for _ in range(3):
-        fetch_room(parse_target(f"127.0.0.1:{emulator.ports.websocket}"), PIN, Deadline(3.0))
+        fetch_room(RoomRequest(parse_target(f"127.0.0.1:{emulator.ports.websocket}"), PIN), Deadline(3.0))
     assert wait_until(lambda: emulator.open_connections == 0, 5), "each scrape closed its connection"
 
 
@@ -281,10 +284,14 @@ def test_a_slow_room_answering_in_order_keeps_its_session(pool):
 def test_an_optional_method_never_answered_costs_one_slow_scrape_then_is_not_asked(room, pool):
     emulator = room("doc-example", pin=PIN, fault=Fault.OPTIONAL_SILENT)
     port = emulator.ports.websocket
-    first = fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(1.0), ALL_METHODS, pool=pool)
+    first = fetch_room(
+        RoomRequest(parse_target(f"127.0.0.1:{port}"), PIN, methods=ALL_METHODS), Deadline(1.0), pool=pool
+    )
     assert set(first.replies) == {OUTGOING_METHOD}, "the outgoing reply still decides the scrape"
     started = time.monotonic()
-    second = fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(1.0), ALL_METHODS, pool=pool)
+    second = fetch_room(
+        RoomRequest(parse_target(f"127.0.0.1:{port}"), PIN, methods=ALL_METHODS), Deadline(1.0), pool=pool
+    )
     assert time.monotonic() - started < 0.5
     assert second.asked == (OUTGOING_METHOD,)
 
@@ -292,7 +299,9 @@ def test_an_optional_method_never_answered_costs_one_slow_scrape_then_is_not_ask
 def test_replies_in_any_order_are_matched_by_request_id(room, pool):
     emulator = room("doc-example", pin=PIN, fault=Fault.REORDERED_REPLIES)
     replies = fetch_room(
-        parse_target(f"127.0.0.1:{emulator.ports.websocket}"), PIN, Deadline(3.0), ALL_METHODS, pool=pool
+        RoomRequest(parse_target(f"127.0.0.1:{emulator.ports.websocket}"), PIN, methods=ALL_METHODS),
+        Deadline(3.0),
+        pool=pool,
     )
     assert set(replies.replies) == set(ALL_METHODS)
     assert all(reply["method"] == method for method, reply in replies.replies.items())
@@ -309,11 +318,17 @@ def test_a_slow_but_healthy_room_keeps_its_session(room, pool):
 def test_an_optional_method_late_once_is_asked_again(room, pool):
     emulator = room("every-method", pin=PIN)
     port = emulator.ports.websocket
-    fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(1.0), ALL_METHODS, pool=pool)
+    fetch_room(
+        RoomRequest(parse_target(f"127.0.0.1:{port}"), PIN, methods=ALL_METHODS), Deadline(1.0), pool=pool
+    )
     emulator.room.settings.fault = Fault.OPTIONAL_SILENT
-    fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(0.5), ALL_METHODS, pool=pool)
+    fetch_room(
+        RoomRequest(parse_target(f"127.0.0.1:{port}"), PIN, methods=ALL_METHODS), Deadline(0.5), pool=pool
+    )
     emulator.room.settings.fault = Fault.NONE
-    again = fetch_room(parse_target(f"127.0.0.1:{port}"), PIN, Deadline(1.0), ALL_METHODS, pool=pool)
+    again = fetch_room(
+        RoomRequest(parse_target(f"127.0.0.1:{port}"), PIN, methods=ALL_METHODS), Deadline(1.0), pool=pool
+    )
     assert "getIncomingFilesRequests" in again.asked, "answered before: one late reply does not silence it"
 
 
@@ -327,7 +342,9 @@ def test_the_session_table_holds_at_most_max_sessions_slots_failed_ones_included
         for index in range(50):
             with pytest.raises(CollectionError):
                 fetch_room(
-                    parse_target(f"ws://127.0.0.{index % 250 + 1}:{port}"), PIN, Deadline(1.0), pool=pool
+                    RoomRequest(parse_target(f"ws://127.0.0.{index % 250 + 1}:{port}"), PIN),
+                    Deadline(1.0),
+                    pool=pool,
                 )
             assert len(pool) <= 5
     assert len(pool) == 5
@@ -368,10 +385,12 @@ def test_an_idle_session_holds_a_few_kib_whatever_the_room_sent_behind_its_reply
     ]
     ports = [server.__enter__() for server in servers]
     try:
-        fetch_room(parse_target(f"ws://127.0.0.1:{ports[0]}"), None, Deadline(3.0), pool=pool)  # warm up
+        fetch_room(
+            RoomRequest(parse_target(f"ws://127.0.0.1:{ports[0]}"), None), Deadline(3.0), pool=pool
+        )  # warm up
         tracemalloc.start()
         for port in ports[1:]:
-            fetch_room(parse_target(f"ws://127.0.0.1:{port}"), None, Deadline(3.0), pool=pool)
+            fetch_room(RoomRequest(parse_target(f"ws://127.0.0.1:{port}"), None), Deadline(3.0), pool=pool)
         # what the exporter's side keeps (the raw Rooms in this process hold their own copies)
         kept = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(True, "*/exporter/*"), tracemalloc.Filter(True, "*/websocket/*")]
@@ -395,7 +414,13 @@ def test_a_scrape_under_way_during_a_reload_leaves_no_session_behind(room, pool)
     pool.close_all()  # ...when a reload closes every session
     assert slot.lock.acquire(timeout=1)
     slot.connection = RoomConnection.open(
-        target, PIN, Deadline(3.0), 4096, Trace(), pool.budget, pool.reader, pool.resolver, slot.ledger
+        RoomRequest(target, PIN, max_message_bytes=4096),
+        Deadline(3.0),
+        Trace(),
+        pool.budget,
+        pool.reader,
+        pool.resolver,
+        slot.ledger,
     )
     assert emulator.open_connections == 1
     pool.release(slot)  # the scrape ends

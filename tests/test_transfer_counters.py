@@ -28,6 +28,7 @@ from exporter.emulator.living import DIRECTIONS, DirectionTotals, LivingRoom, Tr
 from exporter.emulator.server import RunningEmulator
 from exporter.methods import INCOMING_METHOD, OUTGOING_METHOD
 from exporter.room import RoomTarget, parse_target
+from exporter.room.request import RoomRequest
 from exporter.room.sessions import SessionPool
 from tests.exposition import samples
 from tests.processes import Process, http_get
@@ -165,7 +166,7 @@ def exact_run(
     target = target_of(emulator)
 
     def scrape() -> Collection:
-        collection = collect_room(target, None, timeout, pool=pool, methods=METHODS)
+        collection = collect_room(RoomRequest(target, None, methods=METHODS), timeout, pool=pool)
         assert collection.up, collection.error
         return collection
 
@@ -265,11 +266,11 @@ def replaced(emulator: RunningEmulator, pool: SessionPool, how: str, timeout: fl
     target = target_of(emulator)
     logins = pool.logins
     assert (emulator.restart() if how == "restart" else emulator.sever()) == 1, "the exporter's session"
-    collection = collect_room(target, None, timeout, pool=pool, methods=METHODS)
+    collection = collect_room(RoomRequest(target, None, methods=METHODS), timeout, pool=pool)
     if how == "sever":
         assert not collection.up and collection.error is not None, "a Room that pongs but never answers"
         assert at_most(counted(collection), emulator.transfers_since_mark())
-        collection = collect_room(target, None, timeout, pool=pool, methods=METHODS)
+        collection = collect_room(RoomRequest(target, None, methods=METHODS), timeout, pool=pool)
     assert collection.up, collection.error
     assert pool.logins == logins + 1, "a new session logged in"
     return collection

@@ -23,7 +23,7 @@ from exporter.collect.families import BuildInfoCollector, RoomCollector
 from exporter.collect.verdict import verdict
 from exporter.logs import setup_logging
 from exporter.methods import methods_for
-from exporter.room import RoomTarget
+from exporter.room import RoomRequest, RoomTarget
 
 
 @click.command()
@@ -47,7 +47,8 @@ def check(
     setup_logging(log_level, log_format)
     require_supported_websocket_client()
     methods = methods_for(dict(collectors_given(collectors)))
-    collection = collect_room(target, read_pin(pin, pin_file), timeout, max_message_bytes, methods=methods)
+    request = RoomRequest(target, read_pin(pin, pin_file), methods, max_message_bytes)
+    collection = collect_room(request, timeout)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RoomCollector(lambda: collection))
     registry.register(BuildInfoCollector())

@@ -10,11 +10,9 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
-from exporter.methods import OUTGOING_METHOD
-from exporter.room import CollectionError, Deadline, Reason, RoomTarget
+from exporter.room import CollectionError, Deadline, Reason, RoomRequest, RoomTarget
 from exporter.room.client import fetch_room
 from exporter.room.file_requests import ReplyShapeError, Snapshot
-from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.room.ledger import RoomTransfers
 from exporter.room.picture import RoomPicture, identity_of, parse_room, version_of
 from exporter.room.sessions import SessionPool
@@ -48,40 +46,29 @@ class Collection:
 
 
 def collect_room(
-    target: RoomTarget,
-    pin: str | None,
+    request: RoomRequest,
     timeout_seconds: float,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    trace: Trace | None = None,
+    *,
     pool: SessionPool | None = None,
-    methods: tuple[str, ...] = (OUTGOING_METHOD,),
-    keep_session: bool = True,
+    trace: Trace | None = None,
 ) -> Collection:
     """Talk to the Room once; never raises, whatever the Room, the network or a bug in the exporter does.
 
-    `methods` are asked in one round trip (getOutgoingFilesRequests first); with a `pool` the Room's session
-    is reused. `trace`, when given, records every phase and the outcome (the debug probe shows it).
+    With a `pool` the Room's session is reused (request.keep_session) and its transfer counters kept.
+    `trace`, when given, records every phase and the outcome (the debug probe shows it).
     """
     deadline = Deadline(timeout_seconds)
     trace = trace or Trace(deadline.started, detailed=False)
-    collection = _collect(target, pin, deadline, trace, max_message_bytes, pool, methods, keep_session)
+    collection = _collect(request, deadline, trace, pool)
     if pool is None:
         return collection
-    return replace(collection, transfers=pool.transfers(pool.key(str(target), pin)))
+    return replace(collection, transfers=pool.transfers(pool.key(str(request.target), request.pin)))
 
 
-def _collect(
-    target: RoomTarget,
-    pin: str | None,
-    deadline: Deadline,
-    trace: Trace,
-    max_message_bytes: int,
-    pool: SessionPool | None,
-    methods: tuple[str, ...],
-    keep_session: bool,
-) -> Collection:
+def _collect(request: RoomRequest, deadline: Deadline, trace: Trace, pool: SessionPool | None) -> Collection:
+    target = request.target
     try:
-        answered = fetch_room(target, pin, deadline, methods, max_message_bytes, trace, pool, keep_session)
+        answered = fetch_room(request, deadline, trace=trace, pool=pool)
         known = answered.system_info
         picture = parse_room(
             answered.replies,

@@ -2,12 +2,14 @@
 
 from exporter.room.deadline import Deadline
 from exporter.room.errors import CollectionError, Reason
+from exporter.room.request import RoomRequest
 from exporter.room.target import RoomTarget, TargetError, parse_target
 
 __all__ = [
     "CollectionError",
     "Deadline",
     "Reason",
+    "RoomRequest",
     "RoomTarget",
     "TargetError",
     "parse_target",

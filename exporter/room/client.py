@@ -20,8 +20,8 @@ from exporter.room.connection import Exchange, RoomConnection, SessionLostError
 from exporter.room.deadline import Deadline
 from exporter.room.errors import CollectionError, Reason
 from exporter.room.file_requests import INCOMING_LIST_KEY, REPLY_LIST_KEY, Snapshot
-from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.room.ledger import Direction, Ledger, listing
+from exporter.room.request import RoomRequest
 from exporter.room.sessions import RoomSlot, SessionPool
 from exporter.room.target import RoomTarget
 from exporter.room.trace import Trace, shape
@@ -56,84 +56,74 @@ class RoomReplies:
 
 
 def fetch_room(
-    target: RoomTarget,
-    pin: str | None,
+    request: RoomRequest,
     deadline: Deadline,
-    methods: tuple[str, ...] = (OUTGOING_METHOD,),
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    *,
     trace: Trace | None = None,
     pool: SessionPool | None = None,
-    keep_session: bool = True,
 ) -> RoomReplies:
-    """Ask the Room `methods` (getOutgoingFilesRequests first): the replies, or CollectionError.
+    """Ask the Room `request.methods`: the replies, or CollectionError (reason `api` when the Room refused
+    getOutgoingFilesRequests, `timeout` when it did not answer it in time).
 
-    With a `pool` and `keep_session`, the Room's session is reused or opened and kept; otherwise the scrape
-    has a connection of its own (still counted in the pool's logins when there is a pool). Any one message
-    larger than `max_message_bytes` is refused (reason `protocol`) before it is read.
+    With a `pool` and `request.keep_session`, the Room's session is reused or opened and kept; otherwise the
+    scrape has a connection of its own (still counted in the pool's logins when there is a pool).
     """
     trace = trace or Trace(deadline.started, detailed=False)
     if pool is None:
         pool = SessionPool()
         try:
-            result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool)
+            result = _one_connection(request, deadline, trace, pool)
         finally:
             pool.reader.stop()
     else:
         pool.begin(deadline)
-        if keep_session:
-            result = _session(target, pin, deadline, methods, max_message_bytes, trace, pool)
+        if request.keep_session:
+            result = _session(request, deadline, trace, pool)
         else:
-            result = _one_connection(target, pin, deadline, methods, max_message_bytes, trace, pool)
+            result = _one_connection(request, deadline, trace, pool)
     outgoing = result.replies[OUTGOING_METHOD]
-    failure = protocol.failure_text(outgoing, pin)
+    failure = protocol.failure_text(outgoing, request.pin)
     if failure is not None:
         raise CollectionError(Reason.API, f"the Room refused {OUTGOING_METHOD}: {failure}")
     return result
 
 
-def _one_connection(
-    target: RoomTarget,
-    pin: str | None,
-    deadline: Deadline,
-    methods: tuple[str, ...],
-    max_message_bytes: int,
-    trace: Trace,
-    pool: SessionPool,
-) -> RoomReplies:
+def _one_connection(request: RoomRequest, deadline: Deadline, trace: Trace, pool: SessionPool) -> RoomReplies:
     """A connection of the scrape's own, closed after it; the Room's ledger still compares its lists."""
-    ledger = pool.slot(pool.key(str(target), pin)).ledger
+    ledger = pool.slot(pool.key(str(request.target), request.pin)).ledger
     ledger.new_session()
-    connection = RoomConnection.open(
-        target, pin, deadline, max_message_bytes, trace, pool.budget, pool.reader, pool.resolver, ledger
-    )
-    pool.logged_in()
+    connection = _open(request, deadline, trace, pool, ledger)
     try:
-        exchange = _exchange(connection, methods, deadline, trace)
+        exchange = _exchange(connection, request.methods, deadline, trace)
     except SessionLostError as lost:
-        raise _broken(target, lost) from None
+        raise _broken(request.target, lost) from None
     finally:
         connection.close()
-    _require_outgoing(target, exchange.replies, deadline)
-    _observe_lists(ledger, exchange, methods)
-    return RoomReplies(methods, exchange.replies, exchange.replies.get(SYSTEM_INFO_METHOD))
+    _require_outgoing(request.target, exchange.replies, deadline)
+    _observe_lists(ledger, exchange, request.methods)
+    return RoomReplies(request.methods, exchange.replies, exchange.replies.get(SYSTEM_INFO_METHOD))
 
 
-def _session(
-    target: RoomTarget,
-    pin: str | None,
-    deadline: Deadline,
-    methods: tuple[str, ...],
-    max_message_bytes: int,
-    trace: Trace,
-    pool: SessionPool,
-) -> RoomReplies:
-    slot = pool.slot(pool.key(str(target), pin))
+def _open(
+    request: RoomRequest, deadline: Deadline, trace: Trace, pool: SessionPool, ledger: Ledger
+) -> RoomConnection:
+    """A new authorised connection, on the pool's budget, reader and resolver, counted as a login."""
+    connection = RoomConnection.open(
+        request, deadline, trace, pool.budget, pool.reader, pool.resolver, ledger
+    )
+    pool.logged_in()
+    return connection
+
+
+def _session(request: RoomRequest, deadline: Deadline, trace: Trace, pool: SessionPool) -> RoomReplies:
+    slot = pool.slot(pool.key(str(request.target), request.pin))
     if not slot.lock.acquire(timeout=max(0.0, deadline.left())):
         raise CollectionError(
-            Reason.TIMEOUT, f"another scrape of {target} held its session for the whole {deadline.seconds:g}s"
+            Reason.TIMEOUT,
+            f"another scrape of {request.target} held its session for the whole {deadline.seconds:g}s",
         )
     try:
-        return _on_slot(slot, target, pin, deadline, methods, max_message_bytes, trace, pool)
+        return _on_slot(slot, request, deadline, trace, pool)
     except BaseException:
         slot.drop_connection()  # in an unknown state: never reused
         raise
@@ -143,16 +133,9 @@ def _session(
 
 
 def _on_slot(
-    slot: RoomSlot,
-    target: RoomTarget,
-    pin: str | None,
-    deadline: Deadline,
-    methods: tuple[str, ...],
-    max_message_bytes: int,
-    trace: Trace,
-    pool: SessionPool,
+    slot: RoomSlot, request: RoomRequest, deadline: Deadline, trace: Trace, pool: SessionPool
 ) -> RoomReplies:
-    asked = _to_ask(slot, methods)
+    asked = _to_ask(slot, request.methods)
     exchange = None
     dropped = _dropped_for_a_fault(slot)
     if dropped is not None:
@@ -171,31 +154,20 @@ def _on_slot(
         except SessionLostError as lost:
             trace.step("session", f"lost ({lost}): opening a new one")
             slot.drop_connection()
-            asked = _to_ask(slot, methods)  # the new session asks the version again
+            asked = _to_ask(slot, request.methods)  # the new session asks the version again
     if exchange is None:
         slot.ledger.new_session()
-        slot.connection = RoomConnection.open(
-            target,
-            pin,
-            deadline,
-            max_message_bytes,
-            trace,
-            pool.budget,
-            pool.reader,
-            pool.resolver,
-            slot.ledger,
-        )
-        pool.logged_in()
+        slot.connection = _open(request, deadline, trace, pool, slot.ledger)
         try:
             exchange = _exchange(slot.connection, asked, deadline, trace)
         except SessionLostError as lost:
-            raise _broken(target, lost) from None
+            raise _broken(request.target, lost) from None
     if not exchange.complete:
         missing = set(asked) - set(exchange.replies) - {OUTGOING_METHOD}
         slot.silent_methods |= missing - slot.answered_methods  # late once is not never
         trace.step("session", f"closed: no reply in time to {', '.join(sorted(missing)) or OUTGOING_METHOD}")
         slot.drop_connection()
-    _require_outgoing(target, exchange.replies, deadline)
+    _require_outgoing(request.target, exchange.replies, deadline)
     _observe_lists(slot.ledger, exchange, asked)
     slot.answered_methods |= set(exchange.replies)
     if (

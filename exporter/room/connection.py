@@ -40,6 +40,7 @@ from exporter.room.errors import CollectionError, Reason, describe
 from exporter.room.frames import BudgetBusyError, FrameStream, Message, NeedMoreBytesError
 from exporter.room.ledger import Ledger
 from exporter.room.reader import READ_BYTES, RoomReader
+from exporter.room.request import RoomRequest
 from exporter.room.target import RoomTarget, host_port
 from exporter.room.trace import Trace
 
@@ -119,10 +120,8 @@ class RoomConnection:
     @classmethod
     def open(
         cls,
-        target: RoomTarget,
-        pin: str | None,
+        request: RoomRequest,
         deadline: Deadline,
-        max_message_bytes: int,
         trace: Trace,
         budget: MessageBudget,
         reader: RoomReader,
@@ -131,6 +130,7 @@ class RoomConnection:
     ) -> RoomConnection:
         """Look the Room up once (by `resolver`), connect to exactly those addresses, upgrade and authorise,
         in `deadline`."""
+        target = request.target
         addresses = addresses_for(target, deadline, resolver)  # the one lookup: every connection goes there
         trace.step("lookup", ", ".join(map(str, addresses)))
         port = target.port
@@ -146,14 +146,14 @@ class RoomConnection:
             _handshake(url, sock, deadline)
             sock.bind_deadline(None)
             sock.setblocking(False)
-            connection = cls(target, sock, reader, budget, max_message_bytes, ledger)
+            connection = cls(target, sock, reader, budget, request.max_message_bytes, ledger)
             reader.watch(connection)
         except BaseException:
             sock.close()
             raise
         trace.step("upgrade", "HTTP 101 Switching Protocols")
         try:
-            connection._authorise(pin, deadline)
+            connection._authorise(request.pin, deadline)
         except SessionLostError as error:
             connection.close()
             raise CollectionError(
@@ -162,7 +162,7 @@ class RoomConnection:
         except BaseException:
             connection.close()
             raise
-        trace.step("auth", f"accepted, {_auth_kind(pin)}")
+        trace.step("auth", f"accepted, {_auth_kind(request.pin)}")
         return connection
 
     def _authorise(self, pin: str | None, deadline: Deadline) -> None:

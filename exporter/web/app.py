@@ -38,7 +38,7 @@ from exporter.fleet.probe import (
 )
 from exporter.fleet.reload import ConfigHolder, ReloadCollector
 from exporter.methods import methods_for
-from exporter.room import RoomTarget
+from exporter.room import RoomRequest, RoomTarget
 from exporter.room.connect import Resolver
 from exporter.room.sessions import SessionPool
 from exporter.room.trace import Trace
@@ -143,25 +143,15 @@ class ExporterApp:
         settings = self.settings
         collectors = dict(settings.collectors) | dict(module.collectors if module else ())
         use_sessions = settings.sessions if module is None or module.sessions is None else module.sessions
-        methods = methods_for(collectors)
+        request = RoomRequest(target, pin, methods_for(collectors), settings.max_message_bytes, use_sessions)
 
         def collect() -> Collection:
-            return collect_room(
-                target,
-                pin,
-                timeout,
-                settings.max_message_bytes,
-                trace,
-                pool=self.sessions,
-                methods=methods,
-                keep_session=use_sessions,
-            )
+            return collect_room(request, timeout, pool=self.sessions, trace=trace)
 
         if trace is not None:
             collection, ran = collect(), True
         else:
-            key = (str(target), module.name if module else None, methods, use_sessions)
-            collection, ran = self.in_flight.collect(key, target, timeout, collect)
+            collection, ran = self.in_flight.collect(request, target, timeout, collect)
         if ran:
             self.history.record(collection, module.name if module else None)
         return collection
