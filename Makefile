@@ -10,6 +10,9 @@ FAST := not process and not e2e and not loopback
 IN_PROCESS := not process and not e2e
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:18765
+JOBS ?= 4
+# Test workers: most tests wait on sockets, timeouts and child processes, so 4 keep 2 cores busy. Tests
+# marked `serial` (CPU or latency bounds) run alone afterwards.
 
 .PHONY: run demo-stack test test-fast test-min lint unit system-deps bench soak container-smoke clean
 
@@ -50,7 +53,8 @@ lint: $(BIN)/.installed
 
 ## unit: every test, fast and slow (real processes, a real Prometheus)
 unit: $(BIN)/.installed system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS) -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 ## test-fast: the fast tier only (no sockets, no processes, no Prometheus), for the edit-test loop
 test-fast: $(BIN)/.installed
@@ -66,7 +70,8 @@ test-min: $(BIN)/.installed
 	$(MIN_BIN)/python -m pip install --quiet -c $(MIN_VENV)/lowest.txt -e '.[test,emulator]'
 	@echo "lowest versions under test:" && $(MIN_BIN)/python -m pip list 2>/dev/null \
 	  | grep -iE '^(prometheus.client|websocket.client|websockets|click|pyyaml|bcrypt|h11) '
-	$(MIN_BIN)/python -m pytest -p no:cacheprovider -m "($(IN_PROCESS)) or smoke"
+	$(MIN_BIN)/python -m pytest -p no:cacheprovider -n $(JOBS) -m "(($(IN_PROCESS)) or smoke) and not serial"
+	$(MIN_BIN)/python -m pytest -p no:cacheprovider -m "(($(IN_PROCESS)) or smoke) and serial" || [ $$? -eq 5 ]
 
 ## test: the whole suite, as CI runs it: lint, every test, then the lowest dependency versions
 test: lint unit test-min

@@ -44,6 +44,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.loopback)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A report's captured text with a lone surrogate (tests feed the exporter hostile text) written as an
+    escape: pytest-xdist's workers send reports as UTF-8, which cannot carry one."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(name, _utf8_safe(content)) for name, content in report.sections]
+
+
+def _utf8_safe(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @pytest.fixture
 def room() -> Iterator[Callable[..., RunningEmulator]]:
     """Start in-process emulated Rooms on free loopback ports: `room(scenario, living=None, **fields)`,

@@ -404,6 +404,7 @@ def test_a_flood_of_wrong_passwords_leaves_scrapes_answering(processes, tmp_path
 
 
 @pytest.mark.process
+@pytest.mark.serial  # a ratio of bcrypt timings
 def test_an_unknown_user_takes_as_long_as_a_known_one(processes, tmp_path):
     """At cost 11, not the cost 10 of the toolkit's fixed dummy: the dummy follows the configured cost."""
     users = {"prometheus": make_hash(11), "grafana": make_hash(11)}

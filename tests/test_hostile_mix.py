@@ -56,7 +56,7 @@ from tests.test_deployment_limits import (
 )
 from tests.test_message_cost import empty_objects_reply, entries_reply
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.serial]  # CPU-heavy, and bounds a healthy Room's latency
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGMAP = ROOT / "deploy" / "kubernetes" / "configmap.yaml"
