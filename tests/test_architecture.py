@@ -26,22 +26,24 @@ ALLOWED: dict[str, set[str]] = {
         "files",
         "emulator",
         "text",
+        "lru",
     },
-    "web": {"<root>", "allocator", "build", "fleet", "collect", "room", "files", "text"},
-    "fleet": {"room", "files", "text"},
-    "collect": {"<root>", "build", "room", "text"},
-    "room": {"text"},
-    "files": {"text"},
-    "logs": {"text"},
+    "web": {"<root>", "allocator", "build", "fleet", "collect", "room", "files", "text", "lru"},
+    "fleet": {"room", "files", "text", "lru"},
+    "collect": {"<root>", "build", "room", "text", "lru"},
+    "room": {"text", "lru"},
+    "files": {"text", "lru"},
+    "logs": {"text", "lru"},
     "build": {"<root>"},
     "emulator": set(),
     "text": set(),
+    "lru": set(),
     "allocator": set(),
     "<root>": set(),
 }
 """Which top-level parts of `exporter` each part may import. The emulator stands alone: it plays the Room,
-so it shares no code with the client that talks to it. `text` (text made safe to show) is the floor: it
-imports nothing, and every part but the emulator may use it."""
+so it shares no code with the client that talks to it. `text` (text made safe to show) and `lru` (the
+bounded mapping) are the floor: they import nothing, and every part but the emulator may use them."""
 
 
 def module_name(path: Path) -> str:
