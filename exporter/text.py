@@ -7,6 +7,9 @@ rewrite what an operator reads. Each such character is written as a visible esca
 `\\u202e`, `\\n`. Everything else, printable text and spaces, passes unchanged, so a normal message reads
 as it was written. A backslash stays itself: the escapes are for a person's eyes, not for decoding.
 
+A value a client sent (a target, a module name) or a config entry, quoted back in a one-line answer, is
+written by `echo`: its repr, cut to a bounded length.
+
 This module imports nothing from the rest of the package, so every part (the Room client's trace and the
 logs included) may use it.
 """
@@ -21,6 +24,10 @@ UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 (a JSON string may hold one; no UTF-8 writer can), and line and paragraph separators."""
 
 SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+ECHO_CHARS = 100
+"""A quoted value is cut to this many characters: a target or an allow-list entry as people write them (a
+scheme, a host name, a port, a pattern) fits whole, and a value of kilobytes (a request's head may
+carry 8 KiB) leaves the answer one short line."""
 CACHED_CHARACTERS = 4096
 """Distinct characters whose written form is remembered (about 0.5 MiB at most): a text of characters seen
 before is written at C speed, one dict lookup each, instead of a Unicode lookup in Python each."""
@@ -36,6 +43,14 @@ def visible(text: str) -> str:
     if text.isprintable():  # the common case, at C speed: isprintable is False for every unsafe character
         return text
     return "".join(map(_PYTHON_STYLE.__getitem__, text))
+
+
+def echo(value: str, limit: int = ECHO_CHARS) -> str:
+    """`value` quoted for a one-line answer: its repr, the value cut to its first `limit` characters and
+    `...` when longer (inside the quotes). It needs no `visible`: repr writes every character that
+    `visible` escapes as an escape too (str.isprintable is False for each), so the quote is terminal-safe
+    as it is, and at most 10 * limit + 5 characters long (`\\U000e0001` is the longest escape)."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def json_safe(encoded: str) -> str:

@@ -20,11 +20,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.collect.collection import collect_room
-from exporter.fleet.config import ExporterConfig, parse_config
-from exporter.fleet.probe import MAX_CHECK_LOOKUPS_IN_FLIGHT, ProbeRefusedError, parse_query, resolve_probe
-from exporter.room import Reason, parse_target
+from exporter.fleet.config import ConfigError, ExporterConfig, parse_config
+from exporter.fleet.probe import (
+    MAX_CHECK_LOOKUPS_IN_FLIGHT,
+    TARGET_ERROR_CHARS,
+    ProbeRefusedError,
+    parse_query,
+    resolve_probe,
+)
+from exporter.room import Reason, TargetError, parse_target
 from exporter.room.connect import CheckedTarget, Resolver, ip_literal
 from exporter.room.request import RoomRequest
+from exporter.text import ECHO_CHARS, echo
 
 
 def config(*entries: str, discovery: bool = False) -> ExporterConfig:
@@ -280,3 +287,38 @@ def test_checks_of_names_against_ip_entries_cannot_hold_up_collections_lookups(r
         assert fake.calls["room-1.example.org"] == 1
     finally:
         released.set()
+
+
+def test_a_probes_refusal_quotes_the_clients_value_cut_by_echo():
+    """The module name and the target a client sent come back quoted by text.echo, cut at ECHO_CHARS."""
+    cfg = config("10.0.0.0/8")
+    lookups = Resolver(limit=MAX_CHECK_LOOKUPS_IN_FLIGHT)
+    quoted = {
+        "m" * ECHO_CHARS: f"'{'m' * ECHO_CHARS}'",
+        "m" * (ECHO_CHARS + 1): f"'{'m' * ECHO_CHARS}...'",
+        "m\x1bm": "'m\\x1bm'",
+    }
+    for name, shown in quoted.items():
+        with pytest.raises(ProbeRefusedError) as refused:
+            resolve_probe(cfg, {"target": ["10.0.0.1"], "module": [name]}, lookups)
+        assert refused.value.reason.startswith(f"unknown module {shown}; ")
+    long_name = "a" * 200 + ".test"
+    with pytest.raises(ProbeRefusedError) as refused:
+        probe(config("rooms.example.org"), long_name)  # a list of names only: no lookup to decide
+    assert refused.value.reason == f"target {echo(f'ws://{long_name}:8765')} is not in allowed_targets"
+    assert f"'ws://{'a' * (ECHO_CHARS - len('ws://'))}...'" in refused.value.reason
+    long_path = "192.0.2.1/" + "p" * 1000
+    with pytest.raises(TargetError) as parsed:
+        parse_target(long_path)
+    with pytest.raises(ProbeRefusedError) as refused:
+        probe(cfg, long_path)
+    assert refused.value.reason == f"bad target: {echo(str(parsed.value), TARGET_ERROR_CHARS)}"
+    assert len(refused.value.reason) == len("bad target: ''...") + TARGET_ERROR_CHARS
+
+
+def test_a_bad_allow_list_entry_is_quoted_cut_by_echo():
+    entry = "  " + "a" * ECHO_CHARS + "/x  "
+    with pytest.raises(ConfigError) as refused:
+        config(entry)
+    assert f"{echo(entry.strip())} has a scheme or path" in str(refused.value)
+    assert "a" * ECHO_CHARS + "..." in str(refused.value) and "/x" not in str(refused.value)

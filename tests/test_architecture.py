@@ -27,23 +27,26 @@ ALLOWED: dict[str, set[str]] = {
         "emulator",
         "methods",
         "text",
+        "lru",
     },
-    "web": {"<root>", "allocator", "build", "fleet", "collect", "methods", "room", "files", "text"},
-    "fleet": {"methods", "room", "files", "text"},
-    "collect": {"<root>", "build", "methods", "room", "text"},
-    "room": {"methods", "text"},
-    "files": {"text"},
-    "logs": {"text"},
+    "web": {"<root>", "allocator", "build", "fleet", "collect", "methods", "room", "files", "text", "lru"},
+    "fleet": {"methods", "room", "files", "text", "lru"},
+    "collect": {"<root>", "build", "methods", "room", "text", "lru"},
+    "room": {"methods", "text", "lru"},
+    "files": {"text", "lru"},
+    "logs": {"text", "lru"},
     "build": {"<root>"},
     "emulator": {"methods"},
     "methods": set(),
     "text": set(),
+    "lru": set(),
     "allocator": set(),
     "<root>": set(),
 }
 """Which top-level parts of `exporter` each part may import. The emulator stands alone: it plays the Room,
 so it shares no code with the client that talks to it, only the Room API's method names (`methods`, which
-imports nothing). `text` (text made safe to show) is a floor too: every part but the emulator may use it."""
+imports nothing). `text` (text made safe to show) and `lru` (the bounded mapping) are floors too: they import
+nothing, and every part but the emulator may use them."""
 
 
 def module_name(path: Path) -> str:

@@ -109,6 +109,7 @@ def test_the_caches_are_bounded_and_failures_cannot_push_out_successes():
     checks = len(checker.costs)
     assert checker.check(users, "prometheus", PASSWORD) is Verdict.ALLOWED  # still cached
     assert checker.check(users, "prometheus", f"wrong {auth.CACHE_SIZE}") is Verdict.REFUSED  # cached
+    assert checker.check(users, "prometheus", "wrong 1") is Verdict.REFUSED  # the oldest of CACHE_SIZE kept
     assert len(checker.costs) == checks
     assert checker.check(users, "prometheus", "wrong 0") is Verdict.REFUSED  # pushed out: checked again
     assert len(checker.costs) == checks + 1

@@ -154,6 +154,17 @@ def test_the_pool_key_never_holds_the_pin():
     assert pool.key("ws://10.0.0.1:8765", PIN) == SessionPool().key("ws://10.0.0.1:8765", PIN)
 
 
+def test_reading_a_rooms_counters_does_not_keep_its_slot():
+    """`transfers` (what /metrics reads) leaves the order of use alone: only a scrape makes a slot recent."""
+    pool = SessionPool(max_sessions=2)
+    first, second = pool.key("ws://10.0.0.1:8765", PIN), pool.key("ws://10.0.0.2:8765", PIN)
+    pool.slot(first)
+    pool.slot(second)
+    assert pool.transfers(first) is not None
+    pool.slot(pool.key("ws://10.0.0.3:8765", PIN))
+    assert pool.transfers(first) is None and pool.transfers(second) is not None
+
+
 def holds(root: object, wanted: str) -> bool:
     """Whether `wanted` is reachable from `root` through containers and the project's own objects."""
     seen: set[int] = set()

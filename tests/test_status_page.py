@@ -84,6 +84,17 @@ def test_rooms_not_collected_for_a_while_drop_off_and_the_count_is_bounded():
     assert [room.target for room in history.rooms()] == ["ws://10.0.0.4:8765", "ws://10.0.0.3:8765"]
 
 
+def test_the_least_recently_collected_room_leaves_first_and_reading_one_changes_nothing():
+    history = RecentResults(max_rooms=2)
+    now = time.time()
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.3"):
+        history.record(collection(address, up=True, at=now))
+    assert [room.target for room in history.rooms()] == ["ws://10.0.0.3:8765", "ws://10.0.0.1:8765"]
+    assert history.room("ws://10.0.0.1:8765", None) is not None  # a page read: not a collection
+    history.record(collection("10.0.0.4", up=True, at=now))
+    assert [room.target for room in history.rooms()] == ["ws://10.0.0.4:8765", "ws://10.0.0.3:8765"]
+
+
 def test_the_same_target_with_two_modules_is_two_rooms():
     history = RecentResults()
     history.record(collection("10.0.0.1", up=True, at=time.time()), module="a")

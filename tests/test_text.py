@@ -1,8 +1,9 @@
 """text.py: Room and client text made safe to show; no control, bidi or separator character ever leaves as
-itself, and printable text is left alone."""
+itself, and printable text is left alone. A client's value quoted back (`echo`) is cut at ECHO_CHARS."""
 
 from __future__ import annotations
 
+import ast
 import json
 import unicodedata
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.text import is_unsafe, json_safe, visible
+from exporter.text import ECHO_CHARS, echo, is_unsafe, json_safe, visible
 
 UNSAFE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 ANY_TEXT = st.text(st.characters(exclude_categories=()))
@@ -63,3 +64,26 @@ def test_json_safe_is_the_same_json_without_an_unsafe_character(text):
 
 def test_is_unsafe_names_the_categories():
     assert is_unsafe("\u202e") and is_unsafe("\x00") and not is_unsafe(" ") and not is_unsafe("é")
+
+
+def test_echo_quotes_a_value_of_exactly_the_limit_whole_and_cuts_one_more():
+    assert echo("a" * ECHO_CHARS) == "'" + "a" * ECHO_CHARS + "'"
+    assert echo("a" * (ECHO_CHARS + 1)) == "'" + "a" * ECHO_CHARS + "...'"
+    assert echo("abc", limit=3) == "'abc'"
+    assert echo("abcd", limit=3) == "'abc...'"
+    assert echo("") == "''"
+
+
+def test_echo_writes_control_and_bidi_characters_as_escapes_and_cuts_between_characters():
+    assert echo("evil\x1b[2J\r\nforged\u202e") == "'evil\\x1b[2J\\r\\nforged\\u202e'"
+    # the cut counts the value's characters, never the escapes': no escape is ever cut in half
+    assert echo("ab\x1b\x1b", limit=3) == "'ab\\x1b...'"
+    assert echo("it's") == '"it\'s"'
+
+
+@given(ANY_TEXT, st.integers(1, 120))
+def test_echo_is_already_safe_to_show_and_reads_back_as_the_value_or_its_start(text, limit):
+    quoted = echo(text, limit)
+    assert unsafe_in(quoted) == [] and visible(quoted) == quoted, "repr escapes all that visible would"
+    assert ast.literal_eval(quoted) == (text if len(text) <= limit else text[:limit] + "...")
+    assert len(quoted) <= 10 * limit + 5

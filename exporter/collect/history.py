@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, replace
 
 from exporter.collect.collection import Collection
 from exporter.collect.verdicts import Verdict, failures_rose, judge
+from exporter.lru import LruCache
 from exporter.room.file_requests import DESTINATIONS, Snapshot
 from exporter.room.ledger import RoomTransfers
 from exporter.room.picture import RoomIdentity
@@ -172,8 +173,8 @@ class RecentResults:
     ) -> None:
         self.per_room = per_room
         self.forget_after_seconds = forget_after_seconds
-        self.max_rooms = max_rooms
-        self._rooms: OrderedDict[tuple[str, str | None], RoomHistory] = OrderedDict()
+        self._rooms: LruCache[tuple[str, str | None], RoomHistory] = LruCache(max_rooms)
+        """In order of collection: the least recently collected Room leaves first."""
         self._lock = threading.Lock()
 
     def record(self, collection: Collection, module: str | None = None) -> None:
@@ -182,7 +183,10 @@ class RecentResults:
         picture = collection.picture
         failed = failed_transfers(collection.transfers)  # read up or down: the counters are exposed both ways
         with self._lock:
-            room = self._rooms.pop(key, None) or RoomHistory(key[0], module, deque(maxlen=self.per_room))
+            room = self._rooms.get(key)  # now the most recently collected
+            if room is None:
+                room = RoomHistory(key[0], module, deque(maxlen=self.per_room))
+                self._rooms.put(key, room)
             room.results.append(result)
             if picture is not None and picture.identity is not None:
                 room.identity = picture.identity
@@ -192,14 +196,13 @@ class RecentResults:
                 if failures_rose(room.failed_seen, room.failed_seen_at, failed, result.at):
                     room.failures_rose_at = result.at
                 room.failed_seen, room.failed_seen_at = failed, result.at
-            self._rooms[key] = room  # most recently collected last
             self._forget(time.time())
 
     def rooms(self) -> list[RoomHistory]:
         """Every Room still remembered, the most recently collected first, each with its results copied."""
         with self._lock:
             self._forget(time.time())
-            return [room.copy() for room in reversed(self._rooms.values())]
+            return [room.copy() for room in self._rooms.values()][::-1]
 
     def board(self, now: float | None = None) -> list[Latest]:
         """Every Room still remembered by its latest result and its verdict at `now` (the clock by default):
@@ -226,12 +229,13 @@ class RecentResults:
         """One Room's results (copied), or None when it is not remembered."""
         with self._lock:
             self._forget(time.time())
-            room = self._rooms.get((target, module))
+            room = self._rooms.peek((target, module))
             return None if room is None else room.copy()
 
     def _forget(self, now: float) -> None:
-        while self._rooms:
-            oldest = next(iter(self._rooms.values()))
-            if len(self._rooms) <= self.max_rooms and now - oldest.last_seen <= self.forget_after_seconds:
+        """Drop the Rooms not collected for `forget_after_seconds`, from the least recently collected."""
+        while (oldest := self._rooms.oldest()) is not None:
+            key, room = oldest
+            if now - room.last_seen <= self.forget_after_seconds:
                 return
-            self._rooms.popitem(last=False)
+            self._rooms.pop(key)

@@ -61,6 +61,7 @@ from exporter.files.yamlfile import YamlFileError, file_named_in, read_yaml, rej
 from exporter.methods import COLLECTORS
 from exporter.room import RoomTarget, parse_target
 from exporter.room.connect import IPAddress, ip_literal
+from exporter.text import echo
 
 log = logging.getLogger(__name__)
 
@@ -523,20 +524,14 @@ def _allowed_targets(
         try:
             rules.append(parse_allow_entry(entry))
         except AllowEntryError as error:
-            raise ConfigError(path, entry_key, f"{_echo_entry(entry)} {error}") from None
+            raise ConfigError(path, entry_key, f"{echo(entry.strip())} {error}") from None
     return tuple(rules)
 
 
-MAX_ECHO_CHARS = 80
 IPV4_PATTERN = re.compile(r"[0-9*./]+")
 """Entries made of these characters (and a digit) are IPv4 entries: a host name never ends in a number."""
 NAME_PATTERN_LABEL = re.compile(r"[a-z0-9_*-]+")
 SCHEME_OR_PATH = "has a scheme or path; write HOST, HOST:PORT, an IP address, a CIDR or a pattern of them"
-
-
-def _echo_entry(entry: str) -> str:
-    shown = entry.strip()
-    return repr(shown if len(shown) <= MAX_ECHO_CHARS else shown[:MAX_ECHO_CHARS] + "...")
 
 
 def parse_allow_entry(entry: str) -> AllowRule:

@@ -29,11 +29,13 @@ from exporter.fleet.config import DEFAULT_MODULE, AllowList, ExporterConfig, Mod
 from exporter.room import Deadline, RoomTarget, TargetError
 from exporter.room.connect import CheckedTarget, Lookup, Resolver
 from exporter.room.errors import CollectionError
+from exporter.text import ECHO_CHARS, echo
 
 log = logging.getLogger(__name__)
 
-MAX_ECHO_CHARS = 100
-"""A request value quoted back in an error is cut to this length."""
+TARGET_ERROR_CHARS = 2 * ECHO_CHARS
+"""The target parser's message is quoted up to this length, not a value's: it is a sentence of up to about
+100 characters of its own that quotes the target as given (an unbracketed IPv6 one again in its advice)."""
 MAX_CHECK_LOOKUPS_IN_FLIGHT = 32
 """Names looked up at once to check them against the IP entries (a thread each), apart from collections'."""
 
@@ -100,7 +102,7 @@ def resolve_probe(
         given = (
             "no module given and there is no module 'default'"
             if not modules or not modules[0]
-            else (f"unknown module {_echo(module_name)}")
+            else (f"unknown module {echo(module_name)}")
         )
         raise ProbeRefusedError("400 Bad Request", f"{given}; the config has: {known}")
     text = targets[0]
@@ -110,7 +112,7 @@ def resolve_probe(
         target = module.parse_target(text)
     except TargetError as error:
         raise ProbeRefusedError(
-            "400 Bad Request", f"bad target: {_echo(str(error), MAX_ECHO_CHARS * 2)}"
+            "400 Bad Request", f"bad target: {echo(str(error), TARGET_ERROR_CHARS)}"
         ) from None
     refusing = [scope for scope in _scopes(config, module) if not scope.allow_list.allows(target)]
     if not refusing:
@@ -121,7 +123,7 @@ def resolve_probe(
                 f"probe refused: target not in {scope.log_words}",
                 extra={"target": str(target), "detail": f"module {module.name}"},
             )
-            raise ProbeRefusedError("403 Forbidden", f"target {_echo(str(target))} is not in {scope.words}")
+            raise ProbeRefusedError("403 Forbidden", f"target {echo(str(target))} is not in {scope.words}")
     seconds = deadline_seconds(module) if deadline_seconds else module.timeout_seconds
     return module, _checked(refusing, module, target, Deadline(seconds), check_lookups)
 
@@ -168,13 +170,7 @@ def _checked(
                 )
                 raise ProbeRefusedError(
                     "403 Forbidden",
-                    f"target {_echo(str(target))} is not in {scope.words}, and neither are all its addresses",
+                    f"target {echo(str(target))} is not in {scope.words}, and neither are all its addresses",
                 )
         lookup = Lookup(addresses, deadline.started)
     return CheckedTarget(target.host, target.port, target.discover, lookup)
-
-
-def _echo(value: str, limit: int = MAX_ECHO_CHARS) -> str:
-    """A request value quoted safely in a one-line answer."""
-    shown = value if len(value) <= limit else value[:limit] + "..."
-    return repr(shown)

@@ -209,6 +209,8 @@ class _Tracks:
 
     def __init__(self) -> None:
         self.ids: OrderedDict[int, int] = OrderedDict()
+        """In order of last sight, forgotten by age. Not the shared LRU (exporter/lru.py): a full direction
+        refuses a new id instead of evicting a known one, which would count again when it came back."""
         self.primed = False
         self.pending: deque[tuple[int, Report]] = deque()
         self.created = [0, 0]

@@ -17,10 +17,10 @@ import hashlib
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.lru import LruCache
 from exporter.room.budget import MessageBudget
 from exporter.room.connect import Resolver
 from exporter.room.connection import RoomConnection
@@ -72,8 +72,7 @@ class SessionPool:
         self, idle_seconds: float = DEFAULT_IDLE_SECONDS, max_sessions: int = DEFAULT_MAX_SESSIONS
     ) -> None:
         self.idle_seconds = idle_seconds
-        self.max_sessions = max_sessions
-        self._slots: OrderedDict[str, RoomSlot] = OrderedDict()
+        self._slots: LruCache[str, RoomSlot] = LruCache(max_sessions)
         self._lock = threading.Lock()
         self._logins = 0
         self._sweeper: threading.Thread | None = None
@@ -84,36 +83,41 @@ class SessionPool:
         self._deadlines: weakref.WeakSet[Deadline] = weakref.WeakSet()
         self.resolver = Resolver()
         """Looks up the Rooms' names: every lookup a collection makes goes through it (room/connect.py)."""
-        self._digests: dict[str | None, str] = {}
+        self._digests: LruCache[str | None, str] = LruCache(MAX_DIGESTS)
         self._digests_lock = threading.Lock()
+
+    @property
+    def max_sessions(self) -> int:
+        """Slots kept at most (a smaller value takes effect as slots are next made)."""
+        return self._slots.capacity
+
+    @max_sessions.setter
+    def max_sessions(self, max_sessions: int) -> None:
+        with self._lock:
+            self._slots.capacity = max_sessions
 
     def key(self, target: str, pin: str | None) -> str:
         """A Room and its credentials; the PIN only as a digest, so the key can be shown without it."""
         with self._digests_lock:
             digest = self._digests.get(pin)
             if digest is None:
-                if len(self._digests) >= MAX_DIGESTS:
-                    del self._digests[next(iter(self._digests))]
-                digest = self._digests[pin] = _credentials_digest(pin)
+                digest = _credentials_digest(pin)
+                self._digests.put(pin, digest)
         return f"{target} {digest}"
 
     def slot(self, key: str) -> RoomSlot:
         """The slot of `key`, made most recently used; when the table is full, the least recently used slot
         leaves it (O(1)): at most `max_sessions` slots, open, opening or failed, are ever kept. An evicted
         slot in use by a scrape is closed by `release` when that scrape ends."""
-        evicted = None
+        evicted = []
         with self._lock:
             slot = self._slots.get(key)
-            if slot is not None:
-                self._slots.move_to_end(key)
-            else:
-                if len(self._slots) >= self.max_sessions:
-                    _, old = self._slots.popitem(last=False)
-                    evicted = self._evict(old)
-                slot = self._slots[key] = RoomSlot(ledger=Ledger(forget_after_seconds=self.idle_seconds))
+            if slot is None:
+                slot = RoomSlot(ledger=Ledger(forget_after_seconds=self.idle_seconds))
+                evicted = [self._evict(old) for _, old in self._slots.put(key, slot)]
             slot.last_used = time.monotonic()  # so the sweeper leaves it alone while this scrape waits for it
             self._start_sweeper()
-        _close([evicted])  # outside the pool's lock: closing may take a while, other scrapes need the lock
+        _close(evicted)  # outside the pool's lock: closing may take a while, other scrapes need the lock
         return slot
 
     def release(self, slot: RoomSlot) -> None:
@@ -159,7 +163,7 @@ class SessionPool:
     def transfers(self, key: str) -> RoomTransfers | None:
         """The counters of the Room under `key`, when the pool keeps it (without making it recent)."""
         with self._lock:
-            slot = self._slots.get(key)
+            slot = self._slots.peek(key)
         return None if slot is None else slot.ledger.totals()
 
     def logged_in(self) -> None:
@@ -212,7 +216,7 @@ class SessionPool:
                     continue
                 try:
                     idle.append(slot.detach())
-                    del self._slots[key]
+                    self._slots.pop(key)
                 finally:
                     slot.lock.release()
         _close(idle)

@@ -22,12 +22,12 @@ import hashlib
 import logging
 import secrets
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 import bcrypt
 
+from exporter.lru import LruCache
 from exporter.web.config import WebConfig, WebConfigError, WebConfigWatcher
 from exporter.web.responses import StartResponse, WSGIApp, plain_text
 from exporter.web.warning import RateLimitedWarning
@@ -66,7 +66,10 @@ class PasswordChecker:
         self._slot_wait = slot_wait
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._caches: dict[bool, OrderedDict[bytes, None]] = {True: OrderedDict(), False: OrderedDict()}
+        self._caches: dict[Verdict, LruCache[bytes, Verdict]] = {
+            verdict: LruCache(CACHE_SIZE) for verdict in (Verdict.ALLOWED, Verdict.REFUSED)
+        }
+        """Successes and failures apart, so failures cannot push successes out; a key maps to its verdict."""
 
     def check(self, users: dict[str, bytes], user: str, password: str) -> Verdict:
         hashed = users.get(user)
@@ -84,10 +87,12 @@ class PasswordChecker:
             if (cached := self._cached(key)) is not None:  # sent again while this one waited
                 return cached
             allowed = self.bcrypt_check(hashed or dummy_hash(users), secret) and hashed is not None
-            self._remember(key, allowed)
+            verdict = Verdict.ALLOWED if allowed else Verdict.REFUSED
+            with self._lock:
+                self._caches[verdict].put(key, verdict)
         finally:
             self._slot.release()
-        return Verdict.ALLOWED if allowed else Verdict.REFUSED
+        return verdict
 
     @staticmethod
     def bcrypt_check(hashed: bytes, secret: bytes) -> bool:
@@ -98,18 +103,10 @@ class PasswordChecker:
 
     def _cached(self, key: bytes) -> Verdict | None:
         with self._lock:
-            for allowed, cache in self._caches.items():
-                if key in cache:
-                    cache.move_to_end(key)
-                    return Verdict.ALLOWED if allowed else Verdict.REFUSED
+            for cache in self._caches.values():
+                if (verdict := cache.get(key)) is not None:
+                    return verdict
         return None
-
-    def _remember(self, key: bytes, allowed: bool) -> None:
-        with self._lock:
-            cache = self._caches[allowed]
-            cache[key] = None
-            if len(cache) > CACHE_SIZE:
-                cache.popitem(last=False)
 
 
 def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
