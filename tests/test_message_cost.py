@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from exporter.collect.collection import collect_room
+from exporter.collect.session_metrics import SessionCollector
 from exporter.methods import OUTGOING_METHOD
 from exporter.room import Deadline, Reason, parse_target
 from exporter.room.budget import FREE_BYTES, MessageBudget, parse_cost, small_enough
@@ -200,15 +202,23 @@ def test_a_session_waiting_for_the_shared_budget_is_read_once_it_is_released(roo
     results: list[object] = []
     scrape = threading.Thread(target=lambda: results.append(fetch(port, pool, timeout=5.0)))
     scrape.start()
-    waited = 0
-    while not pool.reader.paused() and waited < 400:  # the reader has set the session aside
+    deadline = time.monotonic() + 4
+    while waiting_for_memory(pool) == 0 and time.monotonic() < deadline:  # polls the gauge, bounded
         time.sleep(0.01)
-        waited += 1
-    assert pool.reader.paused() == 1
+    assert waiting_for_memory(pool) == 1, "the reader set the session aside, and /metrics says so"
     pool.budget.release(held)
     scrape.join(5.0)
     assert isinstance(results[0], RoomReplies), results
     assert pool.budget.free == FREE_BYTES
+    assert waiting_for_memory(pool) == 0
+
+
+def waiting_for_memory(pool: SessionPool) -> float:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SessionCollector(pool))
+    value = registry.get_sample_value("trueconf_exporter_room_sessions_waiting_for_memory")
+    assert value is not None
+    return value
 
 
 def test_the_parse_cost_is_an_upper_bound_on_what_parsing_takes() -> None:

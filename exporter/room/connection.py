@@ -113,7 +113,6 @@ class RoomConnection:
         self.ledger = ledger
         self._tokens = float(FLOOD_BURST)
         self._tokens_at = time.monotonic()
-        self.opened_at = time.monotonic()
         self.exchanges = 0
         self._request_ids = itertools.count(1)
 

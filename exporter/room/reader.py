@@ -89,13 +89,8 @@ class RoomReader:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(session.fileno())
 
-    def watched(self) -> int:
-        """Sessions registered now, paused ones included."""
-        with self._lock:
-            return len(self._selector.get_map()) - 1 + len(self._paused)
-
     def paused(self) -> int:
-        """Sessions set aside until the shared budget can take their message."""
+        """Sessions set aside until the shared budget can take their message (a gauge on /metrics)."""
         with self._lock:
             return len(self._paused)
 
