@@ -198,7 +198,7 @@ def test_a_session_waiting_for_the_shared_budget_is_read_once_it_is_released(roo
     scrape.start()
     waited = 0
     while not pool.reader.paused() and waited < 400:  # the reader has set the session aside
-        time.sleep(0.01)
+        time.sleep(0.01)  # the poll interval of this bounded wait
         waited += 1
     assert pool.reader.paused() == 1
     pool.budget.release(held)

@@ -352,7 +352,7 @@ def test_sessions_opened_at_once_past_the_bound_never_stay_open(room, pool):
     deadline = time.monotonic() + 5
     while sum(emulator.open_connections for emulator in rooms) > 5:  # the Rooms see the closes arrive
         assert time.monotonic() < deadline, [emulator.open_connections for emulator in rooms]
-        time.sleep(0.01)
+        time.sleep(0.01)  # the poll interval of this bounded wait
 
 
 def test_an_idle_session_holds_a_few_kib_whatever_the_room_sent_behind_its_reply(pool):
