@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -29,13 +30,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "full"))
 """`make test-fast` sets HYPOTHESIS_PROFILE=fast: fewer examples per property, the same properties."""
 
 
-LOOPBACK_FIXTURES = {"room", "serve_app"}
-"""Fixtures that serve emulated Rooms or an exporter on loopback sockets: their tests are `loopback` tests."""
+LOOPBACK_FIXTURES = {"room", "serve_app", "room_sending"}
+"""Fixtures that serve emulated Rooms, raw Rooms or an exporter on loopback sockets: `loopback` tests."""
+
+SLOW_TIERS = ("loopback", "process", "e2e")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that starts real processes is a `process` test, one that serves on loopback sockets in this
-    process a `loopback` test, wherever it stands; the rest are the fast unit tier."""
+    """A test that starts real processes is a `process` test, one that opens sockets in this process a
+    `loopback` test, wherever it stands; the rest are the fast unit tier."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if "processes" in fixtures:
@@ -55,6 +58,60 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 def _utf8_safe(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+class FastTierSocket(RuntimeError):
+    """A test of the fast tier tried to open a socket or to ask a real resolver."""
+
+
+FAST_TIER_SOCKET = "the fast tier opens no sockets: mark this test loopback"
+
+
+@pytest.fixture(autouse=True)
+def no_sockets_in_the_fast_tier(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """A test marked neither loopback, process nor e2e creates no socket and asks no real resolver, from any
+    thread: every socket is built through socket.socket (socketpair, create_connection, create_server and
+    accept included), so building one raises; connect, bind and listen raise too, for a socket made before
+    the test. The test fails at teardown even where the code under test caught the error."""
+    if any(request.node.get_closest_marker(tier) for tier in SLOW_TIERS):
+        yield
+        return
+    tried: list[str] = []
+
+    def refuse(what: str) -> Callable[..., Any]:
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            tried.append(what)
+            raise FastTierSocket(f"{FAST_TIER_SOCKET} ({what})")
+
+        return refused
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        """An IP literal is parsed, not looked up; a name would ask the system's resolver (the `dns`
+        fixture answers names from a table)."""
+        if host is not None and not is_ip_literal(host.decode() if isinstance(host, bytes) else host):
+            return refuse(f"socket.getaddrinfo({host!r})")()
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "__init__", refuse("socket.socket"))
+    monkeypatch.setattr(socket, "socketpair", refuse("socket.socketpair"))
+    for method in ("connect", "connect_ex", "bind", "listen"):
+        monkeypatch.setattr(socket.socket, method, refuse(f"socket.{method}"))
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
+    if tried:
+        pytest.fail(f"{FAST_TIER_SOCKET}: it tried {', '.join(sorted(set(tried)))}", pytrace=False)
 
 
 @pytest.fixture

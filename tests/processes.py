@@ -87,7 +87,7 @@ def wait_for(process: Process, stream: str, pattern: str) -> re.Match[str]:
             raise AssertionError(
                 f"process exited {process.popen.returncode}:\n{process.stdout}\n{process.stderr}"
             )
-        time.sleep(0.02)
+        time.sleep(0.02)  # the poll interval of this bounded wait
     process.stop()
     raise AssertionError(f"process never printed {pattern!r}:\n{process.stdout}\n{process.stderr}")
 
@@ -134,7 +134,7 @@ def wait_until(condition: Callable[[], bool], seconds: float = 40) -> bool:
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.2)
+        time.sleep(0.2)  # the poll interval of this bounded wait
     return False
 
 

@@ -51,9 +51,10 @@ def _run(handle: Callable[[socket.socket], None], connection: socket.socket) -> 
 
 
 def silent(connection: socket.socket) -> None:
-    """Accepts and never says a word (a listener that is not a Room)."""
-    connection.recv(65536)
-    time.sleep(30)
+    """Accepts and never says a word (a listener that is not a Room), until the peer leaves (30 s at most)."""
+    connection.settimeout(30)
+    while connection.recv(65536):
+        pass
 
 
 def dripping(connection: socket.socket) -> None:
@@ -61,7 +62,7 @@ def dripping(connection: socket.socket) -> None:
     connection.recv(65536)
     for byte in b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" * 100:
         connection.sendall(bytes([byte]))
-        time.sleep(0.3)
+        time.sleep(0.3)  # the drip is the behaviour
 
 
 def http_answer(
@@ -167,7 +168,7 @@ class InOrderRoom:
         while True:
             opcode, payload = _read_client_frame(connection, buffer)
             if number <= self._silenced:
-                time.sleep(30)  # half-open: nothing read, nothing sent, nothing closed
+                time.sleep(30)  # half-open (the behaviour): nothing read, nothing sent, nothing closed
                 return
             if opcode == 0x8:
                 connection.sendall(frame(payload[:2], opcode=0x8))
@@ -177,7 +178,7 @@ class InOrderRoom:
             elif opcode == 0x1:
                 request = json.loads(payload)
                 if request["method"] != "auth":
-                    time.sleep(self.delay)
+                    time.sleep(self.delay)  # a slow Room: the delay is the behaviour
                 reply = {"method": request["method"], "requestId": request["requestId"], "result": True}
                 if request["method"] == "getOutgoingFilesRequests":
                     reply["outgoingFilesRequests"] = []
@@ -283,7 +284,7 @@ def announcing_room(announced: int, drip_seconds: float, drips: int) -> Callable
         connection.sendall(frame(_AUTH_OK) + frame(b"", announced=announced))
         for _ in range(drips):
             connection.sendall(b" ")
-            time.sleep(drip_seconds)
+            time.sleep(drip_seconds)  # the drip is the behaviour
 
     return handle
 
@@ -303,7 +304,7 @@ def fragmenting_room(message: bytes, pause: float) -> Callable[[socket.socket], 
             return
         half = len(message) // 2
         connection.sendall(frame(message[:half], fin=False))
-        time.sleep(pause)
+        time.sleep(pause)  # the pause between the fragments is the behaviour
         connection.sendall(frame(message[half:], opcode=0x0))
         connection.settimeout(10)
         with contextlib.suppress(OSError):
@@ -431,7 +432,7 @@ def dripping_upgrade(every: float, seconds: float) -> Callable[[socket.socket], 
             if time.monotonic() >= ends:
                 return
             connection.sendall(bytes([byte]))
-            time.sleep(every)
+            time.sleep(every)  # the drip is the behaviour
 
     return handle
 

@@ -194,6 +194,7 @@ def test_a_name_allowed_by_a_name_pattern_or_a_list_without_ip_entries_is_not_lo
     assert fake.calls == Counter()
 
 
+@pytest.mark.loopback  # the collection's SessionPool wakes its reader through a socketpair
 def test_a_lookup_that_fails_is_the_collections_failure_with_no_connection(dns):
     dns({})
     _, target = probe(config("127.0.0.0/8"), "nowhere.test")
@@ -232,6 +233,7 @@ def test_discovery_and_websocket_both_go_to_the_one_checked_address(room, dns, e
     never_contacted(elsewhere)
 
 
+@pytest.mark.loopback  # the collection's SessionPool wakes its reader through a socketpair
 def test_a_probe_and_its_collection_share_one_deadline(dns):
     """The deadline of a CheckedTarget's collection counts from the start of the probe's lookup."""
     dns({"room.test": [["127.0.0.1"]]})

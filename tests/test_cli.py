@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from exporter.cli.demo import DEMO_LISTEN_ADDRESS
+from exporter.emulator.faults import Fault
 from exporter.emulator.fleet import ROOMS
+from exporter.room.client import OUTGOING_METHOD
 from tests.exposition import value
 from tests.processes import LISTENING, Process, exporter_command, http_get, start, wait_for, wait_until
 
@@ -394,20 +396,19 @@ def test_sighup_without_a_config_file_is_logged_and_ignored(processes):
     assert exporter.alive()
 
 
-def test_sigterm_lets_a_scrape_in_progress_finish(processes):
-    """A rolling restart must not cut the scrape that is waiting on a slow Room."""
-    room = processes["emulator"](
-        "--scenario", "doc-example", "--fault", "slow-reply", "--slow-reply-seconds", "1.5"
-    )
+def test_sigterm_lets_a_scrape_in_progress_finish(processes, room):
+    """A rolling restart must not cut the scrape that is waiting on a slow Room (emulated in this process,
+    so the test sees the scrape's request arrive)."""
+    emulator = room("doc-example", fault=Fault.SLOW_REPLY, slow_reply_seconds=1.5)
     exporter = processes["exporter"](
-        "--target", f"ws://127.0.0.1:{room.ports['websocket']}", "--timeout", "5"
+        "--target", f"ws://127.0.0.1:{emulator.ports.websocket}", "--timeout", "5"
     )
     answer: list[tuple[int, dict[str, str], bytes]] = []
     scrape = threading.Thread(
         target=lambda: answer.append(http_get(f"http://127.0.0.1:{exporter.ports['http']}/metrics"))
     )
     scrape.start()
-    time.sleep(0.5)  # the scrape is now waiting for the Room's reply
+    assert wait_until(lambda: emulator.requests[OUTGOING_METHOD] == 1, 10), "the scrape reached the Room"
     exporter.popen.send_signal(signal.SIGTERM)
     scrape.join(10)
     assert answer, "the scrape got an answer"

@@ -126,7 +126,7 @@ def test_prometheus_finds_exactly_the_alerts_the_banner_promises(stack: Stack) -
 
     deadline = time.monotonic() + WAIT_SECONDS
     while firing() != promised and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.5)  # the poll interval of this bounded wait
     assert firing() == promised, json.dumps(seen[-20:], indent=1)
     noisy = [a for a in seen if a["labels"].get("instance") in quiet]
     assert noisy == [], noisy

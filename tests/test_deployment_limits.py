@@ -26,7 +26,7 @@ import yaml
 
 from exporter.web.server import MAX_HEADER_BYTES
 from tests.exposition import value
-from tests.processes import LISTENING, Process, exporter_command, http_get, wait_for
+from tests.processes import LISTENING, Process, exporter_command, http_get, wait_for, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -132,7 +132,7 @@ def limited_cgroup(pids_max: int, memory_max: int) -> Iterator[Cgroup]:
                     directory.rmdir()
                     break
                 except OSError:
-                    time.sleep(0.1)
+                    time.sleep(0.1)  # the poll interval of this bounded retry
 
 
 def start_serve(tmp_path: Path, args: list[str], prefix: list[str] = (), join: list[Path] = ()) -> Process:
@@ -167,6 +167,16 @@ def status_of(pid: int) -> tuple[int, int]:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sockets_held(pid: int) -> int:
+    """How many sockets the process has open (its listener and Room sessions included)."""
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            if os.readlink(fd).startswith("socket:"):
+                held += 1
+    return held
 
 
 def open_idle(port: int, count: int) -> list[socket.socket]:
@@ -220,7 +230,7 @@ def test_idle_connections_and_a_header_flood_leave_scrapes_answering_within_the_
             )
             held += open_idle(exporter.ports["http"], IDLE_CONNECTIONS)
             held += flood_headers(exporter.ports["http"], FLOOD_CONNECTIONS)
-            time.sleep(0.5)
+            assert wait_until(lambda: sockets_held(pid) >= len(held), 30), "the exporter accepted them all"
             rss, threads = status_of(pid)
             latencies = []
             for _ in range(5):
@@ -258,9 +268,9 @@ def check_backoff_and_recovery(exporter: Process) -> None:
     port = exporter.ports["http"]
     held = open_idle(port, 80)  # past the limit: the rest wait in the listen backlog
     try:
-        time.sleep(1)
+        wait_for(exporter, "stderr", "cannot accept connections")  # out of files: backing off now
         before = cpu_seconds(exporter.popen.pid)
-        time.sleep(3)
+        time.sleep(3)  # the window whose CPU is measured: time passing is the behaviour here
         used = cpu_seconds(exporter.popen.pid) - before
         print(f"\nCPU while out of files: {used:.2f} s in 3 s")
         assert used < 0.5, "the accept loop backs off instead of spinning"
@@ -274,7 +284,7 @@ def check_backoff_and_recovery(exporter: Process) -> None:
             status, body, _ = scrape(port)
             if status == 200:
                 break
-        time.sleep(0.2)
+        time.sleep(0.2)  # the poll interval of this bounded wait
     assert status == 200 and value(body.decode(), "trueconf_up") == 1
     warnings = [line for line in exporter.stderr.splitlines() if "cannot accept connections" in line]
     assert len(warnings) == 1, exporter.stderr

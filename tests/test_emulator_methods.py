@@ -755,7 +755,7 @@ def test_logins_and_requests_are_counted_per_connection(start, connect):
     once.close()
     deadline = time.monotonic() + 3
     while emulator.open_connections != 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.02)  # the poll interval of this bounded wait
     assert emulator.open_connections == 2
     assert not emulator.room.records[0].open
 

@@ -450,7 +450,7 @@ def eventually(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + DEADLINE_SECONDS
     while not condition():
         assert time.monotonic() < deadline, "not within the deadline"
-        time.sleep(0.01)
+        time.sleep(0.01)  # the poll interval of this bounded wait
 
 
 def test_a_notification_storm_floods_every_authorised_connection_and_still_answers(room, reader):

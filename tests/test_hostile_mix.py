@@ -133,7 +133,7 @@ opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 request = urllib.request.Request(url, headers={"X-Prometheus-Scrape-Timeout-Seconds": sys.argv[4]})
 began = time.monotonic()
 for beat in range(int(seconds / every)):
-    time.sleep(max(0.0, began + beat * every - time.monotonic()))
+    time.sleep(max(0.0, began + beat * every - time.monotonic()))  # a scrape interval: the pacing
     started = time.monotonic()
     try:
         with opener.open(request, timeout=20) as response:
@@ -477,7 +477,7 @@ def run_mix(
         rss_after = memory_of(pid)[0]
         if rss_after <= rss_before + RSS_RETURN_MIB * MIB:
             break
-        time.sleep(0.5)
+        time.sleep(0.5)  # the poll interval of this bounded wait
     if alive:
         assert probe(port, healthy).up == 1, "the healthy Room is still probed after the attack"
     return Mix(

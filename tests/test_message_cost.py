@@ -204,7 +204,7 @@ def test_a_session_waiting_for_the_shared_budget_is_read_once_it_is_released(roo
     scrape.start()
     deadline = time.monotonic() + 4
     while waiting_for_memory(pool) == 0 and time.monotonic() < deadline:  # polls the gauge, bounded
-        time.sleep(0.01)
+        time.sleep(0.01)  # the poll interval of this bounded wait
     assert waiting_for_memory(pool) == 1, "the reader set the session aside, and /metrics says so"
     pool.budget.release(held)
     scrape.join(5.0)
@@ -266,6 +266,7 @@ def test_a_failed_collection_keeps_nothing_of_the_message_it_refused(room_sendin
     assert held < 4 * MIB, f"{held / MIB:.1f} MiB held by three failed collections"
 
 
+@pytest.mark.loopback  # raw Rooms served in the test
 def test_rooms_sending_fragmented_messages_at_once_never_wait_on_each_others_halves() -> None:
     """Each held its first fragment's share and waited for its second's, which no other could free: 9 of 11
     such Rooms timed out where, taking turns, all would finish in about a second. The first fragment now

@@ -65,11 +65,13 @@ def test_discovery_failures_read_well(room):
     ],
     ids=["silent", "garbage", "redirect", "http-404"],
 )
+@pytest.mark.loopback  # raw servers on loopback
 def test_peers_that_are_no_room_give_readable_verdicts(server):
     with raw_servers.tcp_server(server) as port:
         assert_readable(verdict(collect(f"127.0.0.1:{port}")))
 
 
+@pytest.mark.loopback  # a real connection refused by a closed loopback port
 def test_a_refused_connection_reads_well():
     assert_readable(verdict(collect("127.0.0.1:1")))
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests.exposition import value
 from tests.loopback_dns import Answer, LoopbackDns, start_namespaced_exporter
-from tests.processes import Process, http_get
+from tests.processes import Process, http_get, wait_until
 
 pytestmark = pytest.mark.process  # needs root (unshare -m, bind mounts), as CI runs: fails, never skips
 
@@ -205,10 +205,9 @@ def test_sixteen_slow_lookups_do_not_delay_a_fast_one(room, fleet):
     threads = [threading.Thread(target=slow_probe, args=(i,), daemon=True) for i in range(16)]
     for thread in threads:
         thread.start()
-    for _ in range(100):  # until every slow lookup has reached the DNS server
-        if sum(dns.lookups(f"slow-{i}.rooms.test") for i in range(16)) == 16:
-            break
-        time.sleep(0.02)
+    assert wait_until(lambda: sum(dns.lookups(f"slow-{i}.rooms.test") for i in range(16)) >= 16, 5), (
+        "every slow lookup has reached the DNS server"
+    )
     started = time.monotonic()
     status, body = probe(base, f"fast.rooms.test:{port}")
     beside_slow = time.monotonic() - started

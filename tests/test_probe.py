@@ -287,14 +287,14 @@ def test_sighup_reloads_a_running_process(processes, room, tmp_path):
     deadline = time.monotonic() + 10
     while probe(base, f"127.0.0.1:{port}", "second")[0] != 200:
         assert time.monotonic() < deadline, exporter.stderr
-        time.sleep(0.05)
+        time.sleep(0.05)  # the poll interval of this bounded wait
 
     config.write_text("modules: [broken\n")
     exporter.popen.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
     while "config reload failed" not in exporter.stderr:
         assert time.monotonic() < deadline, exporter.stderr
-        time.sleep(0.05)
+        time.sleep(0.05)  # the poll interval of this bounded wait
     assert probe(base, f"127.0.0.1:{port}", "second")[0] == 200
     assert exporter.alive()
 

@@ -127,7 +127,7 @@ def test_sharded_prometheus_servers_probe_every_room_once(room, processes, tmp_p
                 pass
             if seen and set().union(*seen.values()) == expected:
                 break
-            time.sleep(0.5)
+            time.sleep(0.5)  # the poll interval of this bounded wait
         logs = "\n".join((folder / "log").read_text(errors="replace")[-2000:] for _, _, folder in servers)
         assert seen and set().union(*seen.values()) == expected, (seen, expected, exporter.stderr, logs)
         assert not seen[0] & seen[1]  # every Room belongs to one shard only

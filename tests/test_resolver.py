@@ -133,37 +133,61 @@ def test_a_lookup_is_bounded_by_its_callers_deadline_and_then_abandoned(fake):
 
 
 def test_a_name_being_looked_up_is_not_looked_up_again(fake):
+    """Ten callers ask while the name is in flight, each giving up before it ends: every one waited for
+    that lookup (its timeout says so) and none started another; the first caller gets the answer."""
     resolver = Resolver(getaddrinfo=fake)
-    waiting = [in_thread(resolver.resolve, "slow-3.test", Deadline(5), "lookup") for _ in range(10)]
-    time.sleep(0.2)  # the ten callers reach the lookup in flight
+    first = in_thread(resolver.resolve, "slow-3.test", Deadline(5), "lookup")
+    assert fake.wait_running(1)
+    impatient = [in_thread(resolver.resolve, "slow-3.test", Deadline(0.2), "lookup") for _ in range(10)]
+    for thread, results in impatient:
+        thread.join(timeout=5)
+        [error] = results
+        assert isinstance(error, CollectionError) and error.reason is Reason.TIMEOUT
+        assert "resolving slow-3.test did not finish in time" in error.message
     assert fake.calls["slow-3.test"] == 1
     fake.release()
-    for thread, results in waiting:
-        thread.join(timeout=5)
-        assert [str(a) for a in results[0]] == ["127.0.0.1"]
+    first[0].join(timeout=5)
+    assert [str(a) for a in first[1][0]] == ["127.0.0.1"]
     assert fake.calls["slow-3.test"] == 1
     resolver.resolve("slow-3.test", Deadline(5), "lookup")  # done lookups are not cached: a new one
     assert fake.calls["slow-3.test"] == 2
 
 
+class AskedDeadline(Deadline):
+    """A Deadline that tells when its caller first asks how long it may wait: a lookup past the cap asks
+    before it waits for a place, holding the resolver's lock, so a place freed after that reaches it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.asked = threading.Event()
+
+    def left(self) -> float:
+        self.asked.set()
+        return super().left()
+
+
 def test_past_the_cap_a_lookup_waits_for_a_place_within_its_deadline(fake):
     resolver = Resolver(limit=2, getaddrinfo=fake)
     first = in_thread(resolver.resolve, "slow-1.test", Deadline(10), "lookup")
-    in_thread(resolver.resolve, "slow-2.test", Deadline(10), "lookup")
-    time.sleep(0.1)
+    second = in_thread(resolver.resolve, "slow-2.test", Deadline(10), "lookup")
+    assert fake.wait_running(2)  # both places are taken
     with pytest.raises(CollectionError) as caught:
         resolver.resolve("fast.test", Deadline(0.2), "lookup")
     assert caught.value.reason is Reason.TIMEOUT
     assert "could not start in time: 2 other names are being looked up" in caught.value.message
-    joined = in_thread(resolver.resolve, "slow-1.test", Deadline(5), "lookup")  # in flight: needs no place
-    waiting = in_thread(resolver.resolve, "fast.test", Deadline(5), "lookup")
-    time.sleep(0.1)
-    assert not waiting[1] and not joined[1]
+    with pytest.raises(CollectionError) as caught:  # a name in flight needs no place: it waits for its lookup
+        resolver.resolve("slow-1.test", Deadline(0.2), "lookup")
+    assert "resolving slow-1.test did not finish in time" in caught.value.message
+    deadline = AskedDeadline(5)
+    waiting = in_thread(resolver.resolve, "fast.test", deadline, "lookup")
+    assert deadline.asked.wait(timeout=5)  # it waits for a place
+    assert not waiting[1] and fake.calls["fast.test"] == 0
     fake.release()
-    for thread, results in (first, joined, waiting):
+    for thread, results in (first, second, waiting):
         thread.join(timeout=5)
-        assert [str(a) for a in results[0]] == ["127.0.0.1"]
+        assert results and [str(a) for a in results[0]] == ["127.0.0.1"], results
     assert fake.calls["fast.test"] == 1
+    assert deadline.left() > 3  # it got its place when one freed, not at its deadline
 
 
 @pytest.mark.parametrize(
@@ -195,6 +219,7 @@ def test_the_answer_is_each_address_once_ipv4_and_ipv6_only():
     assert addresses[1].socket_address(8765) == ("fe80::1", 8765, 0, 1)
 
 
+@pytest.mark.loopback  # a listener and real connections on loopback
 def test_tcp_goes_only_to_the_addresses_given():
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]

@@ -147,6 +147,7 @@ def test_close_all_closes_every_session(room, pool):
     assert pool.logins == 2
 
 
+@pytest.mark.loopback  # a SessionPool: its reader wakes its selector through a socketpair
 def test_the_pool_key_never_holds_the_pin():
     pool = SessionPool()
     assert PIN not in pool.key("ws://10.0.0.1:8765", PIN)
@@ -154,6 +155,7 @@ def test_the_pool_key_never_holds_the_pin():
     assert pool.key("ws://10.0.0.1:8765", PIN) == SessionPool().key("ws://10.0.0.1:8765", PIN)
 
 
+@pytest.mark.loopback  # a SessionPool: its reader wakes its selector through a socketpair
 def test_reading_a_rooms_counters_does_not_keep_its_slot():
     """`transfers` (what /metrics reads) leaves the order of use alone: only a scrape makes a slot recent."""
     pool = SessionPool(max_sessions=2)
@@ -185,6 +187,7 @@ def holds(root: object, wanted: str) -> bool:
     return False
 
 
+@pytest.mark.loopback  # a SessionPool: its reader wakes its selector through a socketpair
 def test_closing_every_session_forgets_the_pins_hashed_for_their_keys():
     """A reload closes every session: a PIN it dropped is not kept in memory for its digest."""
     pool = SessionPool()
@@ -381,7 +384,7 @@ def test_sessions_opened_at_once_past_the_bound_never_stay_open(room, pool):
     deadline = time.monotonic() + 5
     while sum(emulator.open_connections for emulator in rooms) > 5:  # the Rooms see the closes arrive
         assert time.monotonic() < deadline, [emulator.open_connections for emulator in rooms]
-        time.sleep(0.01)
+        time.sleep(0.01)  # the poll interval of this bounded wait
 
 
 def test_an_idle_session_holds_a_few_kib_whatever_the_room_sent_behind_its_reply(pool):

@@ -359,7 +359,7 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while not condition():
         assert time.monotonic() < deadline, f"not within {WAIT_SECONDS} s: {what}"
-        time.sleep(0.05)
+        time.sleep(0.05)  # the poll interval of this bounded wait
 
 
 @pytest.fixture
