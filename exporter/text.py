@@ -22,7 +22,7 @@ UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 CACHED_CHARACTERS = 4096
-"""Distinct characters whose written form is remembered (about 0.5 MiB at most): a text of characters seen
+"""Distinct characters whose written form is remembered (at most ~0.5 MiB a style): a text of characters seen
 before is written at C speed, one dict lookup each, instead of a Unicode lookup in Python each."""
 
 
