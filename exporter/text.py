@@ -29,7 +29,7 @@ ECHO_CHARS = 100
 scheme, a host name, a port, a pattern) fits whole, and a value of kilobytes (a request's head may
 carry 8 KiB) leaves the answer one short line."""
 CACHED_CHARACTERS = 4096
-"""Distinct characters whose written form is remembered (about 0.5 MiB at most): a text of characters seen
+"""Distinct characters whose written form is remembered (at most ~0.5 MiB a style): a text of characters seen
 before is written at C speed, one dict lookup each, instead of a Unicode lookup in Python each."""
 
 

@@ -44,7 +44,8 @@ GIL_SWITCH_SECONDS = 0.001
 """How long a thread may hold the GIL while others wait (Python's default is 5 ms). A scrape is a few dozen
 short turns on the GIL between waits for the Room; when hostile Rooms keep the process busy, each turn
 waits behind slices of parsing: under the hostile mix of tests/test_hostile_mix.py a healthy Room's probe
-takes a median 0.8 s with 5 ms slices, 0.37 s with 1 ms slices (10 ms alone either way)."""
+took a median of 0.05-0.22 s with 1 ms slices (0.09 s over four runs), 0.10-0.19 s with 5 ms (0.16 s), on
+a shared two-core machine; about 2 ms alone (benchmarks/bench_scrape.py)."""
 
 
 def serve_options(command: Callable[..., None]) -> Callable[..., None]:

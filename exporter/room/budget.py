@@ -1,7 +1,7 @@
 """What reading the Rooms' messages may cost in memory, bounded for the whole process, not per message.
 
 A limit on a message's bytes is not a limit on its memory: 4 MiB of `[{},{},...]` is 1.4 million dicts, about
-106 MiB once parsed, and a 1.8 MB reply of 10 000 real entries is 8 MiB. So three things are bounded here,
+97 MiB once parsed, and a 1.9 MB reply of 10 000 real entries is 5.6 MiB. So three things are bounded here,
 each before it is paid (figures: docs/robustness.md; bounds held by tests/test_message_cost.py):
 
 1. Bytes being read. A message's first FREE_BYTES are every session's own; the bytes past them are
@@ -38,20 +38,21 @@ FREE_BYTES = 64 * 1024
 DEFAULT_SHARED_BYTES = 16 * 1024 * 1024
 """Bytes of large messages read at once across every collection: eight 10 000-entry replies (2 MB each)."""
 DEFAULT_MAX_PARSE_COST = 48 * 1024 * 1024
-"""The most one message may cost to parse (its bytes, its text, its values). A real 16 000-entry reply
-costs about 39 MiB by `parse_cost` (it takes 13 MiB in fact): the count is an upper bound."""
+"""The most one message may cost to parse (its bytes, its text, its values). A real 16 000-entry reply (3 MB)
+counts 33-36 MiB by `parse_cost` and takes 15-16 MiB in fact, its bytes and text included: the count is an
+upper bound. A real reply at the 4 MiB message limit (19 000-22 000 entries) counts 41-51 MiB."""
 BYTES_PER_VALUE = 96
 """The most one JSON value costs once parsed, counted per separator (`{ [ , :`): measured at most 92 bytes
-(a chain of one-key objects), 38 for `[{},{}]`, 42 for a real entry's fields."""
+(a chain of one-key objects), 36 for `[{},{}]`, 31-38 for a real entry's fields."""
 MAX_KEPT_NODES = 256
-"""The JSON values a reply may keep once its request list is aggregated: a real getSystemInfo has ~30."""
+"""The JSON values a reply may keep once its request list is aggregated: a documented getSystemInfo has 23."""
 MAX_KEPT_TEXT_BYTES = 64 * 1024
-"""The string bytes a reply may keep: a session keeps its getSystemInfo reply (a 4 MiB string of escaped
-astral characters is 16 MiB once decoded)."""
+"""The string bytes a reply may keep: a session keeps its getSystemInfo reply (a 4 MiB string with one escaped
+astral character in it is 16 MiB once decoded)."""
 DENSE_BYTES_PER_SEPARATOR = 6
 """A message with fewer bytes than this per separator is parsed whole by json.loads (C, fast; its memory is
-already bounded by its counted cost) rather than entry by entry: a real entry has ~10 bytes per separator,
-and `[0,0,...]` read one entry at a time took 25 times json.loads's CPU (1 MB: 824 ms)."""
+already bounded by its counted cost) rather than entry by entry: a real entry has 10-13 bytes per separator,
+and `[0,0,...]` read one entry at a time takes 27 times json.loads's CPU (1 MB: 485 ms against 18 ms)."""
 
 
 def separators(data: bytes) -> int:

@@ -19,7 +19,7 @@ from exporter.room.target import RoomTarget, websocket_port_hint
 
 CONFIG_PATH = "/public/default/config.json"
 MAX_CONFIG_BYTES = 64 * 1024
-"""A real config.json is a few hundred bytes; anything far larger is not one."""
+"""The documented config.json is about 100 bytes; anything far larger is not one."""
 
 
 def websocket_port_from_config(document: bytes) -> int:

@@ -43,7 +43,7 @@ def decode(text: str, lists: Mapping[str, ListReader] | None = None) -> dict[str
     """A message as a JSON object; a protocol error for anything else (including absurdly deep nesting).
 
     With `lists`, a top-level array under one of its keys is handed to its reader entry by entry as it is
-    decoded, and the reader's result stands in its place: a 10 000-entry reply never exists whole (8 MiB
+    decoded, and the reader's result stands in its place: a 10 000-entry reply never exists whole (6 MiB
     of objects otherwise, and their freed memory scattered in the allocator's pools). Everything else is
     decoded as `json.loads` would, with the same errors, but for one: such a key given twice is refused
     (json.loads keeps the last; reading each would let a Room repeat an empty list 100 000 times).

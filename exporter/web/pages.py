@@ -37,7 +37,7 @@ from exporter.text import visible
 from exporter.web.settings import ExporterSettings
 
 MAX_PAGE_BYTES = 256 * 1024
-"""The most `/` can weigh: 300 rows of at most about 800 bytes, and the exporter's own part (its modules
+"""The most `/` can weigh: 300 rows of at most about 830 bytes, and the exporter's own part (its modules
 and allowed targets, at most 20 of each)."""
 MAX_ROOM_PAGE_BYTES = 16 * 1024
 """The most a Room's own page can weigh: its 10 results and their longer messages."""
