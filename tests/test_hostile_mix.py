@@ -74,13 +74,12 @@ BIG_ROOMS = 16
 NOTIFYING_ROOMS = 10
 
 HEALTHY_SLOWEST = 2.5
-"""No healthy probe may take longer (seconds). Alone it takes ~10 ms; under the whole mix the exporter's one
-process is CPU-bound (about 23 s of CPU in 25 s: the hostile Rooms are probed every 2 s, some 20 times as
-often as a fleet's Prometheus would) and the slowest measured 1.3-1.4 s: far from what failed, 5 s
-timeouts and a median of 8.7 s with 4 of 8 down."""
+"""No healthy probe may take longer (seconds). Alone it takes ~2 ms; under the whole mix the exporter's one
+process is CPU-bound (the hostile Rooms are probed every 2 s, some 20 times as often as a fleet's Prometheus
+would) and the slowest measured 0.3-0.9 s."""
 HEALTHY_MEDIAN = 1.0
-"""Measured 0.37 s under the whole mix (every thread waits its turn for the GIL, in 1 ms slices: serve's
-GIL_SWITCH_SECONDS; 0.8 s with Python's 5 ms), 10 ms alone."""
+"""Measured 0.05-0.22 s under the whole mix (every thread waits its turn for the GIL, in 1 ms slices: serve's
+GIL_SWITCH_SECONDS; 0.10-0.19 s with Python's 5 ms), ~2 ms alone."""
 RSS_RETURN_MIB = 32
 """RSS after the attackers leave may stay this far above its level before them: Python's allocator keeps some
 arenas it used (measured 25-26 MiB above after the whole mix; and the sessions of the big Rooms are still

@@ -37,10 +37,14 @@ FREE_BYTES = 64 * 1024
 """The bytes of one message a collection reads without asking the shared budget (a warm scrape's replies)."""
 DEFAULT_SHARED_BYTES = 16 * 1024 * 1024
 """Bytes of large messages read at once across every collection: eight 10 000-entry replies (2 MB each)."""
-DEFAULT_MAX_PARSE_COST = 48 * 1024 * 1024
-"""The most one message may cost to parse (its bytes, its text, its values). A real 16 000-entry reply (3 MB)
-counts 33-36 MiB by `parse_cost` and takes 15-16 MiB in fact, its bytes and text included: the count is an
-upper bound. A real reply at the 4 MiB message limit (19 000-22 000 entries) counts 41-51 MiB."""
+PARSE_COST_PER_MESSAGE_BYTE = 14
+"""The most one message may cost to parse (its bytes, its text, its values), per byte of the largest message
+the exporter reads (`--max-message-bytes`): a real reply counts 11.7-13.6 times its bytes by `parse_cost`
+(the reference's entries, 153-215 bytes each; 22 400 of the reference's own in 4 MiB count 47 MiB) and takes
+about 3 in fact, so a real reply at the message limit is read; `[{},{},...]` (23 times its bytes in fact)
+is refused."""
+DEFAULT_MAX_PARSE_COST = PARSE_COST_PER_MESSAGE_BYTE * 4 * 1024 * 1024
+"""56 MiB: the bound at the default message limit of 4 MiB."""
 BYTES_PER_VALUE = 96
 """The most one JSON value costs once parsed, counted per separator (`{ [ , :`): measured at most 92 bytes
 (a chain of one-key objects), 36 for `[{},{}]`, 31-38 for a real entry's fields."""

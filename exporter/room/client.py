@@ -70,7 +70,7 @@ def fetch_room(
     """
     trace = trace or Trace(deadline.started, detailed=False)
     if pool is None:
-        pool = SessionPool()
+        pool = SessionPool(max_message_bytes=request.max_message_bytes)
         try:
             result = _one_connection(request, deadline, trace, pool)
         finally:

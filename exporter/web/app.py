@@ -93,7 +93,9 @@ class ExporterApp:
         self.config = config
         self.history = RecentResults()
         """The latest results of every Room collected, for the status page at `/`."""
-        self.sessions = SessionPool(settings.session_idle_seconds, settings.max_sessions)
+        self.sessions = SessionPool(
+            settings.session_idle_seconds, settings.max_sessions, settings.max_message_bytes
+        )
         """The Rooms' open sessions (when sessions are on); a successful reload closes them all."""
         self.in_flight = SharedCollections()
         """The collections running now, shared by the scrapes of the same Room that arrive meanwhile."""
