@@ -64,13 +64,6 @@ def test_pop_takes_one_key_out():
     assert cache.put("new", 9) == [], "the room a pop made is used before anything is evicted"
 
 
-def test_a_lowered_capacity_evicts_down_to_it_at_the_next_put():
-    cache = filled()
-    cache.capacity = 1
-    assert cache.put("new", 9) == [("k0", 0), ("k1", 1), ("k2", 2)]
-    assert list(cache.items()) == [("new", 9)]
-
-
 def test_empty_and_cleared():
     cache = filled()
     cache.clear()

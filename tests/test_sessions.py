@@ -8,6 +8,7 @@ import threading
 import time
 import tracemalloc
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -41,11 +42,23 @@ def fetch(
 
 
 @pytest.fixture
-def pool(room):
+def pool(pool_of):
     """A session pool closed before the emulated Rooms stop (they would wait for the open sessions)."""
-    sessions = SessionPool()
-    yield sessions
-    sessions.close_all()
+    return pool_of()
+
+
+@pytest.fixture
+def pool_of(room):
+    """`pool_of(**arguments)`: session pools of SessionPool's arguments, closed like `pool`."""
+    made: list[SessionPool] = []
+
+    def make(**arguments: Any) -> SessionPool:
+        made.append(SessionPool(**arguments))
+        return made[-1]
+
+    yield make
+    for sessions in made:
+        sessions.close_all()
 
 
 def test_many_scrapes_one_login(room, pool):
@@ -119,9 +132,9 @@ def test_a_request_left_unanswered_closes_the_session(room, pool):
     assert OUTGOING_METHOD in replies.replies
 
 
-def test_idle_sessions_are_closed_and_the_count_is_bounded(room, pool):
+def test_idle_sessions_are_closed_and_the_count_is_bounded(room, pool_of):
     rooms = [room("doc-example", pin=PIN) for _ in range(3)]
-    pool.idle_seconds, pool.max_sessions = 60, 2
+    pool = pool_of(idle_seconds=60, max_sessions=2)
     for emulator in rooms:
         fetch(pool, emulator.ports.websocket)
     assert pool.open_sessions() == 2, "the least recently used session was closed"
@@ -346,10 +359,10 @@ def test_an_optional_method_late_once_is_asked_again(room, pool):
     assert "getIncomingFilesRequests" in again.asked, "answered before: one late reply does not silence it"
 
 
-def test_the_session_table_holds_at_most_max_sessions_slots_failed_ones_included(pool):
-    """Slots for targets where nothing listens were kept until the idle timeout: 33 000 of them, each
-    scanned under the pool's lock. Now the table is bounded and the oldest slot leaves in O(1)."""
-    pool.max_sessions = 5
+def test_the_session_table_holds_at_most_max_sessions_slots_failed_ones_included(pool_of):
+    """A slot is made for every target tried, answered or not: a flood of probes of targets where nothing
+    listens leaves at most max_sessions of them, the oldest leaving first."""
+    pool = pool_of(max_sessions=5)
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # bound, never listening: every connect is refused
@@ -364,10 +377,10 @@ def test_the_session_table_holds_at_most_max_sessions_slots_failed_ones_included
     assert len(pool) == 5
 
 
-def test_sessions_opened_at_once_past_the_bound_never_stay_open(room, pool):
+def test_sessions_opened_at_once_past_the_bound_never_stay_open(room, pool_of):
     """Twenty Rooms scraped at once by a pool of five: every evicted session is closed, in use or not."""
     rooms = [room("doc-example", pin=PIN) for _ in range(20)]
-    pool.max_sessions = 5
+    pool = pool_of(max_sessions=5)
     start = threading.Barrier(20)
 
     def scrape(emulator: RunningEmulator) -> None:

@@ -91,16 +91,6 @@ class SessionPool:
         self._digests: LruCache[str | None, str] = LruCache(MAX_DIGESTS)
         self._digests_lock = threading.Lock()
 
-    @property
-    def max_sessions(self) -> int:
-        """Slots kept at most (a smaller value takes effect as slots are next made)."""
-        return self._slots.capacity
-
-    @max_sessions.setter
-    def max_sessions(self, max_sessions: int) -> None:
-        with self._lock:
-            self._slots.capacity = max_sessions
-
     def key(self, target: str, pin: str | None) -> str:
         """A Room and its credentials; the PIN only as a digest, so the key can be shown without it."""
         with self._digests_lock:
