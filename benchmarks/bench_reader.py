@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from child import Child, children  # beside this script: benchmarks/ is the script's first path entry
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
 """Every HTTP request's timeout, every wait for a child's answer, and the probes' module timeout."""
@@ -256,53 +258,10 @@ async def serve_rooms(count: int) -> None:
         server.close()
 
 
-class Child:
-    """This script run with --child: serves on loopback, prints one JSON line, stops when its stdin closes."""
-
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--child", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.info = json.loads(self._line(TIMEOUT * 3, "did not start"))
-        self.ports: list[int] = self.info["ports"]
-
-    def _line(self, within: float, failure: str) -> str:
-        assert self.process.stdout is not None
-        watchdog = threading.Timer(within, self.process.kill)  # a child that never answers
-        watchdog.start()
-        line = self.process.stdout.readline()
-        watchdog.cancel()
-        if not line:
-            raise SystemExit(f"the Rooms' process {failure}")
-        return line
-
-    def ask(self, command: dict[str, Any], within: float) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(command) + "\n")
-        self.process.stdin.flush()
-        answer: dict[str, Any] = json.loads(self._line(within, "did not answer"))
-        return answer
-
-    def stop(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=TIMEOUT)
-
-
 @contextlib.contextmanager
 def rooms(count: int) -> Iterator[Child]:
-    child = Child("rooms", "--count", str(count))
-    try:
+    with children(__file__, ("rooms", "--count", str(count)), timeout=TIMEOUT) as (child,):
         yield child
-    finally:
-        child.stop()
 
 
 # ---- the exporter process ----
@@ -647,9 +606,8 @@ def flood(count: int, rate: float, bound: float, baseline_seconds: float) -> Non
         at_rest = target.use()
         quiet_seconds = time.perf_counter() - quiet_started
         with Sampler(target, healthy).running() as during:
-            sent = flooding_room.ask(
-                {"flood": 0, "count": count, "rate": rate, "bound": bound}, within=bound + TIMEOUT
-            )
+            command = {"flood": 0, "count": count, "rate": rate, "bound": bound}
+            sent = json.loads(flooding_room.ask(json.dumps(command), within=bound + TIMEOUT))
         used = target.use()
         if "error" in sent:
             raise SystemExit(f"the flood did not start: {sent['error']}")

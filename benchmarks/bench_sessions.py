@@ -48,18 +48,19 @@ import re
 import resource
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import websocket
+from child import Child  # beside this script: benchmarks/ is the script's first path entry
+from child import children as children_of
 from prometheus_client import CollectorRegistry, generate_latest
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -252,60 +253,9 @@ async def _scrape(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
         raise SystemExit(f"probe {path} failed:\n{head.decode('latin-1')}{body[:2000]!r}")
 
 
-class Child:
-    """This script run with --child: serves on loopback, prints one JSON line, stops when its stdin closes."""
-
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--child", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        watchdog = threading.Timer(TIMEOUT * 3, self.process.kill)  # a child that never gets ready
-        watchdog.start()
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        watchdog.cancel()
-        self.name = args[0]
-        if not line:
-            raise SystemExit(f"the child {self.name} did not start")
-        self.info: dict[str, Any] = json.loads(line)
-        self.ports: list[int] = self.info["ports"]
-
-    def ask(self, line: str) -> str:
-        """Send one line, read one line back (a watchdog ends a child that never answers)."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        watchdog = threading.Timer(TIMEOUT * 3, self.process.kill)
-        watchdog.start()
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        watchdog.cancel()
-        if not answer:
-            raise SystemExit(f"the child {self.name} failed")
-        return answer
-
-    def stop(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=TIMEOUT)
-
-
-@contextlib.contextmanager
-def children(*args: Sequence[str]) -> Iterator[list[Child]]:
-    started: list[Child] = []
-    try:
-        for each in args:
-            started.append(Child(*each))
-        yield started
-    finally:
-        for child in reversed(started):
-            child.stop()
+def children(*args: Sequence[str]) -> contextlib.AbstractContextManager[list[Child]]:
+    """This script's children (`--child ARGS`), one for each argument list, stopped when the block ends."""
+    return children_of(__file__, *args, timeout=TIMEOUT)
 
 
 # ---- the clients ----

@@ -22,10 +22,9 @@ FIELDS = ("target", "reason", "detail", "address", "url", "file", "traceback")
 OWN_FIELDS = ("ts", "level", "logger", "msg", "error")
 """What every line may carry besides `extra=`; an `extra=` field of one of these names is written as
 `extra_NAME` rather than overwrite it."""
-RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message",
-    "asctime",
-}
+RECORD_ATTRIBUTES = frozenset(
+    {*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "message", "asctime"}
+)
 """What the logging module itself puts on a record; everything else on it came through `extra=`."""
 
 

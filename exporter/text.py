@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
+from types import MappingProxyType
 
 UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 """Control (C0, DEL, C1), format (bidi overrides and isolates, zero-width characters, BOM), lone surrogates
 (a JSON string may hold one; no UTF-8 writer can), and line and paragraph separators."""
 
-SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+SHORT_ESCAPES = MappingProxyType({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
 ECHO_CHARS = 100
 """A quoted value is cut to this many characters: a target or an allow-list entry as people write them (a
 scheme, a host name, a port, a pattern) fits whole, and a value of kilobytes (a request's head may

@@ -143,6 +143,14 @@ ALLOWED_CALLS = {
 }
 """The only calls a lower-case module-level name may be bound to: each named with why it holds no state."""
 
+READ_ONLY = {"MappingProxyType", "frozenset", "tuple"}
+"""Calls that make a read-only copy of the dict, set or list written out as their argument."""
+
+READ_ONLY_TYPES = {"Mapping", "AbstractSet", "Sequence"}
+"""What `Final[...]` may type a table written out as a dict, set or list: mypy refuses a write to it."""
+
+DISPLAYS = (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)
+
 MUTATORS = {"append", "extend", "insert", "add", "update", "pop", "popitem", "clear", "setdefault"}
 MUTATORS |= {"remove", "discard", "sort", "reverse", "__setitem__", "__delitem__"}
 
@@ -172,6 +180,33 @@ def is_constant_name(name: str) -> bool:
     return name.lstrip("_").isupper()
 
 
+def typed_read_only(annotation: ast.expr | None) -> bool:
+    """True for `Final[Mapping[...]]` (or AbstractSet, Sequence): a type under which mypy refuses a write."""
+    if not (isinstance(annotation, ast.Subscript) and called_name(annotation.value) == "Final"):
+        return False
+    inner = annotation.slice
+    return isinstance(inner, ast.Subscript) and called_name(inner.value) in READ_ONLY_TYPES
+
+
+def writable_parts(value: ast.expr, typed: bool) -> Iterator[ast.expr]:
+    """The dicts, lists and sets in a value that stay writable: every display or MUTABLE_CALLS call but
+    those that are a READ_ONLY call's argument, the whole value when `typed` read-only, and the lists of
+    a type (`Callable[[int], None]`)."""
+    nodes = list(ast.walk(value))
+    wrapped = {
+        id(n.args[0])
+        for n in nodes
+        if isinstance(n, ast.Call) and n.args and called_name(n.func) in READ_ONLY
+    }
+    wrapped |= {id(inner) for n in nodes if isinstance(n, ast.Subscript) for inner in ast.walk(n.slice)}
+    if typed:
+        wrapped.add(id(value))
+    for node in nodes:
+        constructed = isinstance(node, ast.Call) and called_name(node.func) in MUTABLE_CALLS
+        if (isinstance(node, DISPLAYS) or constructed) and id(node) not in wrapped:
+            yield node
+
+
 def module_globals_with_state(trees: dict[str, ast.Module]) -> list[str]:
     """Module-level names that hold state (see the test below), as `module:line name: why`."""
     found: list[str] = []
@@ -193,17 +228,17 @@ def module_globals_with_state(trees: dict[str, ast.Module]) -> list[str]:
             for name in (t.id for t in targets if isinstance(t, ast.Name) and not t.id.startswith("__")):
                 where = f"{module}:{statement.lineno} {name}"
                 callee = called_name(value.func) if isinstance(value, ast.Call) else None
-                display = isinstance(
-                    value, ast.Dict | ast.List | ast.Set | ast.DictComp | ast.ListComp | ast.SetComp
-                )
+                annotation = statement.annotation if isinstance(statement, ast.AnnAssign) else None
+                typed = is_constant_name(name) and typed_read_only(annotation)
+                writable = next(writable_parts(value, typed), None)
                 if callee in MUTABLE_CALLS:
                     found.append(f"{where}: {callee}() at module level")
-                elif is_constant_name(name) and display:
-                    tables[name] = where
                 elif callee is not None and name.lstrip("_")[:1].islower() and callee not in ALLOWED_CALLS:
                     found.append(f"{where}: the result of {callee}() at module level")
-                elif display:
-                    found.append(f"{where}: a {type(value).__name__.lower()} at module level")
+                elif writable is not None:
+                    found.append(f"{where}: a writable {ast.unparse(writable)[:40]} at module level")
+                elif is_constant_name(name) and any(isinstance(n, DISPLAYS) for n in ast.walk(value)):
+                    tables[name] = where
     for module, tree in trees.items():  # a constant table is one that nothing writes to
         for node in ast.walk(tree):
             if isinstance(node, ast.Global):
@@ -232,7 +267,9 @@ def test_no_module_keeps_state_in_a_global():
     build for themselves; a module-level global is shared by every app and test in the process. At module
     level in exporter/: no call of a constructor of state (dict(), set(), Lock(), count(), Resolver()...)
     under any name; a lower-case name bound only to an ALLOWED_CALLS call; a dict, list or set written
-    out only as an ALL_CAPS table that nothing writes to; no `global`; no functools cache of a secret."""
+    out only as an ALL_CAPS table that cannot be written to (inside a READ_ONLY call, or typed
+    `Final[Mapping[...]]` so that mypy refuses a write) and that nothing writes to; no `global`; no
+    functools cache of a secret."""
     assert module_globals_with_state(package_trees()) == []
 
 
@@ -243,7 +280,12 @@ _warned: set[str] = set()
 seen = {}
 _COUNTER = itertools.count(1)
 TABLE = {"a": 1}
-FROZEN = {"b": 2}
+FROZEN = MappingProxyType({"b": 2})
+TYPED: Final[Mapping[str, int]] = {"c": 3}
+ROWS = (MappingProxyType({"d": [1]}), frozenset({"e"}), tuple([2]))
+MADE = (dict(f=4),)
+LOOSE: Mapping[str, int] = {"g": 5}
+Job = Callable[[], None]
 log = logging.getLogger(__name__)
 _reaper = Reaper()
 PreparedText = TypeVar("PreparedText")
@@ -252,7 +294,7 @@ PreparedText = TypeVar("PreparedText")
 def digest(pin): ...
 
 def remember(key):
-    TABLE[key] = 1
+    TYPED[key] = 1
 """
     found = module_globals_with_state({"exporter.sample": ast.parse(source)})
     assert [entry.split(":", 1)[1].split(":")[0] for entry in found] == [
@@ -260,7 +302,11 @@ def remember(key):
         "3 _warned",
         "4 seen",
         "5 _COUNTER",
-        "9 _reaper",
-        "13 digest",
         "6 TABLE",
+        "9 ROWS",
+        "10 MADE",
+        "11 LOOSE",
+        "14 _reaper",
+        "18 digest",
+        "8 TYPED",
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from exporter.collect.collection import Collection
 from exporter.room.errors import REASON_HINTS, sentence
 from exporter.room.picture import RoomPicture
@@ -39,12 +41,14 @@ def verdict(collection: Collection) -> str:
     return ", ".join(parts)
 
 
-AVAILABILITY_WORDS: dict[str, str] = {
-    "forbidden_by_server": "file transfer forbidden by the server",
-    "forbidden_by_license": "file transfer forbidden by the licence",
-    "server_login_required": "file transfer waits for a login to a server",
-    "available": "file transfer available",
-}
+AVAILABILITY_WORDS = MappingProxyType(
+    {
+        "forbidden_by_server": "file transfer forbidden by the server",
+        "forbidden_by_license": "file transfer forbidden by the licence",
+        "server_login_required": "file transfer waits for a login to a server",
+        "available": "file transfer available",
+    }
+)
 
 
 def picture_parts(picture: RoomPicture) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from exporter.emulator.faults import Fault
@@ -96,12 +97,13 @@ ROOMS = (
     ),
 )  # fmt: skip
 
-STUCK_ENTRIES = [
-    {"fileRequestId": "demo-stuck-1", "fileName": "handout.pdf", "status": 1, "size": 481_000,
-     "_ageSeconds": 4000, "peerId": "905@demo.trueconf", "peerDn": "Guest", "fileId": 100000001},
-    {"fileRequestId": "demo-done-1", "fileName": "agenda.pdf", "status": 3, "size": 52_000,
-     "_ageSeconds": 300, "confId": "000001703e81e38e@demo.trueconf#vcs", "fileId": 100000002},
-]  # fmt: skip
+STUCK_ENTRIES = (
+    MappingProxyType({"fileRequestId": "demo-stuck-1", "fileName": "handout.pdf", "status": 1,
+     "size": 481_000, "_ageSeconds": 4000, "peerId": "905@demo.trueconf", "peerDn": "Guest",
+     "fileId": 100000001}),
+    MappingProxyType({"fileRequestId": "demo-done-1", "fileName": "agenda.pdf", "status": 3, "size": 52_000,
+     "_ageSeconds": 300, "confId": "000001703e81e38e@demo.trueconf#vcs", "fileId": 100000002}),
+)  # fmt: skip
 """The board room's list: one request waiting for over an hour, one delivered."""
 FORBIDDEN_AVAILABILITY = 0
 """A Room whose server forbids file transfer: no requests either way, availability 0 (reference §5)."""
@@ -118,7 +120,9 @@ def emulated_room(room: DemoRoom, first_port: int = FIRST_PORT) -> EmulatedRoom:
     """The emulated Room that lives `room`'s life on its port (not for a Room that is offline)."""
     settings = EmulatorSettings(websocket_port=room.port(first_port), web_port=0)
     if room.name == "board-room":
-        return EmulatedRoom(settings, scenario=Scenario(entries=STUCK_ENTRIES, auth_info=room.auth_info))
+        return EmulatedRoom(
+            settings, scenario=Scenario(entries=[dict(e) for e in STUCK_ENTRIES], auth_info=room.auth_info)
+        )
     if room.name == "forbidden":
         scenario = Scenario(availability=FORBIDDEN_AVAILABILITY, auth_info=room.auth_info)
         return EmulatedRoom(settings, scenario=scenario)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TypedDict
 
 from exporter.emulator.scenario import DEFAULT_AUTH_INFO, DEFAULT_PRODUCT_INFO, LOGGED_IN_APP_STATES
@@ -52,23 +54,27 @@ WARM_UP_SECONDS = 240
 """How much of its recent life a starting Room has already lived: longer than any request that is not stuck
 takes (at most 90 s to be accepted and 120 s to finish)."""
 
-APP_STATE_LIFE: dict[int, tuple[tuple[float, float], tuple[tuple[int, float], ...]]] = {
-    READY: ((120, 480), ((CALLING, 0.75), (NO_SERVER, 0.15), (LOGIN_REQUIRED, 0.10))),
-    CALLING: ((5, 40), ((IN_CONFERENCE, 0.8), (READY, 0.2))),
-    IN_CONFERENCE: ((120, 900), ((ENDING_CONFERENCE, 1.0),)),
-    ENDING_CONFERENCE: ((1, 4), ((READY, 1.0),)),
-    NO_SERVER: ((20, 120), ((CONNECTING, 1.0),)),
-    CONNECTING: ((3, 20), ((READY, 1.0),)),
-    LOGIN_REQUIRED: ((60, 300), ((READY, 1.0),)),
-}
+APP_STATE_LIFE: Mapping[int, tuple[tuple[float, float], tuple[tuple[int, float], ...]]] = MappingProxyType(
+    {
+        READY: ((120, 480), ((CALLING, 0.75), (NO_SERVER, 0.15), (LOGIN_REQUIRED, 0.10))),
+        CALLING: ((5, 40), ((IN_CONFERENCE, 0.8), (READY, 0.2))),
+        IN_CONFERENCE: ((120, 900), ((ENDING_CONFERENCE, 1.0),)),
+        ENDING_CONFERENCE: ((1, 4), ((READY, 1.0),)),
+        NO_SERVER: ((20, 120), ((CONNECTING, 1.0),)),
+        CONNECTING: ((3, 20), ((READY, 1.0),)),
+        LOGIN_REQUIRED: ((60, 300), ((READY, 1.0),)),
+    }
+)
 """Each app state: how long the Room stays in it (seconds, uniform) and where it goes next, with weights. The
 Room is never off its server or logged out for more than about five minutes at a time, so the demo's living
 Rooms never look like a Room whose file transfer is down for good."""
 
-ON_SERVER_LIFE: dict[int, tuple[tuple[float, float], tuple[tuple[int, float], ...]]] = {
-    **APP_STATE_LIFE,
-    READY: ((120, 480), ((CALLING, 1.0),)),
-}
+ON_SERVER_LIFE: Mapping[int, tuple[tuple[float, float], tuple[tuple[int, float], ...]]] = MappingProxyType(
+    {
+        **APP_STATE_LIFE,
+        READY: ((120, 480), ((CALLING, 1.0),)),
+    }
+)
 """A Room that makes calls and sits in conferences but never leaves its server: file transfer stays available
 (the demo's healthy Room, which must not show even a pending TrueconfFileTransferUnavailable)."""
 
@@ -77,7 +83,7 @@ DIRECTIONS = ("outgoing", "incoming")
 SIDES = ("peer", "conference")
 """A request's side: `conference` when it carries a `confId`, `peer` otherwise (the exporter's `destination`
 label of outgoing requests and `source` label of incoming ones)."""
-FINISHED_NAMES = {PROCESSED: "processed", FAILED: "failed"}
+FINISHED_NAMES = MappingProxyType({PROCESSED: "processed", FAILED: "failed"})
 """The finished statuses by the names of the counters' `status` label."""
 
 

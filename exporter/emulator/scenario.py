@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 BUILTIN_SCENARIOS = ("doc-example", "every-method")
@@ -42,9 +43,9 @@ LOGGED_IN_APP_STATES = frozenset({3, 4, 5, 6})
 """App states in which the Room is logged in to its server, so `getSystemInfo` carries `authInfo`."""
 EMBEDDED_HTTP_PORT = 8766
 """The built-in HTTP server's default port (reference §1), as `getAppState` reports it."""
-DEFAULT_PRODUCT_INFO: dict[str, Any] = {"major": 5, "minor": 0, "revision": 2, "build": 275}
+DEFAULT_PRODUCT_INFO = MappingProxyType({"major": 5, "minor": 0, "revision": 2, "build": 275})
 """A 5.0 Room's `productInfo` (the numbers after 5.0 are made up)."""
-DEFAULT_AUTH_INFO: dict[str, Any] = {"peerId": "room@demo.trueconf", "peerDn": "Meeting room"}
+DEFAULT_AUTH_INFO = MappingProxyType({"peerId": "room@demo.trueconf", "peerDn": "Meeting room"})
 
 
 class ScenarioError(ValueError):
@@ -113,8 +114,8 @@ def scenario_from_document(document: Any, origin: str) -> Scenario:
         availability=_whole_number(document, "availability", AVAILABLE, origin),
         app_state=_whole_number(document, "appState", READY, origin),
         embedded_http_port=_whole_number(document, "embeddedHttpPort", EMBEDDED_HTTP_PORT, origin),
-        product_info=_object(document, "productInfo", DEFAULT_PRODUCT_INFO, origin),
-        auth_info=_object(document, "authInfo", DEFAULT_AUTH_INFO, origin),
+        product_info=_object(document, "productInfo", dict(DEFAULT_PRODUCT_INFO), origin),
+        auth_info=_object(document, "authInfo", dict(DEFAULT_AUTH_INFO), origin),
         reply_fields=_reply_fields(document.get("replyFields", {}), origin),
         omit_fields=_omit_fields(document.get("omitFields", {}), origin),
     )

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 OLD_ROOM_UNKNOWN = (OUTGOING_METHOD, INCOMING_METHOD, AVAILABILITY_METHOD)
 """What a Room older than 4.1 does not know (`old-room`): the file-transfer methods."""
-OLD_ROOM_PRODUCT_INFO: dict[str, Any] = {"major": 4, "minor": 0, "revision": 3, "build": 112}
+OLD_ROOM_PRODUCT_INFO = MappingProxyType({"major": 4, "minor": 0, "revision": 3, "build": 112})
 UNKNOWN_METHOD_CODE = 2
 MAX_RECORDS = 10_000
 """Connections the Room remembers in `EmulatedRoom.records` (login and request counts per connection)."""
@@ -659,7 +660,7 @@ async def _huge_reply(reply: dict[str, Any], size: int) -> AsyncIterator[str]:
     parseable reply.
     """
     entries = reply["outgoingFilesRequests"]
-    entry = json.dumps(entries[0] if entries else _HUGE_ENTRY)
+    entry = json.dumps(entries[0] if entries else dict(_HUGE_ENTRY))
     head = json.dumps({**reply, "outgoingFilesRequests": []})[: -len("]}")]
     count = max(1, (size - len(head) - 2) // (len(entry) + 1))
     per_fragment = max(1, HUGE_FRAGMENT_BYTES // (len(entry) + 1))
@@ -672,15 +673,17 @@ async def _huge_reply(reply: dict[str, Any], size: int) -> AsyncIterator[str]:
     yield "]}"
 
 
-_HUGE_ENTRY = {
-    "fileRequestId": "0d99602a-82a7-4aea-9a1d-f0b612bab793",
-    "fileName": "2.jpg",
-    "status": 2,
-    "size": 3200,
-    "timestamp": 1659251271,
-    "peerId": "820_1@some.server",
-    "peerDn": "820_1",
-}
+_HUGE_ENTRY = MappingProxyType(
+    {
+        "fileRequestId": "0d99602a-82a7-4aea-9a1d-f0b612bab793",
+        "fileName": "2.jpg",
+        "status": 2,
+        "size": 3200,
+        "timestamp": 1659251271,
+        "peerId": "820_1@some.server",
+        "peerDn": "820_1",
+    }
+)
 
 
 async def _send_huge_single_frame(connection: ServerConnection, reply: dict[str, Any], size: int) -> None:

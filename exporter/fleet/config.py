@@ -54,6 +54,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from exporter.files.pinfile import PinFileError, PinFiles
@@ -83,7 +84,7 @@ MAX_TIMEOUT_SECONDS = 600.0
 """The range of a collection timeout, in a module and in --timeout alike."""
 MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+DURATION_UNITS = MappingProxyType({"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0})
 DURATION_FORMS = "5, 2.5s, 500ms or 1m"
 """How a duration is written, in the config file and in every duration flag and its variable alike."""
 

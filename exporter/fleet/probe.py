@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 from urllib.parse import parse_qs
 
 from exporter.fleet.config import DEFAULT_MODULE, AllowList, ExporterConfig, Module
@@ -49,7 +50,7 @@ class ProbeRefusedError(Exception):
         self.reason = reason
 
 
-DEBUG_VALUES = {"true": True, "1": True, "false": False, "0": False, "": False}
+DEBUG_VALUES = MappingProxyType({"true": True, "1": True, "false": False, "0": False, "": False})
 
 
 Query = dict[str, list[str]]

@@ -10,8 +10,10 @@ CollectionError with one of the fixed reasons, and its text never contains the P
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 from exporter.methods import INCOMING_METHOD, OUTGOING_METHOD, SYSTEM_INFO_METHOD
@@ -29,14 +31,18 @@ from exporter.room.trace import Trace, shape
 MAX_SHAPE_CHARS = 1000
 """A reply's shape in a debug probe's trace is cut here: a hostile reply can have any number of keys."""
 
-STREAMED_LISTS: dict[str, protocol.ListReader] = {REPLY_LIST_KEY: listing, INCOMING_LIST_KEY: listing}
+STREAMED_LISTS: Mapping[str, protocol.ListReader] = MappingProxyType(
+    {REPLY_LIST_KEY: listing, INCOMING_LIST_KEY: listing}
+)
 """The reply lists a scrape reads entry by entry, never holding the entries (protocol.decode): each becomes
 its aggregate and what the ledger needs of each request."""
 
-LEDGER_LISTS: dict[str, tuple[str, Direction]] = {
-    OUTGOING_METHOD: (REPLY_LIST_KEY, Direction.OUTGOING),
-    INCOMING_METHOD: (INCOMING_LIST_KEY, Direction.INCOMING),
-}
+LEDGER_LISTS = MappingProxyType(
+    {
+        OUTGOING_METHOD: (REPLY_LIST_KEY, Direction.OUTGOING),
+        INCOMING_METHOD: (INCOMING_LIST_KEY, Direction.INCOMING),
+    }
+)
 """The replies whose lists the Room's ledger compares with what it saw before."""
 
 REUSE_PATIENCE_SHARE = 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from types import MappingProxyType
 
 
 class Reason(StrEnum):
@@ -17,14 +18,18 @@ class Reason(StrEnum):
     """Not the Room: an exception the exporter did not expect (a bug); the log has its traceback."""
 
 
-REASON_HINTS: dict[Reason, str] = {
-    Reason.CONNECT: "check the target's host and port, and that the Room is running",
-    Reason.TIMEOUT: "the Room did not answer in time; is the port the WebSocket port? or raise --timeout",
-    Reason.AUTH: "give the Room's PIN with --pin-file if it has one, or check that the PIN given is its own",
-    Reason.API: "the Room refused getOutgoingFilesRequests; it needs TrueConf Room 4.1.0 or later",
-    Reason.PROTOCOL: "the answer did not follow the Room API: check that the target is a TrueConf Room",
-    Reason.INTERNAL: "a bug in the exporter, not the Room: please report it with the traceback it logged",
-}
+REASON_HINTS = MappingProxyType(
+    {
+        Reason.CONNECT: "check the target's host and port, and that the Room is running",
+        Reason.TIMEOUT: "the Room did not answer in time; is the port the WebSocket port? or raise --timeout",
+        Reason.AUTH: (
+            "give the Room's PIN with --pin-file if it has one, or check that the PIN given is its own"
+        ),
+        Reason.API: "the Room refused getOutgoingFilesRequests; it needs TrueConf Room 4.1.0 or later",
+        Reason.PROTOCOL: "the answer did not follow the Room API: check that the target is a TrueConf Room",
+        Reason.INTERNAL: "a bug in the exporter, not the Room: please report it with the traceback it logged",
+    }
+)
 """What a person should try for each reason, printed by `check`."""
 
 

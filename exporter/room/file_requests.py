@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from exporter.room.ledger import Listed
@@ -35,7 +35,7 @@ DESTINATIONS: tuple[str, ...] = ("peer", "conference")
 SOURCES: tuple[str, ...] = DESTINATIONS
 """Every value of the `source` label (incoming requests): the same two sides, seen from the receiving end."""
 
-_STATUS_BY_CODE: dict[int, str] = {0: "failed", 1: "waiting", 2: "downloading", 3: "processed"}
+_STATUS_BY_CODE: Final[Mapping[int, str]] = {0: "failed", 1: "waiting", 2: "downloading", 3: "processed"}
 
 MILLISECONDS_THRESHOLD = 1e11
 """A timestamp above this is in milliseconds (reference §6); 1e11 seconds is the year 5138."""
@@ -140,7 +140,7 @@ def parse_timestamp(value: Any) -> tuple[float | None, bool]:
     return float(number), False
 
 
-_STATUS_INDEX: dict[str, int] = {status: index for index, status in enumerate(STATUSES)}
+_STATUS_INDEX: Final[Mapping[str, int]] = {status: index for index, status in enumerate(STATUSES)}
 _SIDES = len(DESTINATIONS)
 _WAITING = _STATUS_INDEX["waiting"]
 _DOWNLOADING = _STATUS_INDEX["downloading"]

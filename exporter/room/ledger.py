@@ -41,9 +41,9 @@ import enum
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from exporter.room.file_requests import (
     DESTINATIONS,
@@ -71,7 +71,9 @@ FAILED = 0
 PROCESSED = 3
 """The Room's status codes that finish a request (reference §4)."""
 
-_CODE_BY_LABEL: dict[str, int] = {label: code for code, label in enumerate(STATUSES) if label != "unknown"}
+_CODE_BY_LABEL: Final[Mapping[str, int]] = {
+    label: code for code, label in enumerate(STATUSES) if label != "unknown"
+}
 _NO_CODE = 4
 """A recorded entry's status when the Room sent none usable (file_requests' `unknown`)."""
 _CONFERENCE_BIT = 8
@@ -371,9 +373,9 @@ class Ledger:
         return True
 
 
-_STATUS_EVENTS = {"fileRequestStatusChanged", "fileStatus"}
+_STATUS_EVENTS = frozenset({"fileRequestStatusChanged", "fileStatus"})
 """Notifications that carry a status and a `directionType` (0 incoming, 1 outgoing)."""
-_EVENT_DIRECTIONS: dict[str, Direction] = {
+_EVENT_DIRECTIONS: Final[Mapping[str, Direction]] = {
     "outgoingFileRequestSent": Direction.OUTGOING,
     "outgoingFileRequestSentToConference": Direction.OUTGOING,
     "receivedFileRequest": Direction.INCOMING,
@@ -383,16 +385,20 @@ _EVENT_DIRECTIONS: dict[str, Direction] = {
     "fileDownloadingProgress": Direction.INCOMING,
 }
 """Notifications whose name says their direction; they prove the request exists, without a final status."""
-_PROGRESS_EVENTS = {
-    "outgoingFileRequestUploadingProgress",
-    "incomingFileRequestDownloadingProgress",
-    "fileUploadingProgress",
-    "fileDownloadingProgress",
-}
+_PROGRESS_EVENTS = frozenset(
+    {
+        "outgoingFileRequestUploadingProgress",
+        "incomingFileRequestDownloadingProgress",
+        "fileUploadingProgress",
+        "fileDownloadingProgress",
+    }
+)
 """Notifications that may come without saying the request's side (no `confId`, no `peerId`): then ignored."""
-_OLDER_ID = {"receivedFileRequest", "fileStatus", "fileUploadingProgress", "fileDownloadingProgress"}
+_OLDER_ID = frozenset(
+    {"receivedFileRequest", "fileStatus", "fileUploadingProgress", "fileDownloadingProgress"}
+)
 """Notifications whose id may be under `id` (older Rooms, reference §8)."""
-_OLDER_SIZE = {"fileUploadingProgress", "fileDownloadingProgress"}
+_OLDER_SIZE = frozenset({"fileUploadingProgress", "fileDownloadingProgress"})
 """Notifications whose size may be under `totalSize` (older Rooms)."""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from exporter.methods import (
@@ -282,9 +283,11 @@ def _state(value: Any, states: tuple[str, ...]) -> str:
     return states[code] if 0 <= code < len(states) - 1 else UNKNOWN
 
 
-_PARSERS: dict[str, Callable[[dict[str, Any]], object]] = {
-    INCOMING_METHOD: parse_incoming_reply,
-    AVAILABILITY_METHOD: parse_availability,
-    APP_STATE_METHOD: parse_app_state,
-    SYSTEM_INFO_METHOD: parse_system_info,
-}
+_PARSERS: Mapping[str, Callable[[dict[str, Any]], object]] = MappingProxyType(
+    {
+        INCOMING_METHOD: parse_incoming_reply,
+        AVAILABILITY_METHOD: parse_availability,
+        APP_STATE_METHOD: parse_app_state,
+        SYSTEM_INFO_METHOD: parse_system_info,
+    }
+)

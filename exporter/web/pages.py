@@ -16,6 +16,7 @@ import html
 import math
 import time
 import urllib.parse
+from types import MappingProxyType
 
 from exporter import __version__
 from exporter.collect.history import Latest, RecentResults, Result, RoomHistory, verdict_of
@@ -210,7 +211,7 @@ LEGEND = (
     "alert also waits its <code>for:</code>.</p>"
 )
 
-ROW_CLASSES = {Group.DOWN: "down", Group.ATTENTION: "warn", Group.OK: "ok"}
+ROW_CLASSES = MappingProxyType({Group.DOWN: "down", Group.ATTENTION: "warn", Group.OK: "ok"})
 DASH = "\u2013"
 NBSP = "\u00a0"
 """Keeps a number and its unit on one line (2 bytes; `&nbsp;` is 6)."""

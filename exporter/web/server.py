@@ -36,6 +36,7 @@ import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import h11
@@ -99,7 +100,7 @@ still in flight: the shipped stop timeouts (20 s) leave room for this, SHUTDOWN_
 GC_INTERVAL_SECONDS = 5.0
 GC_AFTER_CLOSED_CONNECTIONS = 100
 """Connections closed since the last run of the cycle collector that make the next one due."""
-REFUSAL_TEXTS = {400: "bad request\n", 431: "request headers too large\n"}
+REFUSAL_TEXTS = MappingProxyType({400: "bad request\n", 431: "request headers too large\n"})
 
 
 @dataclass(frozen=True)
