@@ -29,16 +29,24 @@ def revision() -> str:
 
 
 def _checkout_head(git: Path) -> str | None:
-    """The commit HEAD names in a git directory, read from its files (no git command needed)."""
+    """The commit HEAD names in a git checkout, read from its files (no git command needed). A worktree's
+    `.git` is a file naming its own git directory (HEAD), whose `commondir` holds the refs."""
     try:
+        if git.is_file():
+            git = (git.parent / git.read_text(encoding="utf-8").removeprefix("gitdir:").strip()).resolve()
         head = (git / "HEAD").read_text(encoding="ascii").strip()
         if not head.startswith("ref: "):
             return head or None
         ref = head.removeprefix("ref: ")
-        loose = git / ref
+        common = (
+            git / (git / "commondir").read_text(encoding="ascii").strip()
+            if (git / "commondir").is_file()
+            else git
+        )
+        loose = common / ref
         if loose.is_file():
             return loose.read_text(encoding="ascii").strip() or None
-        for line in (git / "packed-refs").read_text(encoding="ascii").splitlines():
+        for line in (common / "packed-refs").read_text(encoding="ascii").splitlines():
             commit, _, name = line.partition(" ")
             if name == ref:
                 return commit

@@ -32,3 +32,21 @@ def test_no_checkout_is_no_revision(tmp_path):
 def test_the_server_header_names_the_exporter_only():
     assert server_name().startswith("trueconf-exporter/")
     assert "Python" not in server_name() and "WSGI" not in server_name()
+
+
+def test_a_worktree_names_its_own_head_and_reads_the_shared_refs(tmp_path):
+    """A `git worktree`'s `.git` is a file: `gitdir: <main>/.git/worktrees/<name>`, whose `commondir` is the
+    main git directory holding the branches."""
+    main = tmp_path / "main" / ".git"
+    own = main / "worktrees" / "wt"
+    own.mkdir(parents=True)
+    (main / "refs" / "heads").mkdir(parents=True)
+    (main / "refs" / "heads" / "work").write_text("c" * 40 + "\n")
+    (own / "HEAD").write_text("ref: refs/heads/work\n")
+    (own / "commondir").write_text("../..\n")
+    checkout = tmp_path / "wt"
+    checkout.mkdir()
+    (checkout / ".git").write_text(f"gitdir: {own}\n")
+    assert _checkout_head(checkout / ".git") == "c" * 40
+    (checkout / ".git").write_text("gitdir: ../main/.git/worktrees/wt\n")  # git may write it relative
+    assert _checkout_head(checkout / ".git") == "c" * 40
