@@ -17,15 +17,18 @@ Notifications of a direction whose first list has not come are held (at most PEN
 the oldest dropped first: the next list still shows their requests) and applied when it comes, those that came
 before the list's reply (by their place in the session's stream, `sequence`) as history.
 
-Bounds: at most `max_ids` request ids per direction (MAX_TRACKED_IDS, 2048, by default). An id is about
-150 bytes (key, packed flags, size and time of last sight, and its OrderedDict entry; tests/test_ledger.py
-measures it with tracemalloc), so a Room at the bound holds about 600 KiB for both directions; a Room listing
-a few requests holds a few KiB. An id neither listed nor notified for `forget_after_seconds`
-(FORGET_AFTER_SECONDS, one hour, by default) is forgotten; were it to come back it would count again. When a
-direction holds `max_ids` ids, a new id is neither tracked nor counted: the entries of the latest lists left
-out so are `RoomTransfers.untracked` (above 0, the counters miss those requests, but never count an id twice),
-and the notifications refused so or dropped from the pending buffer are `Ledger.dropped`. A list records at
-most MAX_TRACKED_IDS entries (`listing`); the rest count as untracked too.
+Bounds: at most `max_ids` request ids per direction (MAX_TRACKED_IDS, 2048, by default). An id is 21 bytes
+(its key, size, second of last sight and flags, in arrays sorted by key: `_IdTable`; tests/test_ledger.py
+measures about 22 with tracemalloc), so a Room at the bound holds about 90 KiB for both directions; a Room
+listing a few dozen requests, about 5 KiB (3 KiB of it the empty ledger). An id neither listed nor notified
+for `forget_after_seconds` (FORGET_AFTER_SECONDS, one hour, by default) is forgotten: were it to come back it
+would count again. Its place is given back at the next list or `totals`, when its direction is full and a new
+id comes, and otherwise within FORGET_SLACK_SECONDS (so notifications alone rebuild a table at most once a
+minute, or once a second while its direction is full and new ids keep coming). When a direction holds
+`max_ids` ids, a new id is neither tracked nor counted: the entries of the latest lists left out so are
+`RoomTransfers.untracked` (above 0, the counters miss those requests, but never count an id twice), and the
+notifications refused so or dropped from the pending buffer are `Ledger.dropped`. A list records at most
+MAX_TRACKED_IDS entries (`listing`); the rest count as untracked too.
 
 Reset semantics: the ledger belongs to the Room (its target and module), not to a session. A replaced
 session or a restarted Room counts nothing twice (`new_session`: the known ids and their flags are kept).
@@ -38,9 +41,11 @@ from __future__ import annotations
 
 import array
 import enum
+import itertools
 import threading
 import time
-from collections import OrderedDict, deque
+from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -63,6 +68,9 @@ MAX_TRACKED_IDS = 2048
 
 FORGET_AFTER_SECONDS = 3600.0
 """An id neither listed nor notified for this long is forgotten."""
+
+FORGET_SLACK_SECONDS = 60
+"""How long past its forget time an id may keep its place when only notifications come."""
 
 PENDING_NOTIFICATIONS = 256
 """Notifications held per direction until its first list (the oldest dropped past it)."""
@@ -196,23 +204,54 @@ _ACCOUNTED = 1
 _FAILED_COUNTED = 2
 _PROCESSED_COUNTED = 4
 _CONFERENCE = 8
-_SEEN_SHIFT = 4
-_SEEN_BITS = 36
-_SEEN_MASK = (1 << _SEEN_BITS) - 1
-_SIZE_SHIFT = _SEEN_SHIFT + _SEEN_BITS
-"""A tracked id's value is one int: its size << 40 | the second of its last sight << 4 | four flag bits.
-One int (28-36 bytes) instead of a tuple of three (about 130 bytes with its items)."""
+_LAST_SECOND = 2**32 - 1
+"""The ledger's clock stops here (136 years): a second of last sight is an unsigned 32-bit number."""
+
+
+class _IdTable:
+    """The request ids of one direction: four arrays sorted by key, one item per id, 21 bytes an id.
+
+    A key is the id's `hash()`, a signed 64-bit number (Py_hash_t; `Listed.ids` holds the same). A lookup is a
+    bisection (O(log n), in C); a new id is inserted in place (moves of at most 42 KiB at 2048 ids). Ids are
+    forgotten by rebuilding the arrays without them (`forget`, O(n)), not one by one."""
+
+    __slots__ = ("flags", "keys", "oldest", "seen", "sizes")
+
+    def __init__(self) -> None:
+        self.keys = array.array("q")
+        self.sizes = array.array("q")
+        """Bytes (0 until a sighting gives a usable size; sizes are below 2**63, file_requests.MAX_NUMBER)."""
+        self.seen = array.array("I")
+        """The ledger's second of the id's last sight."""
+        self.flags = bytearray()
+        """_ACCOUNTED, _FAILED_COUNTED, _PROCESSED_COUNTED, _CONFERENCE."""
+        self.oldest = 0
+        """No id here was last seen before this second: exact after `forget`, then only ever lower."""
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def forget(self, now: int, after: float) -> None:
+        """Drop the ids not seen for more than `after` seconds at `now`."""
+        keep = [now - second <= after for second in self.seen]
+        if not all(keep):
+            compress = itertools.compress
+            self.keys = array.array("q", compress(self.keys, keep))
+            self.sizes = array.array("q", compress(self.sizes, keep))
+            self.seen = array.array("I", compress(self.seen, keep))
+            self.flags = bytearray(compress(self.flags, keep))
+        self.oldest = min(self.seen, default=now)
 
 
 class _Tracks:
-    """One direction of one Room: its ids in order of last sight, its counters, its pending notifications."""
+    """One direction of one Room: its ids, its counters, its pending notifications."""
 
     __slots__ = ("created", "failed", "ids", "pending", "primed", "processed", "processed_bytes", "untracked")
 
     def __init__(self) -> None:
-        self.ids: OrderedDict[int, int] = OrderedDict()
-        """In order of last sight, forgotten by age. Not the shared LRU (exporter/lru.py): a full direction
-        refuses a new id instead of evicting a known one, which would count again when it came back."""
+        self.ids = _IdTable()
+        """Not the shared LRU (exporter/lru.py): a full direction refuses a new id instead of evicting a known
+        one, which would count again when it came back."""
         self.primed = False
         self.pending: deque[tuple[int, Report]] = deque()
         self.created = [0, 0]
@@ -272,7 +311,7 @@ class Ledger:
         if listed is None:
             return
         with self._lock:
-            now = self._tick()
+            now = self._tick(0)
             tracks = self._tracks[direction]
             history = not tracks.primed
             untracked = listed.overflow
@@ -299,7 +338,7 @@ class Ledger:
             return
         direction, report = parsed
         with self._lock:
-            now = self._tick()
+            now = self._tick(FORGET_SLACK_SECONDS)
             tracks = self._tracks[direction]
             if tracks.primed:
                 if not self._apply(tracks, report, now, count=True):
@@ -319,7 +358,7 @@ class Ledger:
 
     def totals(self) -> RoomTransfers:
         with self._lock:
-            self._tick()
+            self._tick(0)
             outgoing, incoming = self._tracks[Direction.OUTGOING], self._tracks[Direction.INCOMING]
             return RoomTransfers(
                 outgoing=outgoing.totals(),
@@ -328,35 +367,42 @@ class Ledger:
                 untracked=outgoing.untracked + incoming.untracked,
             )
 
-    def _tick(self) -> int:
-        """The ledger's second now (never going back), after forgetting the ids not seen for too long.
-        Amortised O(1): each id is forgotten once, from the front of an OrderedDict in order of last sight."""
-        now = self._now = min(max(self._now, int(self._clock() - self._epoch)), _SEEN_MASK)
+    def _tick(self, slack: float) -> int:
+        """The ledger's second now (never going back), after forgetting the ids of a direction that may hold
+        some not seen for `forget_after_seconds` + `slack`. After a table's rebuild its oldest sight is at
+        most `forget_after_seconds` old, so with a slack of s it is rebuilt at most once every s seconds."""
+        now = self._now = min(max(self._now, int(self._clock() - self._epoch)), _LAST_SECOND)
+        after = self.forget_after_seconds
         for tracks in self._tracks.values():
-            ids = tracks.ids
-            while ids:
-                oldest = next(iter(ids))
-                if now - (ids[oldest] >> _SEEN_SHIFT & _SEEN_MASK) <= self.forget_after_seconds:
-                    break
-                del ids[oldest]
+            table = tracks.ids
+            if now - table.oldest > after + slack:
+                table.forget(now, after)
         return now
 
     def _apply(self, tracks: _Tracks, report: Report, now: int, count: bool) -> bool:
-        """One sighting of a request; False when it is new and its direction is full (not tracked)."""
+        """One sighting of a request; False when it is new and its direction is full (not tracked). An id past
+        its forget time that still has its place is new again, as if forgotten."""
         key, code, conference, size = report
-        ids = tracks.ids
-        value = ids.get(key)
-        if value is None:
-            if len(ids) >= self.max_ids:
-                return False
+        table = tracks.ids
+        keys = table.keys
+        index = bisect_left(keys, key)
+        known = index < len(keys) and keys[index] == key
+        if known and now - table.seen[index] <= self.forget_after_seconds:
+            flags = table.flags[index] | (_CONFERENCE if conference else 0)
+            known_size = table.sizes[index]
+        else:
+            if not known and len(keys) >= self.max_ids:
+                if now - table.oldest <= self.forget_after_seconds:
+                    return False
+                table.forget(now, self.forget_after_seconds)  # once a second at most: `oldest` is exact now
+                keys = table.keys
+                if len(keys) >= self.max_ids:
+                    return False
+                index = bisect_left(keys, key)
             flags = _ACCOUNTED | (_CONFERENCE if conference else 0)
             known_size = 0
             if count:
                 tracks.created[conference] += 1
-        else:
-            ids.move_to_end(key)
-            flags = value & 15 | (_CONFERENCE if conference else 0)
-            known_size = value >> _SIZE_SHIFT
         if size:
             known_size = size
         side = 1 if flags & _CONFERENCE else 0
@@ -369,7 +415,15 @@ class Ledger:
             if count:
                 tracks.processed[side] += 1
                 tracks.processed_bytes[side] += known_size
-        ids[key] = known_size << _SIZE_SHIFT | now << _SEEN_SHIFT | flags
+        if known:
+            table.sizes[index] = known_size
+            table.seen[index] = now
+            table.flags[index] = flags
+        else:
+            keys.insert(index, key)
+            table.sizes.insert(index, known_size)
+            table.seen.insert(index, now)
+            table.flags.insert(index, flags)
         return True
 
 
