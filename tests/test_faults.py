@@ -37,7 +37,7 @@ from exporter.room.request import RoomRequest
 from tests import raw_servers
 from tests.exposition import value
 from tests.fault_reasons import FAULTS, TOLERATED
-from tests.processes import Process, exporter_command, http_get, start_emulator, start_exporter
+from tests.processes import Process, exporter_command, http_get, start_emulator, start_exporter, wait_until
 from tests.raw_servers import frame, reply_of_size, websocket_room
 
 pytestmark = pytest.mark.process
@@ -364,6 +364,15 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` stopped (state T): kill() returns before the SIGSTOP has stopped them all."""
+    tasks = os.listdir(f"/proc/{pid}/task")
+    return all(
+        Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+        for task in tasks
+    )
+
+
 def test_room_that_stops_answering_mid_run_and_comes_back(tmp_path: Path) -> None:
     """SIGSTOP freezes the Room (the kernel still accepts connections, nobody answers them), SIGCONT thaws
     it; then it is killed and a new Room starts on the same port. The exporter reports each phase and
@@ -378,6 +387,7 @@ def test_room_that_stops_answering_mid_run_and_comes_back(tmp_path: Path) -> Non
         fds = open_fds(exporter.popen.pid)
 
         room.popen.send_signal(signal.SIGSTOP)
+        assert wait_until(lambda: all_threads_stopped(room.popen.pid), 5), "the Room froze"
         try:
             for _ in range(3):
                 assert_down(scrape(url, FAULT_DEADLINE_SECONDS)[0], Reason.TIMEOUT)
