@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 import pytest
@@ -12,8 +13,21 @@ import yaml
 
 from exporter.cli.options import DurationType
 from exporter.fleet.config import ConfigError, ExporterConfig, load_config, parse_config, parse_duration
+from exporter.fleet.probe import ProbeRefusedError, parse_query, resolve_probe
 from exporter.room import parse_target
+from exporter.room.connect import Resolver
 from tests.test_cli import run
+
+
+def probe_allowed(config: ExporterConfig, module: str, target: str) -> bool:
+    """Whether /probe?target=TARGET&module=MODULE passes the allow-lists, the fleet's and the module's."""
+    query = parse_query(f"target={quote(target)}&module={quote(module)}")
+    try:
+        resolve_probe(config, query, Resolver())
+    except ProbeRefusedError:
+        return False
+    return True
+
 
 CONFIG_FIXTURES = Path(__file__).parent / "fixtures" / "config"
 MISTAKES = sorted(p for p in CONFIG_FIXTURES.glob("*.yml") if p.name != "valid.yml")
@@ -226,11 +240,10 @@ def test_the_example_config_is_valid(tmp_path, monkeypatch):
     assert set(config.modules) == {"default", "boardrooms", "discovered", "open"}
     assert config.allows(parse_target("ROOM-12.meeting.example.org"))
     assert not config.allows(parse_target("boardroom.example.org:9999"))
-    default, boardrooms = config.modules["default"], config.modules["boardrooms"]
-    assert config.allows_for(default, default.parse_target("ROOM-12.meeting.example.org"))
-    assert not config.allows_for(boardrooms, boardrooms.parse_target("ROOM-12.meeting.example.org"))
-    assert not config.allows_for(default, default.parse_target("boardroom.example.org:8765"))
-    assert config.allows_for(config.modules["open"], parse_target("boardroom.example.org:8765"))
+    assert probe_allowed(config, "default", "ROOM-12.meeting.example.org")
+    assert not probe_allowed(config, "boardrooms", "ROOM-12.meeting.example.org")
+    assert not probe_allowed(config, "default", "boardroom.example.org:8765")
+    assert probe_allowed(config, "open", "boardroom.example.org:8765")
 
 
 def load_text(tmp_path: Path, text: str) -> ExporterConfig:
@@ -351,7 +364,7 @@ def test_lists_that_do_not_visibly_overlap_load_quietly(tmp_path, caplog, a, b, 
 def test_a_module_list_narrows_the_top_level_one(tmp_path, top, module, target, allowed):
     text = f"modules:\n  a:\n    pin_file: a-pin\n    allowed_targets: {module}\n"
     config = load_text(tmp_path, text + (f"allowed_targets: {top}\n" if top else ""))
-    assert config.allows_for(config.modules["a"], parse_target(target)) is allowed
+    assert probe_allowed(config, "a", target) is allowed
     assert config.unscoped_pin_modules() == []
 
 

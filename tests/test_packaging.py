@@ -24,6 +24,7 @@ from exporter.cli.options import DEFAULT_LISTEN_ADDRESS
 from exporter.cli.serve import serve
 from exporter.fleet.config import parse_config
 from tests.processes import start_exporter
+from tests.test_config import probe_allowed
 
 pytestmark = pytest.mark.process
 
@@ -358,7 +359,7 @@ def test_probe_module_exists_and_allows_every_target(tmp_path: Path) -> None:
     module = config.modules.get(spec["module"])
     assert module is not None, f"module {spec['module']} is not in the config file"
     for target in spec["targets"]["staticConfig"]["static"]:
-        assert config.allows_for(module, module.parse_target(target)), f"{target} is outside allowed_targets"
+        assert probe_allowed(config, spec["module"], target), f"{target} is outside allowed_targets"
     assert module.timeout_seconds < seconds(spec["scrapeTimeout"]), "the Room's deadline within Prometheus'"
 
 

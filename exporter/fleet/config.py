@@ -253,11 +253,6 @@ class ExporterConfig:
         """True when there is at least one address and every one matches a top-level IP entry for `port`."""
         return AllowList(self.allowed_targets or (), self.rules).allows_addresses(addresses, port)
 
-    def allows_for(self, module: Module, target: RoomTarget) -> bool:
-        """True when both the top-level list and the module's own allow the target as written (a list that
-        is absent allows it). Looks nothing up: a name only IP entries could allow is resolve_probe's."""
-        return self.allows(target) and (module.allow_list is None or module.allow_list.allows(target))
-
     def unscoped_pin_modules(self) -> list[str]:
         """The modules whose PIN /probe would send to any host it is given: no list of their own, and no
         top-level list either."""
