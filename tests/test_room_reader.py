@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import socket
 import struct
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import websocket
@@ -26,7 +29,12 @@ from hypothesis import strategies as st
 from exporter.room import CollectionError, Deadline, Reason, parse_target
 from exporter.room.budget import FREE_BYTES, MessageBudget
 from exporter.room.client import RoomReplies, fetch_room
-from exporter.room.connection import FLOOD_BURST, FLOOD_PER_SECOND, RoomConnection
+from exporter.room.connection import (
+    FLOOD_BURST,
+    FLOOD_PER_SECOND,
+    LARGE_MESSAGES_BEYOND_REPLIES,
+    RoomConnection,
+)
 from exporter.room.frames import (
     MAX_CONTROL_PAYLOAD,
     MAX_FRAMES_PER_MESSAGE,
@@ -652,3 +660,90 @@ def test_the_sessions_gauge_leaves_out_sessions_whose_room_hung_up(pool: Session
     assert connection is not None and room.done.wait(5)
     assert until(lambda: connection.closed)
     assert pool.open_sessions() == 0, "a closed session is counted as open"
+
+
+# --- what a Room sends while a scrape is busy parsing is bounded ---
+
+
+class GatedBudget(MessageBudget):
+    """A budget whose parse lane opens only when `gate` is set: the scrape stays busy with its large reply
+    while the Room goes on sending (as when other Rooms' parses hold the lane)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        assert self.gate.wait(10), "the Room never finished sending"
+        return super().parse(*args, **kwargs)
+
+
+def busy_scrape_room(after_reply: bytes, gate: threading.Event) -> Callable[[socket.socket], None]:
+    """A raw Room that answers getOutgoingFilesRequests with a large reply, sends `after_reply`, then a ping;
+    once its pong comes back (the exporter has read everything before it), it opens `gate`."""
+
+    def handle(connection: socket.socket) -> None:
+        buffer = raw_servers._accept_upgrade(connection)
+        if buffer is None:
+            return
+        connection.settimeout(10)
+        line = RoomLine(connection, buffer)
+        line.read_frame()  # auth
+        line.send(frame(raw_servers._AUTH_OK))
+        opcode, request = line.read_frame()
+        while opcode != 0x1:
+            opcode, request = line.read_frame()
+        request_id = json.loads(request)["requestId"].encode()
+        line.send(
+            frame(reply_of_size(200_000).replace(b'"requestId":""', b'"requestId":"' + request_id + b'"'))
+        )
+        try:
+            line.send(after_reply)
+            line.send(frame(b"all sent", opcode=0x9))
+            while line.read_frame() != (0xA, b"all sent"):
+                pass
+        except (OSError, AssertionError):  # the exporter dropped the session: it read no further
+            pass
+        finally:
+            gate.set()
+        with contextlib.suppress(OSError, AssertionError):
+            while True:
+                line.read_frame()
+
+    return handle
+
+
+@pytest.mark.loopback
+def test_replies_nobody_asked_for_are_dropped_as_read_while_the_scrape_is_busy(
+    pool: SessionPool, serve: Serve
+) -> None:
+    """Small replies to ids nobody asked (and a second answer to the id asked) are dropped by the reader, not
+    queued for a scrape busy parsing: 400 of 60 KB held 23 MiB and, unbounded, OOM-killed the exporter."""
+    pool.budget = budget = GatedBudget()
+    stray = b'{"method":"getOutgoingFilesRequests","requestId":"%s","result":true,"x":"%s"}'
+    strays = b"".join(frame(stray % (b"nobody-%d" % i if i % 2 else b"", b"y" * 60_000)) for i in range(400))
+    port = serve(busy_scrape_room(strays, budget.gate))
+    tracemalloc.start()
+    try:
+        result = scrape(pool, port, seconds=15)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(result, RoomReplies), result
+    assert peak < 6 * MIB, f"{peak / MIB:.1f} MiB at the peak"
+
+
+@pytest.mark.loopback
+def test_large_messages_beyond_the_replies_asked_for_drop_the_session(
+    pool: SessionPool, serve: Serve
+) -> None:
+    """A large message cannot be matched before it is parsed: a scrape takes one per request and
+    LARGE_MESSAGES_BEYOND_REPLIES more; past them the session is dropped, and the next scrape says why."""
+    pool.budget = budget = GatedBudget()
+    large = frame(b'{"method":"event","event":"x","pad":"%s"}' % (b"z" * 70_000))
+    port = serve(busy_scrape_room(large * (LARGE_MESSAGES_BEYOND_REPLIES + 2), budget.gate))
+    first, second = scrape(pool, port, seconds=15), scrape(pool, port)
+    said = [
+        r.message for r in (first, second) if isinstance(r, CollectionError) and r.reason is Reason.PROTOCOL
+    ]
+    assert any("large messages beyond the replies" in message for message in said), (first, second)

@@ -53,6 +53,11 @@ FLOOD_PER_SECOND = 2_000
 """Messages a second a Room may keep sending past the burst; faster, and its session is dropped. Each costs
 the reader 9-14 us: one flooding Room takes at most 2-3% of a core."""
 MAX_UNSENT_BYTES = 64 * 1024
+LARGE_MESSAGES_BEYOND_REPLIES = 4
+"""Large messages (past FREE_BYTES: whose request id is known only once parsed) held for a scrape beyond one
+per request it sent; past them, the session is dropped. A small reply is matched as it is read, and one that
+answers nothing asked, or answers it a second time, is dropped at once: a Room cannot queue messages behind
+a scrape busy parsing."""
 """What may wait to be written to a Room that does not read (pongs to its pings): past it, it is dropped."""
 
 _ID_PREFIX = f"tcx{os.getpid()}-"
@@ -102,6 +107,10 @@ class RoomConnection:
         self._condition = threading.Condition()
         self._unsent = bytearray()
         self._awaiting = False
+        self._expected: dict[str, str] = {}
+        """The request ids (-> method) the waiting scrape has had no reply to from the reader yet."""
+        self._large_left = 0
+        """Large messages the reader may still hand to the waiting scrape."""
         self._budget_waits = False
         self._arrived: deque[Arrived] = deque()
         self._closed = False
@@ -224,6 +233,8 @@ class RoomConnection:
             self._raise_failure(phase)
             self.exchanges += 1
             self._awaiting = True
+            self._expected = dict(pending)
+            self._large_left = len(pending) + LARGE_MESSAGES_BEYOND_REPLIES
             self._write(masked(frames))
         try:
             while pending:
@@ -309,6 +320,7 @@ class RoomConnection:
     def _end_exchange(self) -> None:
         with self._condition:
             self._awaiting = False
+            self._expected = {}
             if self._stream.reserved:  # a large message begun under the awaited limit: none is awaited now
                 self._shut(
                     CollectionError(Reason.PROTOCOL, "the Room began a large message after its last reply")
@@ -420,11 +432,21 @@ class RoomConnection:
             self._shut(CollectionError(Reason.PROTOCOL, "the Room sent a binary frame"))
             return
         if message.reserved or len(message.data) > FREE_BYTES:  # large: the waiting scrape parses it
-            if self._awaiting:
+            if not self._awaiting:
+                self._budget.release(message.reserved)
+            elif self._large_left > 0:
+                self._large_left -= 1
                 self._arrived.append((self.sequence, message.data, message.reserved))
                 self._condition.notify_all()
             else:
                 self._budget.release(message.reserved)
+                self._shut(
+                    CollectionError(
+                        Reason.PROTOCOL,
+                        f"the Room sent more than {LARGE_MESSAGES_BEYOND_REPLIES} large messages beyond the "
+                        "replies a scrape asked for",
+                    )
+                )
             return
         try:
             parsed = protocol.decode(protocol.text_of(message.data))
@@ -433,7 +455,7 @@ class RoomConnection:
             return
         if protocol.is_notification(parsed):
             self._notified(parsed)
-        elif self._awaiting:
+        elif self._awaiting and protocol.take_reply(parsed, self._expected) is not None:
             self._arrived.append((self.sequence, parsed, 0))
             self._condition.notify_all()
 
