@@ -17,6 +17,7 @@ import pytest
 
 from exporter.room import CollectionError, Deadline, Reason, parse_target
 from exporter.room.connect import (
+    ROOM_RECEIVE_BUFFER_BYTES,
     Address,
     CheckedTarget,
     Lookup,
@@ -235,6 +236,22 @@ def test_tcp_goes_only_to_the_addresses_given():
         caught.value.reason is Reason.CONNECT
         and f"cannot connect to room.test:{port}" in caught.value.message
     )
+
+
+@pytest.mark.loopback  # a listener and a real connection on loopback
+def test_a_room_socket_has_a_small_fixed_receive_buffer():
+    """Fixed before connect (so the window is agreed with it), not grown by the kernel to 6 MiB: what a Room
+    sends to a paused session waits in at most this much kernel memory."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        sock, _ = open_tcp(
+            "room.test",
+            (Address(ip_literal("127.0.0.1")),),
+            listener.getsockname()[1],
+            Deadline(2),
+            "connect",
+        )
+        with sock:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * ROOM_RECEIVE_BUFFER_BYTES
 
 
 def test_a_checked_target_brings_its_addresses_and_its_deadlines_start(monkeypatch):
