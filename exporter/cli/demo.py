@@ -75,7 +75,6 @@ class Prober:
             for target in targets
         ]
         self.interval = interval
-        self.rounds = 0
         self._stop = threading.Event()
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
         self._thread = threading.Thread(target=self._run, name="demo-prober", daemon=True)
@@ -95,7 +94,6 @@ class Prober:
                 if self._stop.is_set():
                     return
                 self._probe(url)
-            self.rounds += 1
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def _probe(self, url: str) -> None:
