@@ -29,10 +29,10 @@ from exporter.emulator.scenario import Scenario, load_scenario
 from exporter.emulator.server import EmulatedRoom, EmulatorSettings, RunningEmulator
 from exporter.methods import OUTGOING_METHOD
 from exporter.room import Deadline, Reason, parse_target
+from exporter.room.budget import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.room.client import fetch_room
 from exporter.room.errors import CollectionError
 from exporter.room.file_requests import Snapshot
-from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.room.request import RoomRequest
 from tests import raw_servers
 from tests.exposition import value

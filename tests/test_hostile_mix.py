@@ -33,7 +33,8 @@ import yaml
 
 from exporter.emulator.faults import Fault
 from exporter.methods import OUTGOING_METHOD
-from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES, MAX_FRAMES_PER_MESSAGE
+from exporter.room.budget import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.room.frames import MAX_FRAMES_PER_MESSAGE
 from tests import raw_servers
 from tests.exposition import value
 from tests.processes import Process, http_get, start_emulator

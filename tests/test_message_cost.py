@@ -23,6 +23,7 @@ from exporter.collect.session_metrics import SessionCollector
 from exporter.methods import OUTGOING_METHOD
 from exporter.room import Deadline, Reason, parse_target
 from exporter.room.budget import (
+    DEFAULT_MAX_MESSAGE_BYTES,
     FREE_BYTES,
     PARSE_COST_PER_MESSAGE_BYTE,
     MessageBudget,
@@ -31,7 +32,7 @@ from exporter.room.budget import (
 )
 from exporter.room.client import RoomReplies, fetch_room
 from exporter.room.errors import CollectionError
-from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES, MAX_FRAMES_PER_MESSAGE
+from exporter.room.frames import MAX_FRAMES_PER_MESSAGE
 from exporter.room.request import RoomRequest
 from exporter.room.sessions import SessionPool
 from tests import raw_servers

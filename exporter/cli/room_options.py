@@ -23,9 +23,8 @@ from exporter.files.pinfile import PinFileError, PinFiles
 from exporter.fleet.config import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
 from exporter.methods import COLLECTORS, OPTIONAL_METHODS, OUTGOING_METHOD
 from exporter.room import RoomTarget, TargetError, parse_target
-from exporter.room.budget import DEFAULT_SHARED_BYTES, FREE_BYTES
+from exporter.room.budget import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SHARED_BYTES, FREE_BYTES
 from exporter.room.frames import (
-    DEFAULT_MAX_MESSAGE_BYTES,
     UnsupportedWebSocketClientError,
     check_websocket_client,
 )

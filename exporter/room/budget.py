@@ -37,14 +37,15 @@ FREE_BYTES = 64 * 1024
 """The bytes of one message a collection reads without asking the shared budget (a warm scrape's replies)."""
 DEFAULT_SHARED_BYTES = 16 * 1024 * 1024
 """Bytes of large messages read at once across every collection: eight 10 000-entry replies (2 MB each)."""
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""The largest message read from a Room (`--max-message-bytes`): a real `getOutgoingFilesRequests` reply takes
+185-215 bytes per request, so 4 MiB is ~20 000 requests."""
 PARSE_COST_PER_MESSAGE_BYTE = 14
 """The most one message may cost to parse (its bytes, its text, its values), per byte of the largest message
 the exporter reads (`--max-message-bytes`): a real reply counts 11.7-13.6 times its bytes by `parse_cost`
 (the reference's entries, 153-215 bytes each; 22 400 of the reference's own in 4 MiB count 47 MiB) and takes
 about 3 in fact, so a real reply at the message limit is read; `[{},{},...]` (23 times its bytes in fact)
 is refused."""
-DEFAULT_MAX_PARSE_COST = PARSE_COST_PER_MESSAGE_BYTE * 4 * 1024 * 1024
-"""56 MiB: the bound at the default message limit of 4 MiB."""
 BYTES_PER_VALUE = 96
 """The most one JSON value costs once parsed, counted per separator (`{ [ , :`): measured at most 92 bytes
 (a chain of one-key objects), 36 for `[{},{}]`, 31-38 for a real entry's fields."""
@@ -102,10 +103,12 @@ class MessageBudget:
     """The shared budget of bytes in flight and the one parse lane. Thread-safe; one per exporter."""
 
     def __init__(
-        self, shared_bytes: int = DEFAULT_SHARED_BYTES, max_parse_cost: int = DEFAULT_MAX_PARSE_COST
+        self, shared_bytes: int = DEFAULT_SHARED_BYTES, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     ) -> None:
         self.shared_bytes = shared_bytes
-        self.max_parse_cost = max_parse_cost
+        self.max_parse_cost = PARSE_COST_PER_MESSAGE_BYTE * max_message_bytes
+        """One message's parse may cost as much as a real reply of `max_message_bytes` needs (56 MiB at the
+        default)."""
         self._free = shared_bytes
         self._condition = threading.Condition()
         self._lane = threading.Lock()

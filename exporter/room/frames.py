@@ -26,8 +26,6 @@ from websocket._abnf import frame_buffer
 from exporter.room.budget import FREE_BYTES, MessageBudget
 from exporter.room.errors import CollectionError, Reason
 
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-"""A real `getOutgoingFilesRequests` reply takes 185-215 bytes per request: 4 MiB is ~20 000 requests."""
 SUPPORTED_WEBSOCKET_CLIENT = ">=1.7,<2"
 """The range pyproject.toml declares and CI proves at both ends (`make test-min`)."""
 

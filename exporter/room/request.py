@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from exporter.methods import OUTGOING_METHOD
-from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.room.budget import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.room.target import RoomTarget
 
 

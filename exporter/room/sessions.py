@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.lru import LruCache
-from exporter.room.budget import PARSE_COST_PER_MESSAGE_BYTE, MessageBudget
+from exporter.room.budget import DEFAULT_MAX_MESSAGE_BYTES, MessageBudget
 from exporter.room.connect import Resolver
 from exporter.room.connection import RoomConnection
 from exporter.room.deadline import Deadline
-from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.room.ledger import Ledger, RoomTransfers
 from exporter.room.reader import RoomReader
 
@@ -80,9 +79,8 @@ class SessionPool:
         self._lock = threading.Lock()
         self._logins = 0
         self._sweeper: threading.Thread | None = None
-        self.budget = MessageBudget(max_parse_cost=PARSE_COST_PER_MESSAGE_BYTE * max_message_bytes)
-        """What reading every Room's messages may cost at once (room/budget.py), shared by all collections;
-        one message's parse as much as a real reply of `max_message_bytes` needs."""
+        self.budget = MessageBudget(max_message_bytes=max_message_bytes)
+        """What reading every Room's messages may cost at once (room/budget.py), shared by all collections."""
         self.reader = RoomReader()
         """Reads every open session as its Room sends (room/reader.py)."""
         self._deadlines: weakref.WeakSet[Deadline] = weakref.WeakSet()

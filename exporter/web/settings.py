@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporter.room import RoomTarget
-from exporter.room.frames import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.room.budget import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.room.sessions import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_SESSIONS
 
 
