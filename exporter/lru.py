@@ -30,7 +30,6 @@ class LruCache(Generic[K, V]):
         if capacity < 1:
             raise ValueError(f"an LRU cache holds at least 1 entry, not {capacity}")
         self.capacity = capacity
-        """May be changed: a smaller one takes effect at the next `put`, which evicts down to it."""
         self._entries: OrderedDict[K, V] = OrderedDict()
 
     def get(self, key: K) -> V | None:
@@ -47,14 +46,11 @@ class LruCache(Generic[K, V]):
 
     def put(self, key: K, value: V) -> list[tuple[K, V]]:
         """`key` set to `value` and made the most recently used. Returns the entries evicted to keep at most
-        `capacity` (the least recently used first; `key` itself never): usually none, one when it was full."""
+        `capacity` (`key` itself never): none, or the least recently used one when it was full."""
         entries = self._entries
         entries[key] = value
         entries.move_to_end(key)
-        evicted = []
-        while len(entries) > self.capacity:
-            evicted.append(entries.popitem(last=False))
-        return evicted
+        return [entries.popitem(last=False)] if len(entries) > self.capacity else []
 
     def pop(self, key: K) -> V | None:
         """Take `key` out; its value, or None when it was not kept."""

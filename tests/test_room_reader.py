@@ -476,15 +476,7 @@ def test_every_refusal_gives_the_budget_back(refusal: str, pieces: str) -> None:
         stream.max_message_bytes = 4 * MIB
     chunks = [data] if pieces == "whole" else [data[i : i + 1] for i in range(len(data))]
     with pytest.raises((CollectionError, websocket.WebSocketException)):
-        for chunk in chunks:
-            stream.feed(chunk)
-            while True:
-                try:
-                    item = stream.next(replies_awaited=True)
-                except NeedMoreBytesError:
-                    break
-                if isinstance(item, Message):
-                    budget.release(item.reserved)
+        read_all(stream, chunks, budget)
     assert (budget.free < budget.shared_bytes) is holds, "held when refused"
     stream.release()  # what the connection's `_shut` does on every refusal
     assert budget.free == budget.shared_bytes
